@@ -1,0 +1,6 @@
+"""Optuna define-by-run search spaces, one registered module each."""
+
+from search_spaces.base import SPACES, Param, SearchSpace
+from search_spaces import property as _property  # noqa: F401  (registers "property")
+
+__all__ = ["SPACES", "Param", "SearchSpace"]

@@ -1,0 +1,1 @@
+"""Study files, the study runner, MLflow tracking and the ``chemtune`` command line."""

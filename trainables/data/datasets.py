@@ -1,0 +1,112 @@
+"""Dataset registry: each entry loads validated rows and a report of what it excluded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainables.cache import cache_dir, data_dir, download
+from trainables.data.report import DataReport
+from trainables.data.tables import MoleculeTable, read_property_csv, table_from_records
+from trainables.errors import DataError
+from trainables.registry import Registry
+
+if TYPE_CHECKING:
+    from studies.spec import DatasetSpec
+
+__all__ = ["DATASETS", "Dataset", "LIPOPHILICITY_URL", "resolve_file"]
+
+LIPOPHILICITY_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/Lipophilicity.csv"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A registered dataset.
+
+    Attributes:
+        kind: ``"molecules"`` (SMILES + label) or ``"reactions"``; tasks accept one kind.
+        load: ``DatasetSpec -> (data, DataReport)``.
+    """
+
+    kind: str
+    load: Callable[["DatasetSpec"], tuple[Any, DataReport]]
+
+
+DATASETS: Registry[Dataset] = Registry("dataset")
+
+
+def resolve_file(spec_path: str | None, relative: str, url: str | None) -> Path:
+    """Find a data file: the study's path, then ``$CHEMTUNE_DATA_DIR/relative``, then a cached download."""
+    if spec_path:
+        path = Path(spec_path).expanduser()
+        if not path.exists():
+            raise DataError(f"{path}: file not found (dataset.path)")
+        return path
+    root = data_dir()
+    if root is not None and (root / relative).exists():
+        return root / relative
+    cached = cache_dir() / "data" / relative
+    if cached.exists():
+        return cached
+    if url is None:
+        raise DataError(f"{relative}: not found; set dataset.path or CHEMTUNE_DATA_DIR")
+    try:
+        return download(url, cached)
+    except OSError as err:
+        where = f"$CHEMTUNE_DATA_DIR/{relative}" if root else "CHEMTUNE_DATA_DIR"
+        raise DataError(
+            f"{relative}: not found locally and the download from {url} failed ({err}); "
+            f"set dataset.path or {where}"
+        ) from err
+
+
+def _load_lipophilicity(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
+    path = resolve_file(spec.path, "lipophilicity/Lipophilicity.csv", LIPOPHILICITY_URL)
+    table, report = read_property_csv(path, "smiles", "exp", "CMPD_CHEMBLID")
+    if report.n_rows != 4200:  # the MoleculeNet file; anything else is a broken download
+        raise DataError(f"{path}: expected the 4200 rows of MoleculeNet Lipophilicity, found {report.n_rows}")
+    return table, report
+
+
+def _load_nci_logp(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
+    from rdkit import Chem, RDConfig
+    from rdkit.Chem import Crippen
+
+    path = Path(spec.path) if spec.path else Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    records = []
+    for row, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        smiles, ident = parts[0], (parts[1] if len(parts) > 1 else str(row))
+        mol = Chem.MolFromSmiles(smiles)
+        label = Crippen.MolLogP(mol) if mol is not None else 0.0  # invalid rows are reported below
+        records.append((row, smiles, label, ident))
+    return table_from_records(records, source=str(path))
+
+
+def _load_csv(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
+    if not spec.path:
+        raise DataError("dataset 'csv' needs dataset.path")
+    return read_property_csv(spec.path, spec.smiles_column, spec.target_column, spec.id_column)
+
+
+DATASETS.register(
+    "lipophilicity",
+    Dataset("molecules", _load_lipophilicity),
+    help="MoleculeNet Lipophilicity (4200 ChEMBL logD values); path, $CHEMTUNE_DATA_DIR or download",
+)
+DATASETS.register(
+    "nci-logp",
+    Dataset("molecules", _load_nci_logp),
+    help="offline proxy task: RDKit's 5000 NCI molecules labelled with Crippen logP",
+)
+DATASETS.register(
+    "csv",
+    Dataset("molecules", _load_csv),
+    help="any CSV: dataset.path, smiles_column, target_column",
+)

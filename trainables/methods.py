@@ -1,0 +1,100 @@
+"""Fine-tuning methods: which backbone parameters train. Each is one registered ``apply``."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as IA3_FF,
+    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3_TARGETS,
+    TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS,
+)
+from torch import nn
+
+from trainables.registry import Registry
+
+__all__ = ["METHODS", "Method", "apply_method", "count_parameters", "export_backbone", "resolve_targets"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered fine-tuning method: ``apply(backbone, config) -> backbone`` sets what trains."""
+
+    apply: Callable[[nn.Module, dict[str, Any]], nn.Module]
+
+
+METHODS: Registry[Method] = Registry("method")
+
+# Names of attention projections across architectures, for models PEFT has no mapping for
+# (MoLFormer's remote code, say): the query/value pair first, as LoRA's paper does.
+_QV = ("query", "value", "q_proj", "v_proj", "q", "v", "Wqkv", "qkv", "c_attn")
+
+
+def resolve_targets(model: nn.Module, mapping: dict[str, list[str]]) -> list[str]:
+    """Target modules for ``model``: PEFT's mapping for its model type, else its q/v projections."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in mapping:
+        return list(mapping[model_type])
+    leaf_names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, nn.Linear)}
+    found = [n for n in _QV if n in leaf_names]
+    if not found:
+        raise ValueError(f"no attention projections found in {type(model).__name__}; set lora targets explicitly")
+    return found
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def apply_method(name: str, backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
+    """Apply the registered method ``name`` to ``backbone``."""
+    return METHODS.get(name).apply(backbone, config)
+
+
+def export_backbone(backbone: nn.Module) -> nn.Module:
+    """A plain transformers model for serving: PEFT adapters merged into a copy."""
+    if isinstance(backbone, PeftModel):
+        return copy.deepcopy(backbone).merge_and_unload()
+    return backbone
+
+
+def _full(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
+    backbone.requires_grad_(True)
+    return backbone
+
+
+def _bitfit(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
+    for name, param in backbone.named_parameters():
+        param.requires_grad_(name.endswith("bias"))
+    return backbone
+
+
+def _lora(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
+    rank = int(config.get("lora_r", 8))
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=float(config.get("lora_alpha", 2 * rank)),
+        lora_dropout=float(config.get("lora_dropout", 0.0)),
+        target_modules=config.get("lora_targets") or resolve_targets(backbone, LORA_TARGETS),
+        bias="none",
+    )
+    return get_peft_model(backbone, lora)
+
+
+def _ia3(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
+    targets = resolve_targets(backbone, IA3_TARGETS)
+    model_type = getattr(backbone.config, "model_type", None)
+    feedforward = IA3_FF.get(model_type, [])
+    return get_peft_model(backbone, IA3Config(target_modules=targets, feedforward_modules=feedforward))
+
+
+METHODS.register("full", Method(_full), help="every backbone parameter trains")
+METHODS.register("bitfit", Method(_bitfit), help="only bias terms of the backbone (and the head) train")
+METHODS.register("lora", Method(_lora), help="low-rank adapters on attention projections (PEFT)")
+METHODS.register("ia3", Method(_ia3), help="(IA)^3 learned rescaling vectors (PEFT)")

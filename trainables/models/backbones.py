@@ -1,0 +1,102 @@
+"""Backbone registry: pretrained (or tiny, random) encoders with their SMILES tokenizers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel, PreTrainedTokenizerBase
+
+from trainables.cache import cache_dir
+from trainables.errors import DataError
+from trainables.io import atomic_dir
+from trainables.models.tokenizer import BERT_SPECIALS, build_vocab, smiles_tokenizer
+from trainables.registry import Registry
+
+if TYPE_CHECKING:
+    from studies.spec import ModelSpec
+
+__all__ = ["BACKBONES", "Backbone", "rxnfp_bert_dir", "load_backbone"]
+
+Loader = Callable[["ModelSpec", Sequence[str], int], tuple[PreTrainedModel, PreTrainedTokenizerBase]]
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A registered encoder; ``load(spec, train_smiles, seed)`` returns ``(model, tokenizer)``."""
+
+    load: Loader
+
+
+BACKBONES: Registry[Backbone] = Registry("model")
+
+RXNFP_WHEEL = "rxnfp==0.1.0"
+RXNFP_FOLDER = "rxnfp/models/transformers/bert_pretrained/"
+
+
+def load_backbone(spec: "ModelSpec", train_smiles: Sequence[str], seed: int = 0):
+    """Load the backbone a study names."""
+    return BACKBONES.get(spec.name).load(spec, train_smiles, seed)
+
+
+def _tiny_bert(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
+    import torch
+
+    tokenizer = smiles_tokenizer(build_vocab(train_smiles, list(BERT_SPECIALS.values())), BERT_SPECIALS, spec.max_length)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, max_position_embeddings=max(spec.max_length, 64) + 2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)  # random init must be reproducible
+    return BertModel(config, add_pooling_layer=False), tokenizer
+
+
+def rxnfp_bert_dir() -> Path:
+    """The rxnfp pretrained BERT folder: ``$CHEMTUNE_RXNFP_DIR``, the cache, or fetched once from PyPI.
+
+    The wheel's own dependencies do not install on current Pythons, so only the wheel itself is
+    downloaded (``pip download --no-deps``) and the model folder extracted from it.
+    """
+    if os.environ.get("CHEMTUNE_RXNFP_DIR"):
+        return Path(os.environ["CHEMTUNE_RXNFP_DIR"])
+    target = cache_dir() / "models" / "rxnfp-bert"
+    if (target / "config.json").is_file():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, RXNFP_WHEEL]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("rxnfp-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise DataError(f"could not download {RXNFP_WHEEL} ({proc.stderr.strip()[-300:]}); set CHEMTUNE_RXNFP_DIR")
+        with zipfile.ZipFile(wheels[0]) as wheel, atomic_dir(target) as out:
+            for name in wheel.namelist():
+                if name.startswith(RXNFP_FOLDER) and not name.endswith("/"):
+                    (out / Path(name).name).write_bytes(wheel.read(name))
+    return target
+
+
+def _rxnfp_bert(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
+    folder = Path(spec.path) if spec.path else rxnfp_bert_dir()
+    tokenizer = smiles_tokenizer(folder / "vocab.txt", BERT_SPECIALS, min(spec.max_length, 512))
+    return BertModel.from_pretrained(folder, add_pooling_layer=False), tokenizer
+
+
+def _hf(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
+    assert spec.path is not None  # validated by ModelSpec
+    kwargs = {"trust_remote_code": spec.trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(spec.path, **kwargs)
+    tokenizer.model_max_length = min(tokenizer.model_max_length, spec.max_length)
+    return AutoModel.from_pretrained(spec.path, **kwargs), tokenizer
+
+
+BACKBONES.register("tiny-bert", Backbone(_tiny_bert), help="2-layer BERT (hidden 64), random init, vocab from train SMILES")
+BACKBONES.register("rxnfp-bert", Backbone(_rxnfp_bert), help="rxnfp MLM-pretrained BERT (12 layers, hidden 256), from PyPI wheel")
+BACKBONES.register("hf", Backbone(_hf), help="any Hugging Face encoder: model.path = hub id or directory")

@@ -1,0 +1,292 @@
+"""Property regression: fine-tune a SMILES encoder with a regression head (full, BitFit, LoRA, IA3).
+
+``train_property`` is the plain function core (no Ray needed); the study runner wraps it for Ray Tune.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+from torch.utils.data import DataLoader
+from transformers import get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from trainables.base import TASKS, Prepared, Reporter, Task
+from trainables.data.datasets import DATASETS
+from trainables.data.splits import split_hash, split_indices
+from trainables.data.tables import MoleculeTable, read_property_csv
+from trainables.errors import DataError
+from trainables.io import atomic_write_json
+from trainables.methods import apply_method, count_parameters, export_backbone
+from trainables.models.backbones import load_backbone
+from trainables.models.regression import HeadConfig, RegressionModel, pad_batch
+from trainables.selectors import SELECTORS, Selector
+
+if TYPE_CHECKING:
+    from studies.spec import StudySpec
+
+__all__ = ["PropertyData", "PropertyTrainer", "prepare_property", "train_property", "regression_metrics"]
+
+METRICS = ("mse", "rmse", "mae", "r2")
+DEFAULTS: dict[str, Any] = {
+    "method": "full", "lr": 5e-5, "weight_decay": 0.01, "batch_size": 32, "head_dropout": 0.1,
+    "warmup_ratio": 0.06, "grad_accum": 1, "selection": "none",
+}
+
+
+@dataclass
+class PropertyData:
+    """Splits of canonical, validated molecules. ``pool`` may be empty."""
+
+    train: MoleculeTable
+    valid: MoleculeTable
+    test: MoleculeTable
+    pool: MoleculeTable
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MSE, RMSE, MAE and R2."""
+    mse = float(mean_squared_error(y, pred))
+    return {"mse": mse, "rmse": math.sqrt(mse), "mae": float(mean_absolute_error(y, pred)), "r2": float(r2_score(y, pred))}
+
+
+def _empty_table() -> MoleculeTable:
+    return MoleculeTable([], np.zeros(0), [], [])
+
+
+def prepare_property(spec: "StudySpec") -> Prepared:
+    """Load, validate and split the study's molecules; raise before any trial on bad data."""
+    ds = spec.dataset
+    table, report = DATASETS.get(ds.name).load(ds)
+    report.check(ds.max_bad_fraction)
+    if ds.limit:
+        table = table.subset(range(min(ds.limit, len(table))))
+    parts = split_indices(table.smiles, ds.split, ds.fractions, ds.seed)
+    splits = {name: table.subset(idx) for name, idx in parts.items()}
+    reports = [report]
+    if spec.pool is not None:
+        pool, pool_report = read_property_csv(spec.pool.path, spec.pool.smiles_column, spec.pool.target_column)
+        pool_report.check(ds.max_bad_fraction)
+        held_out = set(splits["valid"].smiles) | set(splits["test"].smiles)
+        keep = [i for i, s in enumerate(pool.smiles) if s not in held_out]
+        for i in set(range(len(pool))) - set(keep):
+            pool_report.add("in valid or test", pool.rows[i], pool.smiles[i])
+        splits["pool"] = pool.subset(keep)
+        reports.append(pool_report)
+    data = PropertyData(
+        train=splits["train"], valid=splits["valid"], test=splits["test"], pool=splits.get("pool", _empty_table())
+    )
+    tags = {f"split_hash.{name}": split_hash(t.smiles, t.targets) for name, t in vars(data).items() if len(t)}
+    summary = {f"n_{name}": len(t) for name, t in vars(data).items()}
+    return Prepared(payload=data, reports=reports, tags=tags, summary=summary)
+
+
+class PropertyTrainer:
+    """One configuration: model, data loaders, optimiser and the epoch loop.
+
+    Args:
+        config: Hyperparameters (see ``DEFAULTS`` and the ``property`` search space).
+        data: The prepared splits.
+        spec: The study (model, epochs, seed).
+    """
+
+    def __init__(self, config: dict[str, Any], data: PropertyData, spec: "StudySpec") -> None:
+        self.config = {**DEFAULTS, **config}
+        self.spec, self.data = spec, data
+        self.seed = spec.seed
+        set_seed(self.seed)
+        backbone, self.tokenizer = load_backbone(spec.model, data.train.smiles, self.seed)
+        backbone = apply_method(self.config["method"], backbone, self.config)
+        y = data.train.targets
+        head = HeadConfig(
+            hidden_size=backbone.config.hidden_size,
+            head_dropout=float(self.config["head_dropout"]),
+            target_mean=float(y.mean()),
+            target_std=float(y.std()) or 1.0,
+        )
+        self.model = RegressionModel(backbone, head)
+        self.n_trainable, self.n_total = count_parameters(self.model)
+        cuda = torch.cuda.is_available()
+        self.accelerator = Accelerator(
+            cpu=not cuda,
+            mixed_precision="bf16" if cuda and torch.cuda.is_bf16_supported() else "no",
+            gradient_accumulation_steps=int(self.config["grad_accum"]),
+        )
+        # Candidate rows: train first, then pool; selectors index into this.
+        self.candidates = MoleculeTable(
+            data.train.smiles + data.pool.smiles,
+            np.concatenate([data.train.targets, data.pool.targets]),
+            data.train.ids + data.pool.ids,
+            data.train.rows + data.pool.rows,
+        )
+        self.n_train = len(data.train)
+        self.ids = {name: self.encode(t.smiles) for name, t in
+                    (("candidates", self.candidates), ("valid", data.valid), ("test", data.test))}
+        self.selector: Selector = SELECTORS.get(self.config["selection"])(self.config)
+
+    # -- data -----------------------------------------------------------------------------------
+    def encode(self, smiles: list[str]) -> list[list[int]]:
+        """Token ids (with special tokens), truncated to the model's maximum length."""
+        if not smiles:
+            return []
+        return self.tokenizer(list(smiles), truncation=True, max_length=self.tokenizer.model_max_length)["input_ids"]
+
+    def _collate(self, batch: list[tuple[list[int], float]]) -> dict[str, torch.Tensor]:
+        ids, mask = pad_batch([b[0] for b in batch], self.tokenizer.pad_token_id)
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([b[1] for b in batch], dtype=torch.float32)}
+
+    def train_loader(self, rows: np.ndarray, epoch: int) -> DataLoader:
+        """Length-grouped, dynamically padded batches of candidate ``rows`` (standardized labels)."""
+        ids = self.ids["candidates"]
+        z = self.model.standardize(self.candidates.targets)
+        items = [(ids[i], float(z[i])) for i in rows]
+        generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        sampler = LengthGroupedSampler(
+            int(self.config["batch_size"]), lengths=[len(x[0]) for x in items], generator=generator
+        )
+        return DataLoader(items, batch_size=int(self.config["batch_size"]), sampler=sampler, collate_fn=self._collate)
+
+    @torch.no_grad()
+    def predict_ids(self, ids: list[list[int]], batch_size: int = 128) -> np.ndarray:
+        """Predictions (in label units) for token-id sequences; batches sorted by length."""
+        self.model.eval()
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out = np.empty(len(ids), dtype=np.float64)
+        for start in range(0, len(ids), batch_size):
+            chunk = order[start : start + batch_size]
+            input_ids, mask = pad_batch([ids[i] for i in chunk], self.tokenizer.pad_token_id)
+            device = self.accelerator.device
+            z = self.model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+            out[chunk] = self.model.unstandardize(z)
+        return out
+
+    def evaluate(self, split: str) -> tuple[dict[str, float], np.ndarray]:
+        """Metrics and predictions on ``valid`` or ``test``."""
+        pred = self.predict_ids(self.ids[split])
+        return regression_metrics(getattr(self.data, split).targets, pred), pred
+
+    # -- training -------------------------------------------------------------------------------
+    def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=float(self.config["lr"]), weight_decay=float(self.config["weight_decay"]))
+        steps = self.spec.max_epochs * math.ceil(len(self.candidates) / int(self.config["batch_size"]))
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(float(self.config["warmup_ratio"]) * steps), steps)
+        return optimizer, scheduler
+
+    def train_epoch(self, loader: DataLoader, optimizer: torch.optim.Optimizer, scheduler: Any) -> float:
+        """One pass over ``loader``; returns the mean loss (standardized units)."""
+        self.model.train()
+        total, count = 0.0, 0
+        for batch in loader:
+            with self.accelerator.accumulate(self.model):
+                pred = self.model(batch["input_ids"], batch["attention_mask"])
+                loss = torch.nn.functional.mse_loss(pred.float(), batch["labels"])
+                self.accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            total += float(loss.detach()) * len(batch["labels"])
+            count += len(batch["labels"])
+        return total / max(count, 1)
+
+    def fit(self, reporter: Reporter) -> dict[str, float]:
+        """Train for ``spec.max_epochs`` (resuming from the reporter's checkpoint); report every epoch."""
+        optimizer, scheduler = self._optimizer()
+        self.model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+        start = 0
+        resume = reporter.resume_dir()
+        if resume is not None:
+            state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)
+            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            self.selector.load_state_dict(state["selector"])
+            start = state["epoch"]
+        else:
+            self.selector.setup(self, reporter)
+        final: dict[str, float] = {}
+        for epoch in range(start, self.spec.max_epochs):
+            tic = time.perf_counter()
+            rows = self.selector.indices(epoch)
+            loss = self.train_epoch(self.train_loader(rows, epoch), optimizer, scheduler)
+            seconds = time.perf_counter() - tic
+            valid, valid_pred = self.evaluate("valid")
+            metrics = {
+                "epoch": epoch + 1, "train_loss": loss, "n_train_rows": len(rows),
+                "samples_per_s": len(rows) / seconds, "trainable_params": self.n_trainable,
+                "total_params": self.n_total, **{f"valid_{k}": v for k, v in valid.items()},
+                **self.selector.log(),
+            }
+            last = epoch + 1 == self.spec.max_epochs
+            with tempfile.TemporaryDirectory(prefix="chemtune-ckpt-") as tmp:
+                ckpt = Path(tmp)
+                if last:  # test is looked at once, after the search metric is final
+                    test, test_pred = self.evaluate("test")
+                    metrics.update({f"test_{k}": v for k, v in test.items()})
+                    self._write_predictions(ckpt / "test_predictions.csv", self.data.test, test_pred)
+                self._write_predictions(ckpt / "valid_predictions.csv", self.data.valid, valid_pred)
+                self.save_checkpoint(ckpt, optimizer, scheduler, epoch + 1, metrics)
+                reporter.report(metrics, ckpt)
+            final = metrics
+        return final
+
+    # -- checkpoints and export -----------------------------------------------------------------
+    @staticmethod
+    def _write_predictions(path: Path, table: MoleculeTable, pred: np.ndarray) -> None:
+        pd.DataFrame({"id": table.ids, "smiles": table.smiles, "target": table.targets, "prediction": pred}).to_csv(
+            path, index=False
+        )
+
+    def save_checkpoint(self, path: Path, optimizer: Any, scheduler: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        """Write ``state.pt`` (to resume) and ``model/`` (to serve) into the fresh directory ``path``."""
+        model = self.accelerator.unwrap_model(self.model)
+        torch.save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "selector": self.selector.state_dict(), "epoch": epoch},
+            path / "state.pt",
+        )
+        self.export(path / "model")
+        atomic_write_json(path / "metrics.json", metrics)
+
+    def export(self, path: Path) -> None:
+        """A self-contained serving directory: merged backbone, tokenizer, head weights and config."""
+        from trainables.serving import save_property_model
+
+        model = self.accelerator.unwrap_model(self.model)
+        save_property_model(
+            path, export_backbone(model.backbone), self.tokenizer, model.head, model.config,
+            trust_remote_code=self.spec.model.trust_remote_code,
+        )
+
+
+def train_property(config: dict[str, Any], data: PropertyData, spec: "StudySpec", reporter: Reporter) -> dict[str, float]:
+    """Train and evaluate one configuration; the plain function core of the ``property`` task."""
+    return PropertyTrainer(config, data, spec).fit(reporter)
+
+
+def _validate(spec: "StudySpec") -> None:
+    if spec.options:
+        raise ValueError(f"the property task takes no options, got {sorted(spec.options)}")
+    if spec.pool is not None and not Path(spec.pool.path).is_file():
+        raise DataError(f"{spec.pool.path}: pool file not found (pool.path)")
+
+
+TASKS.register(
+    "property",
+    Task(
+        data_kind="molecules", metrics=METRICS, maximize=frozenset({"r2"}),
+        prepare=prepare_property, train=train_property, validate=_validate,
+    ),
+    help="molecular property regression (encoder + regression head)",
+)

@@ -1,0 +1,86 @@
+"""Serving a fine-tuned property model: a self-contained directory and its MLflow pyfunc wrapper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from trainables.data.chem import canonicalize
+from trainables.models.regression import HeadConfig, RegressionModel, pad_batch
+
+__all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc", "PIP_REQUIREMENTS"]
+
+PIP_REQUIREMENTS = ["chemtune", "torch", "transformers", "rdkit", "pandas"]
+
+
+def save_property_model(
+    path: Path, backbone: nn.Module, tokenizer: Any, head: nn.Module, config: HeadConfig, trust_remote_code: bool = False
+) -> None:
+    """Write ``backbone/`` (transformers format, with tokenizer), ``head.pt`` and ``head.json``."""
+    path.mkdir(parents=True, exist_ok=True)
+    backbone.save_pretrained(path / "backbone")
+    tokenizer.save_pretrained(path / "backbone")
+    torch.save(head.state_dict(), path / "head.pt")
+    config.save(path / "head.json")
+    (path / "trust_remote_code").write_text("1" if trust_remote_code else "0")
+
+
+class PropertyPredictor:
+    """Predicts a property from SMILES with a saved model directory."""
+
+    def __init__(self, model: RegressionModel, tokenizer: Any) -> None:
+        self.model, self.tokenizer = model.eval(), tokenizer
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PropertyPredictor":
+        path = Path(path)
+        remote = (path / "trust_remote_code").read_text().strip() == "1"
+        backbone = AutoModel.from_pretrained(path / "backbone", trust_remote_code=remote)
+        tokenizer = AutoTokenizer.from_pretrained(path / "backbone", trust_remote_code=remote)
+        model = RegressionModel(backbone, HeadConfig.load(path / "head.json"))
+        model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu"))
+        return cls(model, tokenizer)
+
+    @torch.no_grad()
+    def predict(self, smiles: list[str], batch_size: int = 128) -> pd.DataFrame:
+        """Columns ``smiles, canonical_smiles, prediction, error``; invalid SMILES get NaN and a reason."""
+        canonical = [canonicalize(s) if isinstance(s, str) else None for s in smiles]
+        ok = [i for i, c in enumerate(canonical) if c is not None]
+        pred = np.full(len(smiles), np.nan)
+        if ok:
+            ids = self.tokenizer([canonical[i] for i in ok], truncation=True,
+                                 max_length=self.tokenizer.model_max_length)["input_ids"]
+            order = np.argsort([len(x) for x in ids], kind="stable")
+            for start in range(0, len(ids), batch_size):
+                chunk = order[start : start + batch_size]
+                input_ids, mask = pad_batch([ids[i] for i in chunk], self.tokenizer.pad_token_id)
+                z = self.model(input_ids, mask).numpy()
+                pred[np.asarray(ok)[chunk]] = self.model.unstandardize(z)
+        return pd.DataFrame({
+            "smiles": list(smiles),
+            "canonical_smiles": canonical,
+            "prediction": pred,
+            "error": ["" if c is not None else "invalid SMILES" for c in canonical],
+        })
+
+
+class PropertyPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow model: input a DataFrame with a ``smiles`` column (or the first column), output predictions."""
+
+    def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's signature
+        self.predictor = PropertyPredictor.load(context.artifacts["model"])
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
+        if isinstance(model_input, pd.DataFrame):
+            column = "smiles" if "smiles" in model_input.columns else model_input.columns[0]
+            smiles = model_input[column].tolist()
+        else:
+            smiles = list(model_input)
+        return self.predictor.predict(smiles)
