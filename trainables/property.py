@@ -149,7 +149,7 @@ class PropertyTrainer:
     def train_loader(self, rows: np.ndarray, epoch: int) -> DataLoader:
         """Length-grouped, dynamically padded batches of candidate ``rows`` (standardized labels)."""
         ids = self.ids["candidates"]
-        z = self.model.standardize(self.candidates.targets)
+        z = self.accelerator.unwrap_model(self.model).standardize(self.candidates.targets)
         items = [(ids[i], float(z[i])) for i in rows]
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         sampler = LengthGroupedSampler(
@@ -160,15 +160,16 @@ class PropertyTrainer:
     @torch.no_grad()
     def predict_ids(self, ids: list[list[int]], batch_size: int = 128) -> np.ndarray:
         """Predictions (in label units) for token-id sequences; batches sorted by length."""
-        self.model.eval()
+        model = self.accelerator.unwrap_model(self.model)  # no DDP collectives: ranks may predict alone
+        model.eval()
         order = np.argsort([len(x) for x in ids], kind="stable")
         out = np.empty(len(ids), dtype=np.float64)
         for start in range(0, len(ids), batch_size):
             chunk = order[start : start + batch_size]
             input_ids, mask = pad_batch([ids[i] for i in chunk], self.tokenizer.pad_token_id)
             device = self.accelerator.device
-            z = self.model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
-            out[chunk] = self.model.unstandardize(z)
+            z = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+            out[chunk] = model.unstandardize(z)
         return out
 
     def evaluate(self, split: str) -> tuple[dict[str, float], np.ndarray]:
@@ -219,7 +220,9 @@ class PropertyTrainer:
         for epoch in range(start, self.spec.max_epochs):
             tic = time.perf_counter()
             rows = self.selector.indices(epoch)
-            loss = self.train_epoch(self.train_loader(rows, epoch), optimizer, scheduler)
+            # prepare() shards the batches across Ray Train/DDP workers (a no-op split on one process)
+            loader = self.accelerator.prepare_data_loader(self.train_loader(rows, epoch))
+            loss = self.train_epoch(loader, optimizer, scheduler)
             seconds = time.perf_counter() - tic
             valid, valid_pred = self.evaluate("valid")
             metrics = {
