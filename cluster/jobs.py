@@ -1,0 +1,125 @@
+"""Submit a study to a Ray cluster through the Ray Jobs API (``chemtune submit|status|logs``).
+
+The job's driver runs ``chemtune launch STUDY --address auto`` on the head node. Its runtime environment
+ships the study file (``working_dir``) and, unless chemtune is installed on the cluster image, the chemtune
+packages themselves (``py_modules``). Tracking settings travel as environment variables; secrets do not:
+``*_PASSWORD``, ``*_TOKEN`` and ``*_SECRET*`` variables are never put in the runtime environment (the Ray
+dashboard shows it to anyone who can list jobs) — give them to the cluster's nodes from a secret instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from trainables.errors import StudyError
+
+__all__ = ["FORWARDED_ENV", "runtime_env", "submit", "status", "logs", "wait"]
+
+FORWARDED_ENV = re.compile(r"^(MLFLOW_TRACKING_URI|MLFLOW_EXPERIMENT_NAME|CHEMTUNE_\w+|HF_\w+|AWS_REGION|AWS_ENDPOINT_URL\w*)$")
+"""Environment variables copied from the submitting shell into the job (non-secret tracking settings)."""
+_SECRET = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIAL|_KEY$", re.IGNORECASE)
+_PACKAGES = ("studies", "trainables", "search_spaces", "cluster")
+_TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def _client(address: str) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address)
+
+
+def _package_dirs() -> list[str]:
+    import importlib
+
+    return [str(Path(importlib.import_module(name).__file__).parent) for name in _PACKAGES]
+
+
+def runtime_env(
+    study_dir: Path, ship_code: bool = True, env: dict[str, str] | None = None, pip: list[str] | None = None
+) -> dict[str, Any]:
+    """The job's runtime environment.
+
+    Args:
+        study_dir: Folder that becomes the job's working directory (holds the study file).
+        ship_code: Upload the chemtune packages as ``py_modules`` (off when the cluster image has chemtune).
+        env: Extra environment variables (refused if they look like secrets).
+        pip: Extra pip packages to install for the job.
+
+    Returns:
+        A Ray runtime-env dict.
+    """
+    env_vars = {k: v for k, v in os.environ.items() if FORWARDED_ENV.match(k) and not _SECRET.search(k)}
+    for key in env or {}:
+        if _SECRET.search(key):
+            raise StudyError(f"{key}: secrets are not passed in a job's runtime environment; set it on the cluster")
+    env_vars.update(env or {})
+    spec: dict[str, Any] = {"working_dir": str(study_dir), "env_vars": env_vars,
+                            "excludes": ["__pycache__", "*.pyc", "chemtune-runs"]}
+    if ship_code:
+        spec["py_modules"] = _package_dirs()
+    if pip:
+        spec["pip"] = list(pip)
+    return spec
+
+
+def submit(
+    study_path: str | os.PathLike[str],
+    address: str,
+    *,
+    ship_code: bool = True,
+    env: dict[str, str] | None = None,
+    pip: list[str] | None = None,
+    restart: bool = False,
+    submission_id: str | None = None,
+) -> str:
+    """Submit ``chemtune launch STUDY --address auto`` as a Ray job; return its id.
+
+    Args:
+        study_path: The study file; validated here first, so a bad file fails before anything is uploaded.
+        address: The Ray dashboard, e.g. ``http://HOST:8265``.
+        ship_code: Upload the chemtune packages with the job (see :func:`runtime_env`).
+        env: Extra non-secret environment variables for the job.
+        pip: Extra pip packages for the job.
+        restart: Pass ``--restart`` to ``chemtune launch``.
+        submission_id: Job id to use (default: Ray picks one).
+    """
+    from studies.spec import load_study
+
+    study_path = Path(study_path)
+    spec = load_study(study_path)
+    with tempfile.TemporaryDirectory(prefix="chemtune-job-") as tmp:
+        shutil.copy(study_path, Path(tmp) / study_path.name)
+        # `python -m studies.cli` works whether chemtune is installed or shipped as py_modules.
+        entrypoint = f"python -m studies.cli launch {study_path.name} --address auto" + (" --restart" if restart else "")
+        return _client(address).submit_job(
+            entrypoint=entrypoint, runtime_env=runtime_env(Path(tmp), ship_code, env, pip),
+            submission_id=submission_id, metadata={"chemtune_study": spec.name},
+        )
+
+
+def status(job_id: str, address: str) -> str:
+    """The job's status: ``PENDING``, ``RUNNING``, ``SUCCEEDED``, ``FAILED`` or ``STOPPED``."""
+    return str(_client(address).get_job_status(job_id).value)
+
+
+def logs(job_id: str, address: str) -> str:
+    """Everything the job's driver printed so far."""
+    return _client(address).get_job_logs(job_id)
+
+
+def wait(job_id: str, address: str, timeout: float = 3600, interval: float = 2.0) -> str:
+    """Poll until the job ends; return its final status (raise ``TimeoutError`` after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = status(job_id, address)
+        if state in _TERMINAL:
+            return state
+        time.sleep(interval)
+    raise TimeoutError(f"job {job_id} still {state} after {timeout:.0f}s")
+

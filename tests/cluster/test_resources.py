@@ -1,0 +1,47 @@
+"""Per-trial resources: the concurrency cap never oversubscribes the cluster."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from cluster.resources import max_concurrent, trial_resources
+from cluster.distributed import scaling_config
+from studies.spec import ResourcesSpec
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "workers", "cap"),
+    list(itertools.product([0.5, 1, 3], [0, 0.25, 1, 2], [1, 2], [None, 1, 3])),
+)
+def test_max_concurrent_never_oversubscribes(cpus: float, gpus: float, workers: int, cap: int | None) -> None:
+    spec = ResourcesSpec(cpus_per_trial=cpus, gpus_per_trial=gpus, num_workers=workers, max_concurrent_trials=cap)
+    for cluster in ({"CPU": 8, "GPU": 2}, {"CPU": 16, "GPU": 4}, {"CPU": 4}, {"CPU": 32, "GPU": 8}):
+        n = max_concurrent(spec, cluster)
+        assert n >= 1
+        if cap is not None:
+            assert n <= cap
+        fits = cpus * workers <= cluster["CPU"] and gpus * workers <= cluster.get("GPU", 0) + (gpus == 0) * 1e9
+        if fits:  # all n trials fit at once, and one more would not (unless capped)
+            assert n * cpus * workers <= cluster["CPU"] + 1e-9
+            assert n * gpus * workers <= cluster.get("GPU", 0) + 1e-9
+            more = (n + 1) * cpus * workers > cluster["CPU"] or (n + 1) * gpus * workers > cluster.get("GPU", 0)
+            assert more or n == cap
+
+
+def test_gpu_fractions_pack_four_to_a_gpu() -> None:
+    spec = ResourcesSpec(cpus_per_trial=1, gpus_per_trial=0.25)
+    assert max_concurrent(spec, {"CPU": 16, "GPU": 1}) == 4
+    assert max_concurrent(spec, {"CPU": 2, "GPU": 1}) == 2  # CPUs bind first
+    assert trial_resources(spec) == {"cpu": 1, "gpu": 0.25}
+
+
+def test_multi_worker_trials_scale_per_worker() -> None:
+    spec = ResourcesSpec(cpus_per_trial=4, gpus_per_trial=1, num_workers=2)
+    scaling = scaling_config(spec)
+    assert scaling.num_workers == 2 and scaling.use_gpu
+    assert scaling.resources_per_worker == {"CPU": 4, "GPU": 1}
+    assert max_concurrent(spec, {"CPU": 32, "GPU": 4}) == 2  # 2 trials x 2 workers fill 4 GPUs
+    cpu_only = scaling_config(ResourcesSpec(cpus_per_trial=1, num_workers=2))
+    assert not cpu_only.use_gpu and cpu_only.resources_per_worker == {"CPU": 1}
