@@ -143,6 +143,28 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from cluster.jobs import submit
+
+    job_id = submit(args.study, args.address, ship_code=not args.installed, restart=args.restart)
+    print(job_id)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from cluster.jobs import status, wait
+
+    print(wait(args.job_id, args.address) if args.wait else status(args.job_id, args.address))
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from cluster.jobs import logs
+
+    print(logs(args.job_id, args.address), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; list choices come from the registries."""
     parser = argparse.ArgumentParser(prog="chemtune", description=__doc__)
@@ -185,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ui", _cmd_ui, "MLflow UI over the embedded store")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
+    p = command("submit", _cmd_submit, "run a study on a Ray cluster as a Ray job (prints the job id)")
+    p.add_argument("study", type=Path)
+    p.add_argument("--address", required=True, help="Ray dashboard / Jobs API, e.g. http://HOST:8265")
+    p.add_argument("--installed", action="store_true", help="chemtune is installed on the cluster: do not upload it")
+    p.add_argument("--restart", action="store_true", help="start over if this study was launched before")
+    p = command("status", _cmd_status, "status of a submitted study job")
+    p.add_argument("job_id")
+    p.add_argument("--address", required=True, help="Ray dashboard / Jobs API, e.g. http://HOST:8265")
+    p.add_argument("--wait", action="store_true", help="wait until the job ends; print its final status")
+    p = command("logs", _cmd_logs, "output of a submitted study job")
+    p.add_argument("job_id")
+    p.add_argument("--address", required=True, help="Ray dashboard / Jobs API, e.g. http://HOST:8265")
     p = command("list", _cmd_list, "what is registered")
     p.add_argument("what", choices=_LISTS)
     return parser
