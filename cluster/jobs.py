@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 from trainables.errors import StudyError
 
-__all__ = ["FORWARDED_ENV", "runtime_env", "submit", "status", "logs", "wait"]
+__all__ = ["FORWARDED_ENV", "entrypoint", "runtime_env", "submit", "status", "logs", "wait"]
 
 FORWARDED_ENV = re.compile(r"^(MLFLOW_TRACKING_URI|MLFLOW_EXPERIMENT_NAME|CHEMTUNE_\w+|HF_\w+|AWS_REGION|AWS_ENDPOINT_URL\w*)$")
 """Environment variables copied from the submitting shell into the job (non-secret tracking settings)."""
@@ -59,6 +60,9 @@ def runtime_env(
         if _SECRET.search(key):
             raise StudyError(f"{key}: secrets are not passed in a job's runtime environment; set it on the cluster")
     env_vars.update(env or {})
+    # CHEMTUNE_* go on the entrypoint's command line instead (see `entrypoint`): `chemtune launch` hands them to
+    # its trials through ray.init's runtime env, and Ray refuses a driver env that repeats a job's variable.
+    env_vars = {k: v for k, v in env_vars.items() if not k.startswith("CHEMTUNE_")}
     spec: dict[str, Any] = {"working_dir": str(study_dir), "env_vars": env_vars,
                             "excludes": ["__pycache__", "*.pyc", "chemtune-runs"]}
     if ship_code:
@@ -66,6 +70,18 @@ def runtime_env(
     if pip:
         spec["pip"] = list(pip)
     return spec
+
+
+def entrypoint(study_file: str, restart: bool = False, env: dict[str, str] | None = None) -> str:
+    """The job's shell command: ``CHEMTUNE_*=... python -m studies.cli launch STUDY --address auto``.
+
+    ``python -m studies.cli`` works whether chemtune is installed on the cluster or shipped as ``py_modules``.
+    """
+    settings = {k: v for k, v in {**os.environ, **(env or {})}.items()
+                if k.startswith("CHEMTUNE_") and FORWARDED_ENV.match(k) and not _SECRET.search(k)}
+    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in sorted(settings.items()))
+    return f"{prefix}python -m studies.cli launch {shlex.quote(study_file)} --address auto" + (
+        " --restart" if restart else "")
 
 
 def submit(
@@ -95,10 +111,9 @@ def submit(
     spec = load_study(study_path)
     with tempfile.TemporaryDirectory(prefix="chemtune-job-") as tmp:
         shutil.copy(study_path, Path(tmp) / study_path.name)
-        # `python -m studies.cli` works whether chemtune is installed or shipped as py_modules.
-        entrypoint = f"python -m studies.cli launch {study_path.name} --address auto" + (" --restart" if restart else "")
         return _client(address).submit_job(
-            entrypoint=entrypoint, runtime_env=runtime_env(Path(tmp), ship_code, env, pip),
+            entrypoint=entrypoint(study_path.name, restart, env),
+            runtime_env=runtime_env(Path(tmp), ship_code, env, pip),
             submission_id=submission_id, metadata={"chemtune_study": spec.name},
         )
 

@@ -76,8 +76,8 @@ def _study_dict(name: str, mlflow_server: LocalMlflowServer, postgres: LocalPost
                 **overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": name, "task": "property", "search_space": "property",
-        "dataset": {"name": "nci-logp", "limit": 160, "split": "random", "seed": 0},
-        "model": {"name": "tiny-bert", "max_length": 48},
+        "dataset": {"name": "nci-logp", "limit": 120, "split": "random", "seed": 0},
+        "model": {"name": "tiny-bert", "max_length": 32},
         "fixed": {"method": "bitfit", "batch_size": 32},
         "ranges": {"lr": [0.0005, 0.003]},
         "num_trials": 2, "max_epochs": 1, "seed": 0, "metric": "valid_rmse",

@@ -136,7 +136,7 @@ def test_two_worker_torchtrainer_trial(on_cluster: LocalRayCluster, mlflow_serve
     (child,) = client.search_runs([result.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
     assert child.data.metrics["train_world_size"] == 2
     history = client.get_metric_history(child.info.run_id, "valid_rmse")
-    assert [m.step for m in history] == [1, 2] or len(history) == 2
+    assert len(history) == 2  # one report per epoch, from rank 0 only
     assert child.data.metrics["test_rmse"] > 0
     assert result.leaderboard["model_uri"].iloc[0]  # rank 0's checkpoint reached MLflow as a model
 

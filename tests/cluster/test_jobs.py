@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.jobs import runtime_env
+from cluster.jobs import entrypoint, runtime_env
 from trainables.errors import StudyError
 
 
@@ -18,7 +18,9 @@ def test_runtime_env_forwards_tracking_settings_not_secrets(tmp_path: Path, monk
     env = runtime_env(tmp_path)
     assert env["working_dir"] == str(tmp_path)
     assert env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert env["env_vars"]["CHEMTUNE_HOME"] == "/shared/runs"
+    assert "CHEMTUNE_HOME" not in env["env_vars"]  # on the command line: chemtune launch re-forwards it
+    assert entrypoint("s.yaml") == "CHEMTUNE_HOME=/shared/runs python -m studies.cli launch s.yaml --address auto"
+    assert "t0ken" not in entrypoint("s.yaml")
     assert "hunter2" not in str(env) and "t0ken" not in str(env)
     assert {Path(p).name for p in env["py_modules"]} == {"studies", "trainables", "search_spaces", "cluster"}
     assert "py_modules" not in runtime_env(tmp_path, ship_code=False)
