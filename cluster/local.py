@@ -138,9 +138,9 @@ class LocalRayCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{free_port()}"
 
-    def _node_args(self, node: NodeSpec) -> list[str]:
+    def _node_args(self, node: NodeSpec, temp_dir: Path) -> list[str]:
         args = [
-            "--block", "--node-ip-address", "127.0.0.1", "--temp-dir", str(self.temp_dir),
+            "--block", "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir),
             "--num-cpus", str(node.num_cpus), "--num-gpus", str(node.num_gpus),
             "--object-store-memory", str(self.object_store), "--disable-usage-stats",
             "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
@@ -152,11 +152,12 @@ class LocalRayCluster:
             args += ["--resources", json.dumps(node.resources)]
         return args
 
-    def _start(self, args: list[str], name: str) -> None:
+    def _start(self, args: list[str], name: str, temp_dir: Path) -> None:
         log = open(self.temp_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         ray = str(Path(sys.executable).with_name("ray"))
         ray = ray if Path(ray).exists() else "ray"
-        proc = subprocess.Popen([ray, "start", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        env = {**self.env, "RAY_TMPDIR": str(temp_dir)}
+        proc = subprocess.Popen([ray, "start", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self._procs.append(proc)
 
@@ -174,13 +175,17 @@ class LocalRayCluster:
         self._start(
             ["--head", "--port", str(self.port), "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
              "--dashboard-port", dash_port, "--ray-client-server-port", str(free_port()),
-             *self._node_args(self.head)],
-            "head",
+             *self._node_args(self.head, self.temp_dir)],
+            "head", self.temp_dir,
         )
         wait_for(self._dashboard_up, self.timeout, "Ray head dashboard")
         # One node at a time: raylets registering at once on a loaded 2-core machine miss Ray's 30 s window.
+        # Each worker gets its own temp folder, as on separate machines: a node's runtime-env agent deletes
+        # unpacked job packages (working_dir, py_modules) it no longer uses, which must not be another node's.
         for i, node in enumerate(self.workers):
-            self._start(["--address", self.address, *self._node_args(node)], f"worker{i}")
+            temp_dir = self.temp_dir / f"w{i}"
+            temp_dir.mkdir()
+            self._start(["--address", self.address, *self._node_args(node, temp_dir)], f"worker{i}", temp_dir)
             wait_for(lambda: len(self.alive_nodes()) == 2 + i, self.timeout, f"Ray worker node {i}")
         return self
 
