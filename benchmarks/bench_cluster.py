@@ -30,7 +30,7 @@ def study(name: str, trials: int, limit: int, epochs: int) -> dict:
     }
 
 
-def run(workers: int, args: argparse.Namespace) -> float:
+def run(workers: int, args: argparse.Namespace, root: str) -> float:
     import ray
 
     from cluster.local import LocalRayCluster, NodeSpec
@@ -39,8 +39,7 @@ def run(workers: int, args: argparse.Namespace) -> float:
 
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
-    with LocalRayCluster([NodeSpec(num_cpus=1) for _ in range(workers)], env=env) as cluster, \
-            tempfile.TemporaryDirectory() as root:
+    with LocalRayCluster([NodeSpec(num_cpus=1) for _ in range(workers)], env=env) as cluster:
         ray.shutdown()
         ray.init(address=cluster.address, log_to_driver=False)
         try:
@@ -60,8 +59,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
-    one = run(1, args)
-    two = run(2, args)
+    with tempfile.TemporaryDirectory() as root:  # one embedded MLflow/Optuna store for both runs
+        one = run(1, args, root)
+        two = run(2, args, root)
     print(f"{args.trials} trials, 1 worker node:  {one:7.1f} s")
     print(f"{args.trials} trials, 2 worker nodes: {two:7.1f} s")
     print(f"ratio two/one: {two / one:.2f} (target <= 0.6)")
