@@ -93,6 +93,9 @@ class ModelSpec(_Strict):
     def _hf_needs_path(self) -> "ModelSpec":
         if self.name == "hf" and not self.path:
             raise ValueError("model 'hf' needs model.path (a hub id or a local directory)")
+        local = self.path and (self.path.startswith(("/", ".", "~")) or os.sep in self.path.strip("/").split("/", 1)[-1])
+        if local and not Path(self.path).expanduser().exists():
+            raise ValueError(f"model.path {self.path!r}: no such directory")
         return self
 
 
