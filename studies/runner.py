@@ -113,10 +113,9 @@ def _fit(tuner: tune.Tuner, tracker: StudyTracker) -> tune.ResultGrid:
 
 
 def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid) -> StudyResult:
-    try:
-        best = results.get_best_result(spec.metric, spec.direction).config
-    except RuntimeError:  # every trial failed
-        best = None
+    scored = [r for r in results if r.error is None and r.metrics and spec.metric in r.metrics]
+    sign = 1 if spec.direction == "min" else -1
+    best = min(scored, key=lambda r: sign * r.metrics[spec.metric]).config if scored else None
     board = leaderboard(spec.name, tracker.uri)
     if not board.empty:
         tracker.client.log_text(tracker.parent_run_id, board.to_csv(index=False), "leaderboard.csv")

@@ -282,8 +282,10 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    if metric not in frame.columns:
+    if metric not in frame.columns and not metric.startswith(("valid_", "test_")):
         raise StudyError(f"metric {metric!r} was not logged; choose from {sorted(c for c in frame.columns if '_' in c)}")
+    if metric not in frame.columns:  # no trial reported it yet (all failed, say)
+        frame[metric] = float("nan")
     first = ["trial", "run_id", "status", "method", "epochs"]
     scores = sorted(c for c in frame.columns if c.startswith("valid_")) + sorted(c for c in frame.columns if c.startswith("test_"))
     frame = frame[first + scores + [c for c in frame.columns if c not in first and c not in scores]]
