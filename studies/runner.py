@@ -74,6 +74,7 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
     searcher = OptunaSearch(
         space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
         storage=optuna.storages.RDBStorage(optuna_url), seed=spec.seed,
+        points_to_evaluate=[dict(p) for p in spec.enqueue] or None,
     )
     scheduler = ASHAScheduler(
         time_attr="training_iteration", max_t=spec.max_epochs,

@@ -39,6 +39,7 @@ def test_defaults_and_direction() -> None:
         ({"resources": {"gpus_per_trial": 1.5}}, r"gpus_per_trial above 1 must be a whole number"),
         ({"dataset": {"fractions": {"valid": 0.6, "test": 0.5}}}, r"dataset.fractions: fractions must be"),
         ({"colour": "blue"}, r"colour: unknown key"),
+        ({"enqueue": [{"method": "lora"}, {"method": "qlora"}]}, r"enqueue\[1\]: fixed.method: 'qlora' is not one"),
         ({"name": "has space"}, r"name: String should match pattern"),
     ],
 )
