@@ -54,3 +54,9 @@ def tiny_study(**overrides: Any) -> dict[str, Any]:
         else:
             study[key] = value
     return study
+
+
+# One tiny study per registered task, for the shared suites (tests/trainables/test_tasks.py).
+TINY_STUDIES: dict[str, dict[str, Any]] = {
+    "property": tiny_study(fixed={"method": "lora"}),
+}
