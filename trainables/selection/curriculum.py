@@ -59,10 +59,16 @@ def binned_difficulty(difficulty: np.ndarray, bins: int) -> np.ndarray:
     return edges[which]
 
 
-def eligible(binned: np.ndarray, epoch: int, epochs: int, pace: Callable[[float], float]) -> tuple[np.ndarray, float]:
-    """Indices at or below the threshold at 0-based ``epoch`` of ``epochs``, and the threshold."""
-    d_min, d_max = float(binned.min()), float(binned.max())
+def eligible(difficulty: np.ndarray, bins: int, epoch: int, epochs: int,
+             pace: Callable[[float], float]) -> tuple[np.ndarray, float]:
+    """Indices whose binned difficulty is at or below the threshold at 0-based ``epoch`` of ``epochs``.
+
+    Returns:
+        The indices and the threshold ``d_min + (d_max - d_min) * pace((epoch + 1) / epochs)``.
+    """
+    d_min, d_max = float(difficulty.min()), float(difficulty.max())
     threshold = d_min + (d_max - d_min) * pace((epoch + 1) / epochs)
+    binned = binned_difficulty(difficulty, bins)
     return np.flatnonzero(binned <= threshold + 1e-9 * max(1.0, abs(threshold))), threshold
 
 
@@ -95,7 +101,7 @@ class CurriculumSelector:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.knobs = CurriculumKnobs.from_config(config, where="selection 'curriculum'")
-        self.binned = np.zeros(0)
+        self.difficulty = np.zeros(0)
         self.epochs = 1
         self.last: dict[str, float] = {}
         self._rows = np.zeros(0, dtype=np.int64)
@@ -105,30 +111,30 @@ class CurriculumSelector:
             self.load_state_dict(state)
             return
         score = DIFFICULTIES.get(self.knobs.curriculum_difficulty)
-        difficulty = np.asarray([score(s) for s in trainer.candidates.smiles[: trainer.n_train]], dtype=np.float64)
-        self.binned = binned_difficulty(difficulty, self.knobs.curriculum_bins)
+        self.difficulty = np.asarray([score(s) for s in trainer.candidates.smiles[: trainer.n_train]], dtype=np.float64)
         self.epochs = trainer.spec.max_epochs
 
     def indices(self, epoch: int) -> np.ndarray:
-        rows, threshold = eligible(self.binned, epoch, self.epochs, PACINGS.get(self.knobs.curriculum_pacing))
+        rows, threshold = eligible(self.difficulty, self.knobs.curriculum_bins, epoch, self.epochs,
+                                   PACINGS.get(self.knobs.curriculum_pacing))
         self._rows = rows
         self.last = {"curriculum_threshold": threshold, "curriculum_n_eligible": float(len(rows)),
-                     "curriculum_share": len(rows) / max(len(self.binned), 1)}
+                     "curriculum_share": len(rows) / max(len(self.difficulty), 1)}
         return rows
 
     def log(self) -> dict[str, float]:
         return dict(self.last)
 
     def write_artifacts(self, path: Path, trainer: "PropertyTrainer") -> None:
-        """``selection.csv``: this epoch's eligible molecules with their binned difficulty."""
+        """``selection.csv``: this epoch's eligible molecules with their difficulty."""
         if len(self._rows):
-            write_selection_csv(path / "selection.csv", trainer, self._rows, {"difficulty": self.binned[self._rows]})
+            write_selection_csv(path / "selection.csv", trainer, self._rows, {"difficulty": self.difficulty[self._rows]})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"binned": self.binned.tolist(), "epochs": self.epochs}
+        return {"difficulty": self.difficulty.tolist(), "epochs": self.epochs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.binned = np.asarray(state["binned"], dtype=np.float64)
+        self.difficulty = np.asarray(state["difficulty"], dtype=np.float64)
         self.epochs = int(state["epochs"])
 
 
