@@ -288,11 +288,17 @@ def _validate(spec: "StudySpec") -> None:
     check_selection(spec)
 
 
+def _pyfunc() -> Any:
+    from trainables.serving import PropertyPyfunc
+
+    return PropertyPyfunc()
+
+
 TASKS.register(
     "property",
     Task(
         data_kind="molecules", metrics=METRICS, maximize=frozenset({"r2"}),
-        prepare=prepare_property, train=train_property, validate=_validate,
+        prepare=prepare_property, train=train_property, validate=_validate, pyfunc=_pyfunc,
     ),
     help="molecular property regression (encoder + regression head)",
 )
