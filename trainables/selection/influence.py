@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "InfluenceKnobs", "InfluenceSelector", "LissaSettings", "SUBSETS", "FlatModule",
     "per_sample_grads", "per_sample_grads_loop", "hvp", "lissa_ihvp", "exact_ihvp", "influence_scores",
+    "pool_influence",
 ]
 
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -187,6 +188,12 @@ def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.T
         s_test = exact_ihvp(predict, theta, *train, g_valid, lissa.damping)
     else:
         s_test = lissa_ihvp(predict, theta, *train, g_valid, lissa)
+    return pool_influence(predict, theta, pool, s_test, chunk)
+
+
+def pool_influence(predict: Predict, theta: torch.Tensor, pool: tuple[torch.Tensor, torch.Tensor],
+                   s_test: torch.Tensor, chunk: int = 512) -> np.ndarray:
+    """``-grad L(z)^T s_test`` for every pool sample, per-sample gradients batched in chunks."""
     x, y = pool
     out = np.empty(len(x), dtype=np.float64)
     for start in range(0, len(x), chunk):
