@@ -43,6 +43,7 @@ def test_difficulties():
     assert DIFFICULTIES.get("smiles_length")("c1ccccc1O") == 9
     assert DIFFICULTIES.get("heavy_atoms")("c1ccccc1O") == 7
     assert DIFFICULTIES.get("rings")("c1ccc2ccccc2c1") == 2
+    assert DIFFICULTIES.get("rings")("C1CC1CCc1ccccc1") == 2  # any SMILES, whatever RDKit initialised before
 
 
 def test_unknown_difficulty_or_zero_bins_fail_clearly():

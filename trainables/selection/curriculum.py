@@ -39,8 +39,9 @@ def _heavy_atoms(smiles: str) -> float:
 
 def _rings(smiles: str) -> float:
     from rdkit import Chem
+    from rdkit.Chem import rdMolDescriptors
 
-    return float(Chem.MolFromSmiles(smiles).GetRingInfo().NumRings())
+    return float(rdMolDescriptors.CalcNumRings(Chem.MolFromSmiles(smiles)))
 
 
 DIFFICULTIES.register("smiles_length", lambda s: float(len(s)), help="characters of the canonical SMILES")
