@@ -21,8 +21,10 @@ from cluster.resources import max_concurrent, with_trial_resources
 from search_spaces import SPACES
 from studies.progress import ProgressCallback
 from studies.spec import StudySpec, parse_study
+from mlflow.tracking import MlflowClient
+
 from studies.tracking import (
-    MLflowTrialCallback, StudyPaths, StudyTracker, leaderboard, resolve_tracking_uri, save_state,
+    MLflowTrialCallback, StudyPaths, StudyTracker, close_study_run, leaderboard, resolve_tracking_uri, save_state,
 )
 from trainables import TASKS, Prepared, TuneReporter
 from trainables.errors import StudyError
@@ -159,6 +161,12 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
 
 
 def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
+    state_file = paths.state_file(spec.name)
+    if state_file.exists():  # the previous attempt's runs end as KILLED, not RUNNING forever
+        state = json.loads(state_file.read_text())
+        client = MlflowClient(state["tracking_uri"])
+        if client.get_run(state["parent_run_id"]).info.status == "RUNNING":
+            close_study_run(client, state["parent_run_id"], "KILLED")
     experiment_dir = Path(spec.tracking.storage_path or paths.tune_storage) / spec.name
     if experiment_dir.exists():
         shutil.rmtree(experiment_dir)
