@@ -2,5 +2,6 @@
 
 from search_spaces.base import SPACES, Param, SearchSpace
 from search_spaces import property as _property  # noqa: F401  (registers "property")
+from search_spaces import selection as _selection  # noqa: F401  (registers "selection")
 
 __all__ = ["SPACES", "Param", "SearchSpace"]

@@ -21,8 +21,10 @@ from cluster.resources import max_concurrent, with_trial_resources
 from search_spaces import SPACES
 from studies.progress import ProgressCallback
 from studies.spec import StudySpec, parse_study
+from mlflow.tracking import MlflowClient
+
 from studies.tracking import (
-    MLflowTrialCallback, StudyPaths, StudyTracker, leaderboard, resolve_tracking_uri, save_state,
+    MLflowTrialCallback, StudyPaths, StudyTracker, close_study_run, leaderboard, resolve_tracking_uri, save_state,
 )
 from trainables import TASKS, Prepared, TuneReporter
 from trainables.errors import StudyError
@@ -74,6 +76,7 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
     searcher = OptunaSearch(
         space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
         storage=optuna.storages.RDBStorage(optuna_url), seed=spec.seed,
+        points_to_evaluate=[dict(p) for p in spec.enqueue] or None,
     )
     scheduler = ASHAScheduler(
         time_attr="training_iteration", max_t=spec.max_epochs,
@@ -113,10 +116,9 @@ def _fit(tuner: tune.Tuner, tracker: StudyTracker) -> tune.ResultGrid:
 
 
 def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid) -> StudyResult:
-    try:
-        best = results.get_best_result(spec.metric, spec.direction).config
-    except RuntimeError:  # every trial failed
-        best = None
+    scored = [r for r in results if r.error is None and r.metrics and spec.metric in r.metrics]
+    sign = 1 if spec.direction == "min" else -1
+    best = min(scored, key=lambda r: sign * r.metrics[spec.metric]).config if scored else None
     board = leaderboard(spec.name, tracker.uri)
     if not board.empty:
         tracker.client.log_text(tracker.parent_run_id, board.to_csv(index=False), "leaderboard.csv")
@@ -159,6 +161,12 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
 
 
 def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
+    state_file = paths.state_file(spec.name)
+    if state_file.exists():  # the previous attempt's runs end as KILLED, not RUNNING forever
+        state = json.loads(state_file.read_text())
+        client = MlflowClient(state["tracking_uri"])
+        if client.get_run(state["parent_run_id"]).info.status == "RUNNING":
+            close_study_run(client, state["parent_run_id"], "KILLED")
     experiment_dir = Path(spec.tracking.storage_path or paths.tune_storage) / spec.name
     if experiment_dir.exists():
         shutil.rmtree(experiment_dir)

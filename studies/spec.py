@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.errors import StudyError
 
@@ -15,6 +16,31 @@ __all__ = [
     "DatasetSpec", "ModelSpec", "ResourcesSpec", "SchedulerSpec", "TrackingSpec", "TableSpec",
     "StudySpec", "load_study", "parse_study",
 ]
+
+
+def _registry(kind: str) -> Any:
+    # Imported late: the registries import this module's types for their signatures.
+    if kind == "dataset":
+        from trainables.data.datasets import DATASETS as registry
+    elif kind == "split":
+        from trainables.data.splits import SPLITTERS as registry
+    elif kind == "model":
+        from trainables.models.backbones import BACKBONES as registry
+    elif kind == "task":
+        from trainables import TASKS as registry
+    else:
+        from search_spaces import SPACES as registry
+    return registry
+
+
+def _registered(kind: str) -> AfterValidator:
+    """A validator that accepts only names registered as ``kind`` (the error lists the choices)."""
+
+    def check(value: str) -> str:
+        _registry(kind).get(value)
+        return value
+
+    return AfterValidator(check)
 
 
 class _Strict(BaseModel):
@@ -32,12 +58,12 @@ class TableSpec(_Strict):
 class DatasetSpec(_Strict):
     """Which data, how it is split, and how much bad input is tolerated."""
 
-    name: str = Field(description="registered dataset (chemtune list datasets)")
+    name: Annotated[str, _registered("dataset")] = Field(description="registered dataset (chemtune list datasets)")
     path: str | None = Field(None, description="file or folder; default: $CHEMTUNE_DATA_DIR or download")
     smiles_column: str = Field("smiles", description="for csv: the SMILES column")
     target_column: str = Field("target", description="for csv: the label column")
     id_column: str | None = Field(None, description="for csv: an optional identifier column")
-    split: str = Field("scaffold", description="registered splitter: random or scaffold")
+    split: Annotated[str, _registered("split")] = Field("scaffold", description="registered splitter: random or scaffold")
     seed: int = Field(0, description="seed of the split")
     fractions: dict[str, float] = Field(
         default_factory=lambda: {"valid": 0.1, "test": 0.1},
@@ -45,22 +71,6 @@ class DatasetSpec(_Strict):
     )
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop if more rows than this share are bad")
     limit: int | None = Field(None, gt=0, description="use only the first N valid rows (smoke runs)")
-
-    @field_validator("name")
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        from trainables.data.datasets import DATASETS
-
-        DATASETS.get(v)
-        return v
-
-    @field_validator("split")
-    @classmethod
-    def _known_split(cls, v: str) -> str:
-        from trainables.data.splits import SPLITTERS
-
-        SPLITTERS.get(v)
-        return v
 
     @field_validator("fractions")
     @classmethod
@@ -76,23 +86,18 @@ class DatasetSpec(_Strict):
 class ModelSpec(_Strict):
     """The pretrained backbone."""
 
-    name: str = Field(description="registered backbone (chemtune list models), or 'hf' with path")
+    name: Annotated[str, _registered("model")] = Field(description="registered backbone (chemtune list models), or 'hf' with path")
     path: str | None = Field(None, description="hub id or local directory (for 'hf', or a local copy)")
     trust_remote_code: bool = Field(False, description="allow the hub model's own code (MoLFormer needs it)")
     max_length: int = Field(256, gt=8, description="longest token sequence; longer SMILES are truncated")
-
-    @field_validator("name")
-    @classmethod
-    def _known_backbone(cls, v: str) -> str:
-        from trainables.models.backbones import BACKBONES
-
-        BACKBONES.get(v)
-        return v
 
     @model_validator(mode="after")
     def _hf_needs_path(self) -> "ModelSpec":
         if self.name == "hf" and not self.path:
             raise ValueError("model 'hf' needs model.path (a hub id or a local directory)")
+        local = self.path and (self.path.startswith(("/", ".", "~")) or os.sep in self.path.strip("/").split("/", 1)[-1])
+        if local and not Path(self.path).expanduser().exists():
+            raise ValueError(f"model.path {self.path!r}: no such directory")
         return self
 
 
@@ -131,13 +136,16 @@ class StudySpec(_Strict):
     """A hyperparameter study: task, data, model, search space and budget."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study name (letters, digits, _ . -)")
-    task: str = Field(description="registered task (property, retro, ...)")
+    task: Annotated[str, _registered("task")] = Field(description="registered task (property, retro, ...)")
     dataset: DatasetSpec
     model: ModelSpec
-    search_space: str = Field(description="registered search space (chemtune list spaces)")
+    search_space: Annotated[str, _registered("space")] = Field(description="registered search space (chemtune list spaces)")
     fixed: dict[str, Any] = Field(default_factory=dict, description="parameters held constant")
     ranges: dict[str, Any] = Field(
         default_factory=dict, description="narrowed ranges: [low, high] for numbers, a list for choices"
+    )
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list, description="configurations (full or partial) to try first, e.g. one per method"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="task options (see the task's help)")
     pool: TableSpec | None = Field(None, description="external pool for data-selection methods")
@@ -150,22 +158,6 @@ class StudySpec(_Strict):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
-
-    @field_validator("task")
-    @classmethod
-    def _known_task(cls, v: str) -> str:
-        from trainables import TASKS
-
-        TASKS.get(v)
-        return v
-
-    @field_validator("search_space")
-    @classmethod
-    def _known_space(cls, v: str) -> str:
-        from search_spaces import SPACES
-
-        SPACES.get(v)
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
@@ -180,7 +172,13 @@ class StudySpec(_Strict):
         if self.metric.split("_", 1)[-1] not in task.metrics or not self.metric.startswith("valid_"):
             allowed = ", ".join(f"valid_{m}" for m in task.metrics)
             raise ValueError(f"metric {self.metric!r} is not one the {self.task} task reports; choose {allowed}")
-        SPACES.get(self.search_space).validate_overrides(self.fixed, self.ranges)
+        space = SPACES.get(self.search_space)
+        space.validate_overrides(self.fixed, self.ranges)
+        for i, point in enumerate(self.enqueue):
+            try:
+                space.validate_overrides(point, {})
+            except StudyError as err:
+                raise ValueError(f"enqueue[{i}]: {err}") from None
         task.validate(self)
         return self
 

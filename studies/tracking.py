@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "StudyPaths", "StudyTracker", "MLflowTrialCallback", "resolve_tracking_uri", "leaderboard", "register_best",
-    "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "save_state",
+    "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "save_state", "close_study_run",
 ]
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL = "chemtune.study", "chemtune.role", "chemtune.trial_id"
@@ -142,11 +142,21 @@ class StudyTracker:
 
     def close(self, status: str) -> None:
         """End the parent run; mark any child run still RUNNING as KILLED (no run is left RUNNING)."""
-        for run in self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{_PARENT}` = '{self.parent_run_id}' and attributes.status = 'RUNNING'"
-        ):
-            self.client.set_terminated(run.info.run_id, "KILLED")
-        self.client.set_terminated(self.parent_run_id, status)
+        close_study_run(self.client, self.parent_run_id, status)
+
+
+def close_study_run(client: MlflowClient, parent_run_id: str, status: str) -> None:
+    """End a study's parent run with ``status`` and its still-RUNNING trial runs as KILLED.
+
+    Also how a study whose driver died (killed, or its Ray node lost) is tidied up by
+    ``resume`` or ``launch --restart``.
+    """
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    for run in client.search_runs(
+        [experiment_id], filter_string=f"tags.`{_PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    ):
+        client.set_terminated(run.info.run_id, "KILLED")
+    client.set_terminated(parent_run_id, status)
 
 
 class MLflowTrialCallback(tune.Callback):
@@ -282,8 +292,10 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    if metric not in frame.columns:
+    if metric not in frame.columns and not metric.startswith(("valid_", "test_")):
         raise StudyError(f"metric {metric!r} was not logged; choose from {sorted(c for c in frame.columns if '_' in c)}")
+    if metric not in frame.columns:  # no trial reported it yet (all failed, say)
+        frame[metric] = float("nan")
     first = ["trial", "run_id", "status", "method", "epochs"]
     scores = sorted(c for c in frame.columns if c.startswith("valid_")) + sorted(c for c in frame.columns if c.startswith("test_"))
     frame = frame[first + scores + [c for c in frame.columns if c not in first and c not in scores]]

@@ -2,5 +2,6 @@
 
 from trainables.base import TASKS, NullReporter, Prepared, Reporter, Task, TuneReporter
 from trainables import property as _property  # noqa: F401  (registers the "property" task)
+from trainables import selection as _selection  # noqa: F401  (registers influence, curriculum, active)
 
 __all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "TuneReporter"]

@@ -31,7 +31,7 @@ from trainables.io import atomic_write_json
 from trainables.methods import apply_method, count_parameters, export_backbone
 from trainables.models.backbones import load_backbone
 from trainables.models.regression import HeadConfig, RegressionModel, pad_batch
-from trainables.selectors import SELECTORS, Selector
+from trainables.selectors import SELECTORS, Selector, check_selection
 
 if TYPE_CHECKING:
     from studies.spec import StudySpec
@@ -87,6 +87,7 @@ def prepare_property(spec: "StudySpec") -> Prepared:
     data = PropertyData(
         train=splits["train"], valid=splits["valid"], test=splits["test"], pool=splits.get("pool", _empty_table())
     )
+    check_selection(spec, len(data.pool))  # top_k vs pool size etc., before any trial
     tags = {f"split_hash.{name}": split_hash(t.smiles, t.targets) for name, t in vars(data).items() if len(t)}
     summary = {f"n_{name}": len(t) for name, t in vars(data).items()}
     return Prepared(payload=data, reports=reports, tags=tags, summary=summary)
@@ -205,17 +206,16 @@ class PropertyTrainer:
         """Train for ``spec.max_epochs`` (resuming from the reporter's checkpoint); report every epoch."""
         optimizer, scheduler = self._optimizer()
         self.model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
-        start = 0
+        start, selector_state = 0, None
         resume = reporter.resume_dir()
         if resume is not None:
             state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)
             self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            self.selector.load_state_dict(state["selector"])
+            selector_state = state["selector"]
             start = state["epoch"]
-        else:
-            self.selector.setup(self, reporter)
+        self.selector.setup(self, reporter, selector_state)
         final: dict[str, float] = {}
         for epoch in range(start, self.spec.max_epochs):
             tic = time.perf_counter()
@@ -260,6 +260,7 @@ class PropertyTrainer:
             path / "state.pt",
         )
         self.export(path / "model")
+        self.selector.write_artifacts(path, self)
         atomic_write_json(path / "metrics.json", metrics)
 
     def export(self, path: Path) -> None:
@@ -278,11 +279,16 @@ def train_property(config: dict[str, Any], data: PropertyData, spec: "StudySpec"
     return PropertyTrainer(config, data, spec).fit(reporter)
 
 
+OPTIONS = {"base_model_uri": "phase-1 model of influence selection: a saved property model (MLflow URI or directory)"}
+
+
 def _validate(spec: "StudySpec") -> None:
-    if spec.options:
-        raise ValueError(f"the property task takes no options, got {sorted(spec.options)}")
+    unknown = sorted(set(spec.options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown property task option(s) {unknown}; the task takes {sorted(OPTIONS)}")
     if spec.pool is not None and not Path(spec.pool.path).is_file():
         raise DataError(f"{spec.pool.path}: pool file not found (pool.path)")
+    check_selection(spec)
 
 
 def _pyfunc() -> Any:

@@ -7,6 +7,7 @@ epoch, the indices to train on. ``none`` is the do-nothing twin: all train rows,
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -14,17 +15,24 @@ import numpy as np
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
+    from studies.spec import StudySpec
     from trainables.base import Reporter
     from trainables.property import PropertyTrainer
 
-__all__ = ["SELECTORS", "Selector", "AllTrainRows"]
+__all__ = ["SELECTORS", "Selector", "AllTrainRows", "check_selection"]
 
 
 class Selector(Protocol):
     """The fixed shape of a selection method."""
 
-    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter") -> None:
-        """Run once before the first epoch (e.g. train a phase-1 model, score the pool)."""
+    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
+        """Run once before the first epoch (e.g. train a phase-1 model, score the pool).
+
+        Args:
+            trainer: The trial's trainer (model, candidate rows, encoded ids).
+            reporter: Where the trial reports.
+            state: The selector's ``state_dict()`` when the trial resumes: restore it, skip the work.
+        """
 
     def indices(self, epoch: int) -> np.ndarray:
         """Candidate rows (train rows first, then pool rows) to train on at ``epoch`` (0-based)."""
@@ -32,8 +40,11 @@ class Selector(Protocol):
     def log(self) -> dict[str, float]:
         """Extra numbers reported with this epoch's metrics."""
 
+    def write_artifacts(self, path: Path, trainer: "PropertyTrainer") -> None:
+        """Write files (e.g. ``selection.csv``) into the checkpoint directory ``path``."""
+
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed trial needs to continue the same selection."""
+        """What a resumed trial needs to continue the same selection (``setup`` is not called again)."""
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -44,7 +55,7 @@ class AllTrainRows:
     def __init__(self, config: dict[str, Any]) -> None:
         self._n = 0
 
-    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter") -> None:
+    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
         self._n = trainer.n_train
 
     def indices(self, epoch: int) -> np.ndarray:
@@ -53,12 +64,40 @@ class AllTrainRows:
     def log(self) -> dict[str, float]:
         return {}
 
+    def write_artifacts(self, path: Path, trainer: "PropertyTrainer") -> None:
+        pass
+
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {"n": self._n}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        self._n = int(state["n"])
 
 
 SELECTORS: Registry[Callable[[dict[str, Any]], Selector]] = Registry("selection")
 SELECTORS.register("none", AllTrainRows, help="train on the train split as is")
+
+
+def check_selection(spec: "StudySpec", n_pool: int | None = None) -> None:
+    """Fail before any trial when a selection setting the study allows cannot work.
+
+    Every selection the study can pick (fixed, narrowed, or all registered) whose factory has a
+    ``check_study(spec, n_pool, name)`` classmethod (``Knobs.check_study``) is checked: fixed knobs
+    valid, a pool present, and (once the data is read, ``n_pool`` given) big enough.
+    """
+    if "selection" in spec.fixed:
+        names = [spec.fixed["selection"]]
+    elif "selection" in spec.ranges:
+        names = list(spec.ranges["selection"])
+    else:
+        names = [n for n in SELECTORS.names() if n != "none"] if "selection" in _space_names(spec) else ["none"]
+    for name in names:
+        check = getattr(SELECTORS.get(name), "check_study", None)
+        if check is not None:
+            check(spec, n_pool, name)
+
+
+def _space_names(spec: "StudySpec") -> list[str]:
+    from search_spaces import SPACES
+
+    return SPACES.get(spec.search_space).names

@@ -1,0 +1,123 @@
+"""Selection benchmarks, measured side by side in one run (CPU unless CUDA is there).
+
+1. Per-sample gradients for influence scoring: ``vmap(grad)`` vs one autograd call per sample,
+   same head (rxnfp-sized: hidden 256), same pool. Target: >= 10x.
+2. MC dropout, T = 20: all passes in one forward vs a loop of passes, tiny BERT on NCI SMILES.
+   Target: >= 3x on CPU.
+3. Influence scoring as the pool grows (1k, 4k, 16k): time per molecule should stay flat (linear cost).
+4. LiSSA against the exact inverse on the head's output layer: Spearman correlation of the scores.
+
+Run: ``python benchmarks/bench_selection.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from transformers import BertConfig, BertModel
+
+from trainables.models.regression import HeadConfig, RegressionModel
+from trainables.models.tokenizer import BERT_SPECIALS, build_vocab, smiles_tokenizer
+from trainables.selection.active import mc_dropout, mc_dropout_loop
+from torch.func import grad
+
+from trainables.selection.influence import (
+    FlatModule, LissaSettings, influence_scores, lissa_ihvp, mean_loss, per_sample_grads, per_sample_grads_loop,
+    pool_influence,
+)
+
+
+def timed(fn, repeat: int = 3) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        tic = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - tic)
+    return best
+
+
+def head_problem(n: int, hidden: int = 256, seed: int = 0):
+    torch.manual_seed(seed)
+    model = RegressionModel(torch.nn.Identity(), HeadConfig(hidden_size=hidden)).eval()
+    x = torch.randn(n, hidden)
+    y = torch.tanh(x[:, :4].sum(1)) + 0.1 * torch.randn(n)
+    return model, x, y
+
+
+def bench_grads(n: int) -> None:
+    model, x, y = head_problem(n)
+    flat = FlatModule(model.head)
+    t_vmap = timed(lambda: per_sample_grads(flat, flat.theta, x, y))
+    t_loop = timed(lambda: per_sample_grads_loop(flat, flat.theta, x, y), repeat=1)
+    same = torch.allclose(per_sample_grads(flat, flat.theta, x[:8], y[:8]),
+                          per_sample_grads_loop(flat, flat.theta, x[:8], y[:8]), atol=1e-5)
+    print(f"[1] per-sample grads, head P={flat.theta.numel()}, pool {n}: vmap {t_vmap*1e3:.1f} ms, "
+          f"loop {t_loop*1e3:.1f} ms -> {t_loop / t_vmap:.1f}x (target >= 10x; equal: {same})")
+
+
+def bench_mc(n: int, passes: int = 20) -> None:
+    from rdkit import RDConfig
+
+    smiles = [line.split()[0] for line in open(f"{RDConfig.RDDataDir}/NCI/first_5K.smi")][:n]
+    tok = smiles_tokenizer(build_vocab(smiles, list(BERT_SPECIALS.values())), BERT_SPECIALS, 128)
+    ids = tok(smiles, truncation=True, max_length=128)["input_ids"]
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, max_position_embeddings=130)
+    model = RegressionModel(BertModel(cfg, add_pooling_layer=False), HeadConfig(hidden_size=64, head_dropout=0.1))
+    pad = tok.pad_token_id
+    t_batch = timed(lambda: mc_dropout(model, ids, pad, passes, batch_size=32))
+    t_loop = timed(lambda: mc_dropout_loop(model, ids, pad, passes, batch_size=32))
+    print(f"[2] MC dropout T={passes}, {n} molecules, tiny BERT: batched {t_batch:.2f} s, looped {t_loop:.2f} s "
+          f"-> {t_loop / t_batch:.1f}x (target >= 3x on CPU)")
+
+
+def bench_scaling(sizes: list[int], n_train: int = 1000) -> None:
+    model, x, y = head_problem(n_train + 200 + max(sizes))
+    flat = FlatModule(model.head)
+    train, valid = (x[:n_train], y[:n_train]), (x[n_train : n_train + 200], y[n_train : n_train + 200])
+    lissa = LissaSettings(depth=50, damping=0.01, scale=50.0, batch_size=64)
+    g_valid = grad(mean_loss, argnums=1)(flat, flat.theta, *valid)
+    tic = time.perf_counter()
+    s_test = lissa_ihvp(flat, flat.theta, *train, g_valid, lissa)
+    print(f"[3] LiSSA (depth 50, once per phase-1 model, independent of the pool): {time.perf_counter() - tic:.2f} s")
+    base = None
+    for n in sizes:
+        pool = (x[-n:], y[-n:])
+        t = timed(lambda: pool_influence(flat, flat.theta, pool, s_test), repeat=2)
+        base = base or t / n
+        print(f"[3] influence scoring, pool {n:>6}: {t:.2f} s, {t * 1e3 / n:.3f} ms/molecule "
+              f"({t / n / base:.2f}x the first size's rate; linear growth = 1.00x)")
+
+
+def bench_spearman() -> None:
+    model, x, y = head_problem(1300)
+    hidden = model.head[:-1](x).detach()
+    flat = FlatModule(model.head[-1])
+    args = (flat, flat.theta, (hidden[:1000], y[:1000]), (hidden[1000:1100], y[1000:1100]), (hidden[1100:], y[1100:]))
+    exact = influence_scores(*args, solver="exact", lissa=LissaSettings(damping=0.01))
+    for depth in (50, 200, 800):
+        approx = influence_scores(*args, lissa=LissaSettings(depth=depth, damping=0.01, batch_size=64, repeats=2))
+        rel = np.linalg.norm(approx - exact) / np.linalg.norm(exact)
+        print(f"[4] LiSSA depth {depth:>4} vs exact (head_out, P={flat.theta.numel()}): Spearman "
+              f"{spearmanr(approx, exact).statistic:.4f}, relative error {rel:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    bench_grads(128 if args.quick else 512)
+    bench_mc(64 if args.quick else 256)
+    bench_scaling([250, 1000] if args.quick else [1000, 4000, 16000])
+    bench_spearman()
+
+
+if __name__ == "__main__":
+    main()

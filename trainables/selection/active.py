@@ -1,0 +1,190 @@
+"""Active learning by Monte-Carlo dropout uncertainty (Gal & Ghahramani 2016).
+
+Training starts on the train split. In each of ``rounds`` acquisition rounds (spread evenly over
+the epochs) the current model predicts every remaining pool molecule ``mc_passes`` times with
+dropout active -- all passes in one forward, the batch repeated T times -- and the ``n_select``
+molecules with the largest standard deviation join the training rows with their labels. The
+``random`` acquisition draws the same number at random: the baseline that shows whether
+uncertainty helps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from trainables.errors import StudyError
+from trainables.models.regression import pad_batch
+from trainables.selection.common import Knobs, write_selection_csv
+from trainables.selectors import SELECTORS
+
+if TYPE_CHECKING:
+    from studies.spec import StudySpec
+    from trainables.base import Reporter
+    from trainables.property import PropertyTrainer
+
+__all__ = ["ActiveKnobs", "ActiveSelector", "mc_dropout", "mc_dropout_loop", "acquisition_epochs"]
+
+
+@torch.no_grad()
+def mc_dropout(model: nn.Module, ids: list[list[int]], pad_id: int, passes: int, batch_size: int = 64,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """Predictions [passes, N] with dropout active; each chunk's T passes run as one forward.
+
+    The chunk of ``batch_size`` molecules is repeated ``passes`` times along the batch axis, so
+    every copy draws its own dropout masks in a single call.
+    """
+    was_training = model.training
+    model.train()  # dropout on; no gradients are taken
+    out = torch.empty(passes, len(ids))
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    try:
+        for start in range(0, len(ids), batch_size):
+            chunk = torch.as_tensor(order[start : start + batch_size])
+            input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
+            pred = model(input_ids.repeat(passes, 1).to(device), mask.repeat(passes, 1).to(device))
+            out[:, chunk] = pred.float().cpu().view(passes, len(chunk))
+    finally:
+        model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def mc_dropout_loop(model: nn.Module, ids: list[list[int]], pad_id: int, passes: int, batch_size: int = 64,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """The same as :func:`mc_dropout` with one forward per pass (the benchmark's and test's reference)."""
+    was_training = model.training
+    model.train()
+    out = torch.empty(passes, len(ids))
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    try:
+        for start in range(0, len(ids), batch_size):
+            chunk = torch.as_tensor(order[start : start + batch_size])
+            input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
+            for t in range(passes):
+                out[t, chunk] = model(input_ids.to(device), mask.to(device)).float().cpu()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def acquisition_epochs(rounds: int, epochs: int) -> list[int]:
+    """0-based epochs that start with an acquisition: ``floor(r E / (R + 1))`` for r = 1..R (distinct, in 1..E-1)."""
+    return [r * epochs // (rounds + 1) for r in range(1, rounds + 1)]
+
+
+class ActiveKnobs(Knobs):
+    """Knobs of ``selection: active``."""
+
+    pool_knobs: ClassVar[tuple[str, ...]] = ("n_select", "rounds")
+
+    acquisition: Literal["uncertainty", "random"] = Field("uncertainty", description="MC-dropout std, or random")
+    mc_passes: int = Field(20, ge=2, description="stochastic forward passes (T) per molecule")
+    n_select: int = Field(50, ge=1, description="pool molecules added per round")
+    rounds: int = Field(2, ge=1, description="acquisition rounds (at most max_epochs - 1)")
+    mc_batch: int = Field(64, ge=1, description="molecules per MC-dropout forward (times mc_passes rows)")
+
+    def pool_demand(self) -> int:
+        return self.n_select * self.rounds
+
+    @classmethod
+    def check_study(cls, spec: "StudySpec", n_pool: int | None, name: str) -> None:
+        super().check_study(spec, n_pool, name)
+        rounds = cls.from_config({k: v for k, v in spec.fixed.items() if k == "rounds"}).rounds
+        rounds = max(rounds, int(max(spec.ranges["rounds"]))) if "rounds" in spec.ranges else rounds
+        if rounds >= spec.max_epochs:
+            raise StudyError(
+                f"{spec.name}: selection {name!r} needs an epoch after each acquisition round: rounds {rounds} "
+                f"must be below max_epochs {spec.max_epochs}"
+            )
+
+
+class ActiveSelector:
+    """Train rows plus the pool molecules acquired so far; acquires at the start of round epochs."""
+
+    check_study = ActiveKnobs.check_study
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.knobs = ActiveKnobs.from_config(config, where="selection 'active'")
+        self.acquired: list[int] = []
+        self.uncertainty: list[float] = []
+        self.round_of: list[int] = []
+        self.done = 0
+        self.last: dict[str, float] = {}
+        self._trainer: PropertyTrainer | None = None
+
+    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
+        self._trainer = trainer
+        n_pool = len(trainer.candidates) - trainer.n_train
+        k = self.knobs
+        if n_pool == 0:
+            raise StudyError("selection 'active': the pool is empty")
+        if k.n_select * k.rounds > n_pool:
+            raise StudyError(f"selection 'active': n_select {k.n_select} x rounds {k.rounds} is larger than the pool ({n_pool})")
+        if k.rounds >= trainer.spec.max_epochs:
+            raise StudyError(f"selection 'active': rounds {k.rounds} must be below max_epochs {trainer.spec.max_epochs}")
+        self.epochs = acquisition_epochs(k.rounds, trainer.spec.max_epochs)
+        if state is not None:
+            self.load_state_dict(state)
+
+    def _acquire(self, trainer: "PropertyTrainer") -> None:
+        k = self.knobs
+        taken = set(self.acquired)
+        remaining = np.asarray([i for i in range(trainer.n_train, len(trainer.candidates)) if i not in taken])
+        if k.acquisition == "random":
+            rng = np.random.default_rng(trainer.seed * 1000 + self.done)
+            pick = rng.choice(len(remaining), size=k.n_select, replace=False)
+            score = np.full(len(pick), np.nan)
+        else:
+            torch.manual_seed(trainer.seed * 1000 + self.done)
+            ids = [trainer.ids["candidates"][i] for i in remaining]
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            preds = mc_dropout(model, ids, trainer.tokenizer.pad_token_id, k.mc_passes, k.mc_batch,
+                               trainer.accelerator.device)
+            std = preds.std(0).numpy()
+            if not np.any(std > 0):
+                raise StudyError("selection 'active': MC-dropout predictions do not vary; the model has no "
+                                 "active dropout (set head_dropout > 0)")
+            pick = np.argsort(-std, kind="stable")[: k.n_select]
+            score = std[pick]
+            self.last["active_mean_std_pool"] = float(std.mean())
+        self.acquired += remaining[pick].tolist()
+        self.uncertainty += score.tolist()
+        self.done += 1
+        self.round_of += [self.done] * len(pick)
+
+    def indices(self, epoch: int) -> np.ndarray:
+        trainer = self._trainer
+        assert trainer is not None, "setup() first"
+        while self.done < len(self.epochs) and self.epochs[self.done] <= epoch:
+            self._acquire(trainer)
+        self.last.update({"active_round": float(self.done), "active_acquired": float(len(self.acquired))})
+        return np.concatenate([np.arange(trainer.n_train), np.asarray(self.acquired, dtype=np.int64)])
+
+    def log(self) -> dict[str, float]:
+        return dict(self.last)
+
+    def write_artifacts(self, path: Path, trainer: "PropertyTrainer") -> None:
+        """``selection.csv``: acquired pool molecules, their round and MC-dropout std (NaN for random)."""
+        if self.acquired:
+            write_selection_csv(path / "selection.csv", trainer, np.asarray(self.acquired, dtype=np.int64),
+                                {"round": self.round_of, "mc_std": self.uncertainty})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"acquired": self.acquired, "uncertainty": self.uncertainty, "round_of": self.round_of,
+                "done": self.done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.acquired = list(state["acquired"])
+        self.uncertainty = list(state["uncertainty"])
+        self.round_of = list(state["round_of"])
+        self.done = int(state["done"])
+
+
+SELECTORS.register("active", ActiveSelector,
+                   help="active learning: add the n_select most MC-dropout-uncertain pool molecules each round")

@@ -1,0 +1,127 @@
+"""Shared pieces of the selection methods: validated knobs, study-time checks, embeddings, artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from trainables.errors import StudyError
+from trainables.io import atomic_path
+from trainables.models.regression import pad_batch
+
+if TYPE_CHECKING:
+    from studies.spec import StudySpec
+    from trainables.property import PropertyTrainer
+
+__all__ = ["Knobs", "study_values", "embed_ids", "write_selection_csv"]
+
+
+class Knobs(BaseModel):
+    """Base of a selector's knobs, read from the trial config (unknown keys belong to others).
+
+    ``pool_knobs`` name the knobs that count pool molecules; ``needs_pool`` says whether the
+    method chooses from the pool at all.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    needs_pool: ClassVar[bool] = True
+    pool_knobs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], where: str = "config") -> "Knobs":
+        """Validate ``config``'s knobs; raise :class:`StudyError` naming the knob and the rule."""
+        try:
+            return cls.model_validate(config)
+        except ValidationError as err:
+            lines = [f"{where}: bad {cls.__name__} setting"]
+            for e in err.errors():
+                lines.append(f"  {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}")
+            raise StudyError("\n".join(lines)) from None
+
+    def pool_demand(self) -> int:
+        """How many pool molecules this setting takes (checked against the pool size)."""
+        return 0
+
+    @classmethod
+    def check_study(cls, spec: "StudySpec", n_pool: int | None, name: str) -> None:
+        """Fail before any trial: fixed knobs valid, and (when known) the pool big enough.
+
+        Args:
+            spec: The study.
+            n_pool: Pool molecules after exclusions, or ``None`` before the data is read.
+            name: The selection method (for messages).
+        """
+        values = study_values(spec, cls.model_fields)
+        knobs = cls.from_config(values, where=f"{spec.name}: selection {name!r}")
+        if not cls.needs_pool:
+            return
+        has_pool = spec.pool is not None or spec.dataset.fractions.get("pool", 0) > 0
+        if not has_pool:
+            raise StudyError(
+                f"{spec.name}: selection {name!r} chooses from a pool, but the study has none; "
+                "give `pool: {path, smiles_column, target_column}` or dataset.fractions.pool > 0"
+            )
+        if n_pool is None:
+            return
+        if n_pool == 0:
+            raise StudyError(f"{spec.name}: selection {name!r}: the pool is empty after excluding molecules in valid/test")
+        demand = knobs.pool_demand()
+        if demand > n_pool:
+            what = " * ".join(cls.pool_knobs)
+            raise StudyError(
+                f"{spec.name}: selection {name!r} takes {demand} pool molecules ({what}, largest value the study "
+                f"allows) but the pool holds {n_pool}; lower {cls.pool_knobs[0]} or enlarge the pool"
+            )
+
+
+def study_values(spec: "StudySpec", names: Iterable[str]) -> dict[str, Any]:
+    """Values of ``names`` as the study allows them: fixed values, and the high end of ranges.
+
+    The high end is what a pool-size check needs (the largest top_k a trial can draw).
+    """
+    out: dict[str, Any] = {}
+    for name in names:
+        if name in spec.fixed:
+            out[name] = spec.fixed[name]
+        elif name in spec.ranges:
+            value = spec.ranges[name]
+            numeric = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            if numeric:
+                out[name] = max(value)
+    return out
+
+
+@torch.no_grad()
+def embed_ids(model: torch.nn.Module, ids: list[list[int]], pad_id: int, device: torch.device,
+              batch_size: int = 128) -> torch.Tensor:
+    """Pooled embeddings [N, H] (float32, CPU) of token-id sequences, dropout off."""
+    model.eval()
+    out = torch.empty(len(ids), model.config.hidden_size, dtype=torch.float32)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    for start in range(0, len(ids), batch_size):
+        chunk = order[start : start + batch_size]
+        input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
+        out[torch.as_tensor(chunk)] = model.embed(input_ids.to(device), mask.to(device)).float().cpu()
+    return out
+
+
+def write_selection_csv(path: Path, trainer: "PropertyTrainer", rows: np.ndarray, columns: dict[str, Any]) -> None:
+    """Write the chosen candidate ``rows`` (id, smiles, target, source, extra columns) atomically."""
+    cand = trainer.candidates
+    frame = pd.DataFrame({
+        "candidate": rows,
+        "id": [cand.ids[i] for i in rows],
+        "smiles": [cand.smiles[i] for i in rows],
+        "target": cand.targets[rows],
+        "source": np.where(rows < trainer.n_train, "train", "pool"),
+        **columns,
+    })
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

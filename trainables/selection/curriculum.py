@@ -1,0 +1,143 @@
+"""Curriculum learning (Bengio et al. 2009): easy molecules first, harder ones join as epochs pass.
+
+Difficulty is a registered function of the SMILES (length by default; heavy atoms, ring count).
+The range ``[d_min, d_max]`` of the train split is cut into ``curriculum_bins`` equal bins; a
+molecule counts as its bin's lower edge. At epoch ``e`` of ``E`` (1-based) the threshold is
+``d_min + (d_max - d_min) * pace(e / E)`` (``pace`` registered; ``linear`` is the identity) and
+the epoch trains on the train molecules at or below it, so the last epoch trains on all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from trainables.registry import Registry
+from trainables.selection.common import Knobs, write_selection_csv
+from trainables.selectors import SELECTORS
+
+if TYPE_CHECKING:
+    from trainables.base import Reporter
+    from trainables.property import PropertyTrainer
+
+__all__ = ["DIFFICULTIES", "PACINGS", "CurriculumKnobs", "CurriculumSelector", "binned_difficulty", "eligible"]
+
+DIFFICULTIES: Registry[Callable[[str], float]] = Registry("difficulty")
+PACINGS: Registry[Callable[[float], float]] = Registry("pacing")
+
+
+def _heavy_atoms(smiles: str) -> float:
+    from rdkit import Chem
+
+    return float(Chem.MolFromSmiles(smiles).GetNumHeavyAtoms())
+
+
+def _rings(smiles: str) -> float:
+    from rdkit import Chem
+    from rdkit.Chem import rdMolDescriptors
+
+    return float(rdMolDescriptors.CalcNumRings(Chem.MolFromSmiles(smiles)))
+
+
+DIFFICULTIES.register("smiles_length", lambda s: float(len(s)), help="characters of the canonical SMILES")
+DIFFICULTIES.register("heavy_atoms", _heavy_atoms, help="heavy-atom count (RDKit)")
+DIFFICULTIES.register("rings", _rings, help="ring count (RDKit SSSR)")
+
+PACINGS.register("linear", lambda f: f, help="threshold grows linearly: d_min + (d_max - d_min) e/E")
+PACINGS.register("root", math.sqrt, help="fast start: sqrt(e/E)")
+PACINGS.register("quadratic", lambda f: f * f, help="slow start: (e/E)^2")
+
+
+def binned_difficulty(difficulty: np.ndarray, bins: int) -> np.ndarray:
+    """Each value replaced by the lower edge of its bin (``bins`` equal-width bins over the range)."""
+    edges = np.linspace(difficulty.min(), difficulty.max(), bins + 1)
+    which = np.clip(np.searchsorted(edges, difficulty, side="right") - 1, 0, bins - 1)
+    return edges[which]
+
+
+def eligible(difficulty: np.ndarray, bins: int, epoch: int, epochs: int,
+             pace: Callable[[float], float]) -> tuple[np.ndarray, float]:
+    """Indices whose binned difficulty is at or below the threshold at 0-based ``epoch`` of ``epochs``.
+
+    Returns:
+        The indices and the threshold ``d_min + (d_max - d_min) * pace((epoch + 1) / epochs)``.
+    """
+    d_min, d_max = float(difficulty.min()), float(difficulty.max())
+    threshold = d_min + (d_max - d_min) * pace((epoch + 1) / epochs)
+    binned = binned_difficulty(difficulty, bins)
+    return np.flatnonzero(binned <= threshold + 1e-9 * max(1.0, abs(threshold))), threshold
+
+
+class CurriculumKnobs(Knobs):
+    """Knobs of ``selection: curriculum``."""
+
+    needs_pool: ClassVar[bool] = False
+
+    curriculum_bins: int = Field(10, ge=1, description="difficulty bins")
+    curriculum_difficulty: str = Field("smiles_length", description="difficulty: " + ", ".join(DIFFICULTIES.names()))
+    curriculum_pacing: str = Field("linear", description="pacing function: " + ", ".join(PACINGS.names()))
+
+    @field_validator("curriculum_difficulty")
+    @classmethod
+    def _difficulty(cls, v: str) -> str:
+        DIFFICULTIES.get(v)
+        return v
+
+    @field_validator("curriculum_pacing")
+    @classmethod
+    def _pacing(cls, v: str) -> str:
+        PACINGS.get(v)
+        return v
+
+
+class CurriculumSelector:
+    """Train rows whose binned difficulty is at or below the epoch's threshold."""
+
+    check_study = CurriculumKnobs.check_study
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.knobs = CurriculumKnobs.from_config(config, where="selection 'curriculum'")
+        self.difficulty = np.zeros(0)
+        self.epochs = 1
+        self.last: dict[str, float] = {}
+        self._rows = np.zeros(0, dtype=np.int64)
+
+    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
+        if state is not None:
+            self.load_state_dict(state)
+            return
+        score = DIFFICULTIES.get(self.knobs.curriculum_difficulty)
+        self.difficulty = np.asarray([score(s) for s in trainer.candidates.smiles[: trainer.n_train]], dtype=np.float64)
+        self.epochs = trainer.spec.max_epochs
+
+    def indices(self, epoch: int) -> np.ndarray:
+        rows, threshold = eligible(self.difficulty, self.knobs.curriculum_bins, epoch, self.epochs,
+                                   PACINGS.get(self.knobs.curriculum_pacing))
+        self._rows = rows
+        self.last = {"curriculum_threshold": threshold, "curriculum_n_eligible": float(len(rows)),
+                     "curriculum_share": len(rows) / max(len(self.difficulty), 1)}
+        return rows
+
+    def log(self) -> dict[str, float]:
+        return dict(self.last)
+
+    def write_artifacts(self, path: Path, trainer: "PropertyTrainer") -> None:
+        """``selection.csv``: this epoch's eligible molecules with their difficulty."""
+        if len(self._rows):
+            write_selection_csv(path / "selection.csv", trainer, self._rows, {"difficulty": self.difficulty[self._rows]})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"difficulty": self.difficulty.tolist(), "epochs": self.epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.difficulty = np.asarray(state["difficulty"], dtype=np.float64)
+        self.epochs = int(state["epochs"])
+
+
+SELECTORS.register("curriculum", CurriculumSelector,
+                   help="curriculum: train molecules at or below a difficulty threshold that rises each epoch")

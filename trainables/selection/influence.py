@@ -1,0 +1,414 @@
+"""Influence-function selection (Koh & Liang 2017) with a LiSSA inverse-Hessian-vector product.
+
+Phase 1 gives a fine-tuned model (trained inside the trial on the train split, or a registered
+MLflow model: task option ``base_model_uri``). Phase 2 scores every pool molecule z by its
+influence on the validation loss, ``I(z) = -grad L_valid^T (H + damping I)^-1 grad L(z)``, over a
+small parameter subset (the regression head, or only its output layer) so that it is tractable:
+the encoder is frozen for scoring, the subset's inputs are the encoder features. Per-sample
+gradients are batched with ``torch.func.vmap(grad(...))``; the Hessian is never formed for LiSSA
+(Hessian-vector products by forward-over-reverse ``jvp``), and formed explicitly only by the exact
+solver, for small subsets. Phase 3 trains on train + the ``top_k`` most helpful (most negative
+``I(z)``) pool molecules, or on those alone.
+
+Scores are cached on disk by content (subset weights, features, labels, solver settings), so
+trials that differ only in ``top_k`` do not recompute them.
+
+The core functions take any ``predict(theta, x) -> [B]`` with flat parameters ``theta``; the tests
+check them on a linear model, where the exact influence has a closed form.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from torch.func import functional_call, grad, hessian, jvp, vmap
+
+from trainables.cache import cache_dir
+from trainables.errors import DataError, StudyError
+from trainables.io import atomic_path
+from trainables.registry import Registry
+from trainables.selection.common import Knobs, embed_ids, write_selection_csv
+from trainables.selectors import SELECTORS
+
+if TYPE_CHECKING:
+    from trainables.base import Reporter
+    from trainables.property import PropertyTrainer
+
+__all__ = [
+    "InfluenceKnobs", "InfluenceSelector", "LissaSettings", "SUBSETS", "FlatModule",
+    "per_sample_grads", "per_sample_grads_loop", "hvp", "lissa_ihvp", "exact_ihvp", "influence_scores",
+    "pool_influence",
+]
+
+Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+EXACT_MAX_PARAMS = 5000  # an explicit P x P Hessian beyond this is the wrong tool
+
+
+# -- the math, on flat parameters ----------------------------------------------------------------
+
+def _sample_loss(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (predict(theta, x.unsqueeze(0))[0] - y) ** 2
+
+
+def mean_loss(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of ``predict`` (the training objective, in standardized units)."""
+    return ((predict(theta, x) - y) ** 2).mean()
+
+
+def per_sample_grads(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradients of each sample's loss [N, P], in one batched ``vmap(grad)`` call."""
+    return vmap(grad(_sample_loss, argnums=1), in_dims=(None, None, 0, 0))(predict, theta, x, y)
+
+
+def per_sample_grads_loop(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The same as :func:`per_sample_grads` by one autograd call per sample (the benchmark's baseline)."""
+    out = torch.empty(len(x), theta.numel(), dtype=theta.dtype)
+    for i in range(len(x)):
+        t = theta.detach().requires_grad_(True)
+        (out[i],) = torch.autograd.grad(_sample_loss(predict, t, x[i], y[i]), t)
+    return out
+
+
+def hvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Hessian of the mean loss on ``(x, y)`` times ``v`` (forward-over-reverse, no Hessian formed)."""
+    return jvp(lambda t: grad(mean_loss, argnums=1)(predict, t, x, y), (theta,), (v,))[1]
+
+
+@dataclass(frozen=True)
+class LissaSettings:
+    """LiSSA (Agarwal et al. 2017) for ``(H + damping I)^-1 v``.
+
+    The recursion ``h <- v + h - (H_b h + damping h) / scale`` over ``depth`` mini-batch Hessians
+    ``H_b`` converges to ``scale (H + damping I)^-1 v`` when ``scale`` exceeds the largest eigenvalue
+    of ``H + damping I``; ``repeats`` independent estimates are averaged.
+
+    Attributes:
+        depth: Recursion depth.
+        scale: Scale; ``None`` picks 1.5x the largest eigenvalue (power iteration).
+        damping: Added to the Hessian's diagonal (makes it positive definite for non-convex losses).
+        repeats: Independent estimates averaged.
+        batch_size: Train samples per Hessian-vector product (the whole train set if larger).
+        seed: Seed of the mini-batch draws.
+    """
+
+    depth: int = 100
+    scale: float | None = None
+    damping: float = 0.01
+    repeats: int = 1
+    batch_size: int = 64
+    seed: int = 0
+
+
+def _top_eigenvalue(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, iters: int = 30) -> float:
+    v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(0), dtype=theta.dtype)
+    v = v / v.norm()
+    value = 0.0
+    for _ in range(iters):
+        hv = hvp(predict, theta, x, y, v)
+        value = float(v @ hv)
+        norm = hv.norm()
+        if norm == 0:
+            break
+        v = hv / norm
+    return abs(value)
+
+
+def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
+               settings: LissaSettings) -> torch.Tensor:
+    """Approximate ``(H + damping I)^-1 v`` for the mean loss on the train set ``(x, y)``.
+
+    Raises:
+        StudyError: The recursion diverged (``scale`` too small for the Hessian).
+    """
+    s = settings
+    scale = s.scale if s.scale is not None else 1.5 * (_top_eigenvalue(predict, theta, x, y) + s.damping) + 1e-8
+    gen = torch.Generator().manual_seed(s.seed)
+    n, b = len(x), min(s.batch_size, len(x))
+    total = torch.zeros_like(v)
+    for _ in range(s.repeats):
+        h = v.clone()
+        for _ in range(s.depth):
+            idx = torch.randperm(n, generator=gen)[:b] if b < n else slice(None)
+            h = v + h - (hvp(predict, theta, x[idx], y[idx], h) + s.damping * h) / scale
+        if not torch.isfinite(h).all() or h.norm() > 1e6 * (v.norm() * s.depth + 1):
+            raise StudyError(
+                f"LiSSA diverged (scale {scale:g}, damping {s.damping:g}); raise lissa_scale or lissa_damping"
+            )
+        total += h / scale
+    return total / s.repeats
+
+
+def exact_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
+               damping: float) -> torch.Tensor:
+    """``(H + damping I)^-1 v`` with the explicit Hessian (small parameter subsets only)."""
+    if theta.numel() > EXACT_MAX_PARAMS:
+        raise StudyError(f"exact influence needs at most {EXACT_MAX_PARAMS} parameters, the subset has {theta.numel()}")
+    h = hessian(mean_loss, argnums=1)(predict, theta.double(), x.double(), y.double())
+    h = h + damping * torch.eye(len(h), dtype=h.dtype)
+    return torch.linalg.solve(h, v.double()).to(v.dtype)
+
+
+def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.Tensor, torch.Tensor],
+                     valid: tuple[torch.Tensor, torch.Tensor], pool: tuple[torch.Tensor, torch.Tensor],
+                     solver: Literal["lissa", "exact"] = "lissa", lissa: LissaSettings = LissaSettings(),
+                     chunk: int = 512) -> np.ndarray:
+    """``I(z) = -grad L_valid^T (H + damping I)^-1 grad L(z)`` for every pool sample z.
+
+    Negative scores: up-weighting z lowers the validation loss. The inverse-HVP is computed once
+    (for the validation gradient); pool gradients come in batched chunks, so the cost is linear
+    in the pool size and memory stays at ``chunk x P``.
+
+    Args:
+        predict: ``predict(theta, x) -> [B]`` predictions.
+        theta: Flat parameters of the subset [P].
+        train, valid, pool: ``(inputs, targets)`` pairs; train defines the Hessian.
+        solver: ``lissa`` or ``exact``.
+        lissa: LiSSA settings (``damping`` is used by both solvers).
+        chunk: Pool samples per batched gradient call.
+
+    Returns:
+        Scores [len(pool)].
+    """
+    theta = theta.detach()
+    g_valid = grad(mean_loss, argnums=1)(predict, theta, *valid)
+    if solver == "exact":
+        s_test = exact_ihvp(predict, theta, *train, g_valid, lissa.damping)
+    else:
+        s_test = lissa_ihvp(predict, theta, *train, g_valid, lissa)
+    return pool_influence(predict, theta, pool, s_test, chunk)
+
+
+def pool_influence(predict: Predict, theta: torch.Tensor, pool: tuple[torch.Tensor, torch.Tensor],
+                   s_test: torch.Tensor, chunk: int = 512) -> np.ndarray:
+    """``-grad L(z)^T s_test`` for every pool sample, per-sample gradients batched in chunks."""
+    x, y = pool
+    out = np.empty(len(x), dtype=np.float64)
+    for start in range(0, len(x), chunk):
+        g = per_sample_grads(predict, theta, x[start : start + chunk], y[start : start + chunk])
+        out[start : start + chunk] = (-(g @ s_test)).double().numpy()
+    return out
+
+
+# -- parameter subsets of the regression model ---------------------------------------------------
+
+class FlatModule:
+    """A module as ``predict(theta, x) -> [B]`` over its flattened parameters (via ``functional_call``)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        named = [(n, p) for n, p in module.named_parameters()]
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.theta = torch.cat([p.detach().float().reshape(-1) for _, p in named]).cpu()
+
+    def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        params = {n: t.view(s) for n, t, s in zip(self.names, theta.split(self.sizes), self.shapes)}
+        return functional_call(self.module, params, (x,)).reshape(len(x))
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Which parameters influence is taken over: a frozen prefix makes features, a small module scores them."""
+
+    features: Callable[[torch.Tensor, nn.Module], torch.Tensor]  # (embeddings, model) -> inputs of module
+    module: Callable[[nn.Module], nn.Module]
+
+
+SUBSETS: Registry[Subset] = Registry("influence parameter subset")
+SUBSETS.register("head", Subset(lambda e, m: e, lambda m: m.head), help="the whole regression head (MLP)")
+SUBSETS.register(
+    "head_out",
+    Subset(lambda e, m: m.head[:-1](e), lambda m: m.head[-1]),
+    help="the head's output layer only (small enough for the exact solver)",
+)
+
+
+# -- the selector ------------------------------------------------------------------------------------
+
+class InfluenceKnobs(Knobs):
+    """Knobs of ``selection: influence`` (trial config keys)."""
+
+    pool_knobs: ClassVar[tuple[str, ...]] = ("top_k",)
+
+    top_k: int = Field(100, ge=1, description="pool molecules to add (the most helpful by influence)")
+    influence_params: str = Field("head", description="parameter subset: " + ", ".join(SUBSETS.names()))
+    influence_solver: Literal["lissa", "exact"] = Field("lissa", description="inverse-HVP: LiSSA or explicit Hessian")
+    influence_train_on: Literal["train+topk", "topk"] = Field("train+topk", description="phase-3 training rows")
+    influence_epochs: int = Field(1, ge=1, description="phase-1 epochs on the train split (no base_model_uri)")
+    lissa_depth: int = Field(100, ge=1, description="LiSSA recursion depth")
+    lissa_scale: float | None = Field(None, gt=0, description="LiSSA scale (default: 1.5x top Hessian eigenvalue)")
+    lissa_damping: float = Field(0.01, ge=0, description="damping added to the Hessian")
+    lissa_repeats: int = Field(1, ge=1, description="LiSSA estimates averaged")
+    lissa_batch: int = Field(64, ge=1, description="train samples per Hessian-vector product")
+
+    def pool_demand(self) -> int:
+        return self.top_k
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "InfluenceKnobs":
+        SUBSETS.get(self.influence_params)
+        if self.influence_solver == "exact" and self.influence_params != "head_out":
+            raise ValueError("influence_solver 'exact' forms the Hessian explicitly; use influence_params 'head_out'")
+        return self
+
+    def lissa(self, seed: int) -> LissaSettings:
+        return LissaSettings(self.lissa_depth, self.lissa_scale, self.lissa_damping, self.lissa_repeats,
+                             self.lissa_batch, seed)
+
+
+def _content_key(tensors: list[torch.Tensor], settings: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for t in tensors:
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _load_base_model(uri: str):
+    """A saved property model from an MLflow model/artifact URI or a local directory."""
+    from trainables.serving import PropertyPredictor
+
+    path = Path(uri)
+    if not path.exists():
+        import mlflow
+
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    found = sorted(p.parent for p in path.rglob("head.json"))
+    if not found:
+        raise DataError(f"{uri}: no saved property model (head.json) inside (task option base_model_uri)")
+    return PropertyPredictor.load(found[0])
+
+
+class InfluenceSelector:
+    """Phase 1 model, influence scores of the pool, then train on train + top-k (or top-k only)."""
+
+    check_study = InfluenceKnobs.check_study
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.knobs = InfluenceKnobs.from_config(config, where="selection 'influence'")
+        self.n_train = 0
+        self.selected = np.zeros(0, dtype=np.int64)
+        self.scores = np.zeros(0)
+        self.stats: dict[str, float] = {}
+
+    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
+        self.n_train = trainer.n_train
+        if state is not None:
+            self.load_state_dict(state)
+            return
+        n_pool = len(trainer.candidates) - trainer.n_train
+        if n_pool == 0:
+            raise StudyError("selection 'influence': the pool is empty")
+        if self.knobs.top_k > n_pool:
+            raise StudyError(f"selection 'influence': top_k {self.knobs.top_k} is larger than the pool ({n_pool})")
+        tic = time.perf_counter()
+        model, inputs = self._phase1(trainer)
+        scores, hit = self._scores(trainer, model, inputs)
+        order = np.argsort(scores, kind="stable")[: self.knobs.top_k]  # most negative: most helpful
+        self.selected = (trainer.n_train + order).astype(np.int64)
+        self.scores = scores[order]
+        self.stats = {
+            "influence_seconds": time.perf_counter() - tic, "influence_cache_hit": float(hit),
+            "influence_top_k": float(self.knobs.top_k), "influence_pool": float(n_pool),
+            "influence_selected_mean_score": float(self.scores.mean()),
+            "influence_pool_mean_score": float(scores.mean()),
+        }
+
+    def _phase1(self, trainer: "PropertyTrainer") -> tuple[nn.Module, dict[str, list[list[int]]]]:
+        """The phase-1 model and the token ids it reads; the trial's own model is left as it was."""
+        uri = trainer.spec.options.get("base_model_uri")
+        cand = trainer.candidates
+        if uri:
+            predictor = _load_base_model(uri)
+            enc = predictor.tokenizer
+            encode = lambda s: enc(list(s), truncation=True, max_length=enc.model_max_length)["input_ids"]  # noqa: E731
+            inputs = {"train": encode(cand.smiles[: trainer.n_train]), "valid": encode(trainer.data.valid.smiles),
+                      "pool": encode(cand.smiles[trainer.n_train :])}
+            return predictor.model.to(trainer.accelerator.device), {**inputs, "pad": [[enc.pad_token_id]]}
+        ids = trainer.ids["candidates"]
+        inputs = {"train": ids[: trainer.n_train], "valid": trainer.ids["valid"], "pool": ids[trainer.n_train :],
+                  "pad": [[trainer.tokenizer.pad_token_id]]}
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        initial = copy.deepcopy(model.state_dict())
+        params = [p for p in trainer.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=float(trainer.config["lr"]),
+                                      weight_decay=float(trainer.config["weight_decay"]))
+        from transformers import get_linear_schedule_with_warmup
+
+        rows = np.arange(trainer.n_train)
+        steps = self.knobs.influence_epochs * math.ceil(len(rows) / int(trainer.config["batch_size"]))
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(float(trainer.config["warmup_ratio"]) * steps), steps)
+        for epoch in range(self.knobs.influence_epochs):
+            trainer.train_epoch(trainer.train_loader(rows, 10_000 + epoch), optimizer, scheduler)
+        phase1 = copy.deepcopy(model).eval()
+        model.load_state_dict(initial)  # phase 3 starts from the same weights as a "none" trial
+        return phase1, inputs
+
+    def _scores(self, trainer: "PropertyTrainer", model: nn.Module, inputs: dict[str, Any]) -> tuple[np.ndarray, bool]:
+        device = next(model.parameters()).device
+        pad = inputs["pad"][0][0]
+        subset = SUBSETS.get(self.knobs.influence_params)
+        with torch.no_grad():
+            feats = {k: subset.features(embed_ids(model, inputs[k], pad, device).to(device), model).float().cpu()
+                     for k in ("train", "valid", "pool")}
+        flat = FlatModule(copy.deepcopy(subset.module(model)).float().cpu().eval())
+        z = lambda y: torch.as_tensor(model.standardize(np.asarray(y)), dtype=torch.float32)  # noqa: E731
+        cand = trainer.candidates
+        targets = {"train": z(cand.targets[: trainer.n_train]), "valid": z(trainer.data.valid.targets),
+                   "pool": z(cand.targets[trainer.n_train :])}
+        lissa = self.knobs.lissa(trainer.seed)
+        settings = {"subset": self.knobs.influence_params, "solver": self.knobs.influence_solver, **vars(lissa)}
+        if self.knobs.influence_solver == "exact":  # LiSSA-only knobs must not split the cache
+            settings = {"subset": settings["subset"], "solver": "exact", "damping": lissa.damping}
+        key = _content_key([flat.theta, *feats.values(), *targets.values()], settings)
+        path = cache_dir() / "influence" / f"{key}.npy"
+        if path.is_file():
+            return np.load(path), True
+        scores = influence_scores(flat, flat.theta, (feats["train"], targets["train"]),
+                                  (feats["valid"], targets["valid"]), (feats["pool"], targets["pool"]),
+                                  solver=self.knobs.influence_solver, lissa=lissa)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, scores)
+        return scores, False
+
+    def indices(self, epoch: int) -> np.ndarray:
+        if self.knobs.influence_train_on == "topk":
+            return self.selected
+        return np.concatenate([np.arange(self.n_train), self.selected])
+
+    def log(self) -> dict[str, float]:
+        return dict(self.stats)
+
+    def write_artifacts(self, path: Path, trainer: "PropertyTrainer") -> None:
+        """``selection.csv``: the chosen pool molecules, their influence scores and ranks."""
+        if len(self.selected):
+            write_selection_csv(path / "selection.csv", trainer, self.selected,
+                                {"influence": self.scores, "rank": np.arange(1, len(self.selected) + 1)})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n_train": self.n_train, "selected": self.selected.tolist(), "scores": self.scores.tolist(),
+                "stats": self.stats}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.n_train = int(state["n_train"])
+        self.selected = np.asarray(state["selected"], dtype=np.int64)
+        self.scores = np.asarray(state["scores"], dtype=np.float64)
+        self.stats = dict(state["stats"])
+
+
+SELECTORS.register("influence", InfluenceSelector,
+                   help="influence functions (LiSSA): train + the top_k pool molecules that most lower valid loss")
