@@ -47,11 +47,15 @@ class StudyResult:
 
 
 def run_trial(config: dict[str, Any], *, payload: Any, spec: StudySpec) -> None:
-    """The Ray Tune function trainable: the task's plain core with a Tune reporter."""
+    """The Ray Tune function trainable: the task's plain core with a Tune (or Ray Train) reporter."""
     import torch
 
+    from cluster.distributed import TrainReporter, in_train_worker
+
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
-    TASKS.get(spec.task).train(config, payload, spec, TuneReporter())
+    # Several workers per trial run this same function inside Ray Train (cluster.distributed).
+    reporter = TrainReporter() if in_train_worker() else TuneReporter()
+    TASKS.get(spec.task).train(config, payload, spec, reporter)
 
 
 def prepare(spec: StudySpec) -> Prepared:

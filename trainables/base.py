@@ -69,14 +69,8 @@ class NullReporter:
 class TuneReporter:
     """Reports to the running Ray Tune trial; checkpoints are persisted by Tune's storage.
 
-    In a Ray Train worker (a trial with several workers, see ``cluster.distributed``) it hands over to
-    ``cluster.distributed.TrainReporter``, so the same trainable runs on one worker or on many.
+    A trial with several Ray Train workers reports through ``cluster.distributed.TrainReporter``.
     """
-
-    def __new__(cls) -> Any:
-        from cluster.distributed import TrainReporter, in_train_worker
-
-        return TrainReporter() if in_train_worker() else super().__new__(cls)
 
     def __init__(self) -> None:
         self._restored: Path | None = None
