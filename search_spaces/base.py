@@ -123,25 +123,14 @@ class SearchSpace:
             by_name[name].narrowed(value)
 
     def define_by_run(self, fixed: dict[str, Any] | None = None, ranges: dict[str, Any] | None = None
-                      ) -> Callable[[optuna.Trial], dict[str, Any]]:
+                      ) -> "DefineByRun":
         """The Optuna define-by-run function; fixed values come back as constants (not suggested)."""
         fixed, ranges = dict(fixed or {}), dict(ranges or {})
         self.validate_overrides(fixed, ranges)
-        params = [p.narrowed(ranges[p.name]) if p.name in ranges else p for p in self.params]
-
-        def space(trial: optuna.Trial) -> dict[str, Any]:
-            values: dict[str, Any] = {}
-            constants: dict[str, Any] = {}
-            for p in params:
-                if any(values.get(k, constants.get(k)) not in allowed for k, allowed in p.when.items()):
-                    continue
-                if p.name in fixed:
-                    constants[p.name] = fixed[p.name]
-                else:
-                    values[p.name] = p.suggest(trial)
-            return constants
-
-        return space
+        params = tuple(p.narrowed(ranges[p.name]) if p.name in ranges else p for p in self.params)
+        # Registry-backed choices are read now, so the function pickles as plain values.
+        params = tuple(replace(p, choices=tuple(p.options())) if p.kind == "categorical" else p for p in params)
+        return DefineByRun(params, fixed)
 
     def sample(self, seed: int = 0, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
         """One full configuration drawn by Optuna (for tests and direct calls)."""
@@ -149,6 +138,26 @@ class SearchSpace:
         trial = study.ask()
         constants = self.define_by_run(fixed)(trial)
         return {**trial.params, **constants}
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """A picklable define-by-run function (Tune saves the searcher, and this with it)."""
+
+    params: tuple[Param, ...]
+    fixed: dict[str, Any]
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        constants: dict[str, Any] = {}
+        for p in self.params:
+            if any(values.get(k, constants.get(k)) not in allowed for k, allowed in p.when.items()):
+                continue
+            if p.name in self.fixed:
+                constants[p.name] = self.fixed[p.name]
+            else:
+                values[p.name] = p.suggest(trial)
+        return constants
 
 
 SPACES: Registry[SearchSpace] = Registry("space")

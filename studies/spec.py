@@ -93,6 +93,9 @@ class ModelSpec(_Strict):
     def _hf_needs_path(self) -> "ModelSpec":
         if self.name == "hf" and not self.path:
             raise ValueError("model 'hf' needs model.path (a hub id or a local directory)")
+        local = self.path and (self.path.startswith(("/", ".", "~")) or os.sep in self.path.strip("/").split("/", 1)[-1])
+        if local and not Path(self.path).expanduser().exists():
+            raise ValueError(f"model.path {self.path!r}: no such directory")
         return self
 
 
@@ -139,6 +142,9 @@ class StudySpec(_Strict):
     ranges: dict[str, Any] = Field(
         default_factory=dict, description="narrowed ranges: [low, high] for numbers, a list for choices"
     )
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list, description="configurations (full or partial) to try first, e.g. one per method"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="task options (see the task's help)")
     pool: TableSpec | None = Field(None, description="external pool for data-selection methods")
     num_trials: int = Field(8, ge=1, description="trials Optuna proposes")
@@ -180,7 +186,13 @@ class StudySpec(_Strict):
         if self.metric.split("_", 1)[-1] not in task.metrics or not self.metric.startswith("valid_"):
             allowed = ", ".join(f"valid_{m}" for m in task.metrics)
             raise ValueError(f"metric {self.metric!r} is not one the {self.task} task reports; choose {allowed}")
-        SPACES.get(self.search_space).validate_overrides(self.fixed, self.ranges)
+        space = SPACES.get(self.search_space)
+        space.validate_overrides(self.fixed, self.ranges)
+        for i, point in enumerate(self.enqueue):
+            try:
+                space.validate_overrides(point, {})
+            except StudyError as err:
+                raise ValueError(f"enqueue[{i}]: {err}") from None
         task.validate(self)
         return self
 

@@ -98,6 +98,8 @@ class Task:
         prepare: ``StudySpec -> Prepared``; runs once before any trial and raises on bad data.
         train: ``(config, payload, spec, reporter) -> final metrics``; the plain function core.
         validate: ``StudySpec -> None``; raises ``ValueError`` for bad task options.
+        pyfunc: The ``mlflow.pyfunc.PythonModel`` class that serves a checkpoint's ``model/`` folder.
+        pip_requirements: What that MLflow model needs installed.
     """
 
     data_kind: str
@@ -106,6 +108,8 @@ class Task:
     prepare: Callable[["StudySpec"], Prepared]
     train: Callable[[dict[str, Any], Any, "StudySpec", Reporter], dict[str, float]]
     validate: Callable[["StudySpec"], None] = lambda spec: None
+    pyfunc: Callable[[], Any] | None = None
+    pip_requirements: tuple[str, ...] = ("chemtune", "torch", "transformers", "rdkit", "pandas")
 
 
 TASKS: Registry[Task] = Registry("task")

@@ -282,11 +282,17 @@ def _validate(spec: "StudySpec") -> None:
         raise DataError(f"{spec.pool.path}: pool file not found (pool.path)")
 
 
+def _pyfunc() -> Any:
+    from trainables.serving import PropertyPyfunc
+
+    return PropertyPyfunc()
+
+
 TASKS.register(
     "property",
     Task(
         data_kind="molecules", metrics=METRICS, maximize=frozenset({"r2"}),
-        prepare=prepare_property, train=train_property, validate=_validate,
+        prepare=prepare_property, train=train_property, validate=_validate, pyfunc=_pyfunc,
     ),
     help="molecular property regression (encoder + regression head)",
 )

@@ -33,7 +33,7 @@ class Selector(Protocol):
         """Extra numbers reported with this epoch's metrics."""
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed trial needs to continue the same selection."""
+        """What a resumed trial needs to continue the same selection (``setup`` is not called again)."""
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -54,10 +54,10 @@ class AllTrainRows:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {"n": self._n}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        self._n = int(state["n"])
 
 
 SELECTORS: Registry[Callable[[dict[str, Any]], Selector]] = Registry("selection")

@@ -11,13 +11,12 @@ import pandas as pd
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from trainables.data.chem import canonicalize
 from trainables.models.regression import HeadConfig, RegressionModel, pad_batch
 
-__all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc", "PIP_REQUIREMENTS"]
-
-PIP_REQUIREMENTS = ["chemtune", "torch", "transformers", "rdkit", "pandas"]
+__all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc"]
 
 
 def save_property_model(
@@ -42,6 +41,7 @@ class PropertyPredictor:
     def load(cls, path: str | Path) -> "PropertyPredictor":
         path = Path(path)
         remote = (path / "trust_remote_code").read_text().strip() == "1"
+        hf_logging.set_verbosity_error()  # an unused pooler is reported as missing; nothing else is
         backbone = AutoModel.from_pretrained(path / "backbone", trust_remote_code=remote)
         tokenizer = AutoTokenizer.from_pretrained(path / "backbone", trust_remote_code=remote)
         model = RegressionModel(backbone, HeadConfig.load(path / "head.json"))

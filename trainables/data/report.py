@@ -58,11 +58,11 @@ class DataReport:
         share = self.n_excluded / self.n_rows
         if share > max_bad_fraction:
             raise DataError(
-                f"{share:.1%} of the rows are bad, above the limit of {max_bad_fraction:.1%} "
+                f"{self.source}: {share:.1%} of the rows are bad, above the limit of {max_bad_fraction:.1%} "
                 f"(dataset.max_bad_fraction)\n{self.summary()}"
             )
         if self.n_kept == 0:
-            raise DataError(f"no usable rows\n{self.summary()}")
+            raise DataError(f"{self.source}: no usable rows\n{self.summary()}")
 
     def to_dict(self) -> dict[str, Any]:
         return {

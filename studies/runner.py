@@ -1,0 +1,187 @@
+"""The study runner: a validated study becomes a Ray Tune experiment (Optuna search, ASHA, MLflow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import ray
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from cluster.resources import max_concurrent, with_trial_resources
+from search_spaces import SPACES
+from studies.progress import ProgressCallback
+from studies.spec import StudySpec, parse_study
+from studies.tracking import (
+    MLflowTrialCallback, StudyPaths, StudyTracker, leaderboard, resolve_tracking_uri, save_state,
+)
+from trainables import TASKS, Prepared, TuneReporter
+from trainables.errors import StudyError
+from trainables.io import atomic_write_text
+
+__all__ = ["StudyResult", "launch", "resume", "prepare", "run_trial"]
+
+
+@dataclass
+class StudyResult:
+    """What a finished (or resumed) study returns."""
+
+    name: str
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    best_config: dict[str, Any] | None
+    leaderboard: pd.DataFrame
+    num_errors: int
+
+
+def run_trial(config: dict[str, Any], *, payload: Any, spec: StudySpec) -> None:
+    """The Ray Tune function trainable: the task's plain core with a Tune reporter."""
+    import torch
+
+    torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
+    TASKS.get(spec.task).train(config, payload, spec, TuneReporter())
+
+
+def prepare(spec: StudySpec) -> Prepared:
+    """Everything ``launch`` checks before any trial: the search space and the data."""
+    SPACES.get(spec.search_space).define_by_run(spec.fixed, spec.ranges)
+    return TASKS.get(spec.task).prepare(spec)
+
+
+def _init_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("CHEMTUNE_")}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:  # embedded default: a local Ray on this machine
+        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+
+
+def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: StudyPaths, optuna_url: str) -> tune.Tuner:
+    space = SPACES.get(spec.search_space).define_by_run(spec.fixed, spec.ranges)
+    searcher = OptunaSearch(
+        space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
+        storage=optuna.storages.RDBStorage(optuna_url), seed=spec.seed,
+        points_to_evaluate=[dict(p) for p in spec.enqueue] or None,
+    )
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration", max_t=spec.max_epochs,
+        grace_period=min(spec.scheduler.grace_period, spec.max_epochs), reduction_factor=spec.scheduler.reduction_factor,
+    )
+    trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
+    callbacks = [
+        MLflowTrialCallback(tracker.uri, tracker.experiment_id, tracker.parent_run_id, spec.task, prepared.tags),
+        ProgressCallback(spec.metric, spec.direction, spec.num_trials),
+    ]
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials, metric=spec.metric,
+            mode=spec.direction, max_concurrent_trials=max_concurrent(spec.resources, ray.cluster_resources()),
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=spec.tracking.storage_path or paths.tune_storage,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks, verbose=0,
+        ),
+    )
+
+
+def _fit(tuner: tune.Tuner, tracker: StudyTracker) -> tune.ResultGrid:
+    status = "FAILED"
+    try:
+        results = tuner.fit()
+        status = "FINISHED"
+        return results
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.close(status)
+
+
+def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid) -> StudyResult:
+    scored = [r for r in results if r.error is None and r.metrics and spec.metric in r.metrics]
+    sign = 1 if spec.direction == "min" else -1
+    best = min(scored, key=lambda r: sign * r.metrics[spec.metric]).config if scored else None
+    board = leaderboard(spec.name, tracker.uri)
+    if not board.empty:
+        tracker.client.log_text(tracker.parent_run_id, board.to_csv(index=False), "leaderboard.csv")
+    return StudyResult(spec.name, tracker.parent_run_id, tracker.experiment_id, tracker.uri, best, board,
+                       results.num_errors)
+
+
+def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | None = None,
+           root: str | os.PathLike[str] | None = None, restart: bool = False) -> StudyResult:
+    """Validate the data, then run the study on Ray Tune and track it in MLflow.
+
+    Args:
+        spec: The validated study.
+        address: Ray cluster address (``auto``, ``ray://host:10001``); default: a local Ray.
+        tracking_uri: MLflow URI; default: the study's, ``MLFLOW_TRACKING_URI``, or ``./chemtune-runs``.
+        root: The embedded store's folder (default ``$CHEMTUNE_HOME`` or ``./chemtune-runs``).
+        restart: Start over if a study of this name was launched before from ``root``.
+    """
+    paths = StudyPaths.default(root)
+    state_file = paths.state_file(spec.name)
+    if state_file.exists() and not restart:
+        raise StudyError(
+            f"study {spec.name!r} was launched before ({state_file}); run `chemtune resume {spec.name}` "
+            "or launch with --restart to start over"
+        )
+    prepared = prepare(spec)  # bad data fails here, before Ray starts
+    optuna_url = spec.tracking.optuna_storage or paths.optuna_url
+    if restart:
+        _forget(spec, paths, optuna_url)
+    uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
+    _init_ray(address)
+    tracker = StudyTracker(uri, spec, paths)
+    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    tracker.log_study(spec_yaml, prepared)
+    atomic_write_text(paths.study_file(spec.name), spec_yaml)
+    save_state(paths, spec.name, {"parent_run_id": tracker.parent_run_id, "tracking_uri": uri,
+                                  "optuna_url": optuna_url, "address": address})
+    results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url), tracker)
+    return _result(spec, tracker, results)
+
+
+def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
+    experiment_dir = Path(spec.tracking.storage_path or paths.tune_storage) / spec.name
+    if experiment_dir.exists():
+        shutil.rmtree(experiment_dir)
+    try:
+        optuna.delete_study(study_name=spec.name, storage=optuna_url)
+    except KeyError:
+        pass
+    paths.state_file(spec.name).unlink(missing_ok=True)
+
+
+def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str] | None = None) -> StudyResult:
+    """Continue an interrupted study: unfinished and errored trials resume from their checkpoints."""
+    paths = StudyPaths.default(root)
+    if not paths.state_file(name).exists():
+        raise StudyError(f"no study named {name!r} was launched from {paths.root}")
+    state = json.loads(paths.state_file(name).read_text())
+    spec = parse_study(yaml.safe_load(paths.study_file(name).read_text()), str(paths.study_file(name)))
+    prepared = prepare(spec)
+    experiment_dir = str(Path(spec.tracking.storage_path or paths.tune_storage) / spec.name)
+    if not tune.Tuner.can_restore(experiment_dir):
+        raise StudyError(f"{experiment_dir}: no Ray Tune experiment to resume")
+    _init_ray(address or state.get("address"))
+    tracker = StudyTracker(state["tracking_uri"], spec, paths, parent_run_id=state["parent_run_id"])
+    trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
+    tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
+    return _result(spec, tracker, _fit(tuner, tracker))

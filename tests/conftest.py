@@ -1,0 +1,62 @@
+"""Shared fixtures: where the shared data lives, tiny studies, isolated stores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("CHEMTUNE_DATA_DIR")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``$CHEMTUNE_DATA_DIR`` or ``../shared/data`` beside the checkout (CI has it)."""
+    path = _shared_data()
+    if not (path / "lipophilicity" / "Lipophilicity.csv").is_file():
+        pytest.fail(f"shared data not found at {path}; set CHEMTUNE_DATA_DIR")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keep studies out of the working tree; the model/data cache stays shared (downloads once).
+    monkeypatch.setenv("CHEMTUNE_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def tiny_study(**overrides: Any) -> dict[str, Any]:
+    """A study dict small enough for a unit test: 300 NCI molecules, tiny-bert, 2 epochs."""
+    study: dict[str, Any] = {
+        "name": "tiny",
+        "task": "property",
+        "dataset": {"name": "nci-logp", "split": "random", "limit": 300, "seed": 0},
+        "model": {"name": "tiny-bert", "max_length": 64},
+        "search_space": "property",
+        "num_trials": 2,
+        "max_epochs": 2,
+        "metric": "valid_rmse",
+        "resources": {"cpus_per_trial": 1},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(study.get(key), dict):
+            study[key] = {**study[key], **value}
+        else:
+            study[key] = value
+    return study
+
+
+# One tiny study per registered task, for the shared suites (tests/trainables/test_tasks.py).
+TINY_STUDIES: dict[str, dict[str, Any]] = {
+    "property": tiny_study(fixed={"method": "lora"}),
+}
