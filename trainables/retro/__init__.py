@@ -6,6 +6,6 @@ models (in ``BACKBONES``), the treatments and the ``retro`` task.
 
 from trainables.retro import data as _data  # noqa: F401  (registers datasets)
 from trainables.retro import models as _models  # noqa: F401  (registers seq2seq backbones)
-from trainables.retro.task import PYFUNC, RetroOptions, RetroTrainer, prepare_retro, train_retro
+from trainables.retro.task import RetroOptions, RetroTrainer, prepare_retro, retro_pyfunc, train_retro
 
-__all__ = ["PYFUNC", "RetroOptions", "RetroTrainer", "prepare_retro", "train_retro"]
+__all__ = ["RetroOptions", "RetroTrainer", "prepare_retro", "retro_pyfunc", "train_retro"]

@@ -41,11 +41,9 @@ from trainables.retro.treatments import apply_treatment, parse_treatment
 if TYPE_CHECKING:
     from studies.spec import StudySpec
 
-__all__ = ["RetroOptions", "RetroData", "RetroTrainer", "prepare_retro", "train_retro", "METRICS", "PYFUNC"]
+__all__ = ["RetroOptions", "RetroData", "RetroTrainer", "prepare_retro", "train_retro", "METRICS", "retro_pyfunc"]
 
 METRICS = ("top1", "token_acc", "loss")
-# The MLflow pyfunc class serving this task's ``model/`` directory ("module:Class", imported when logging).
-PYFUNC = "trainables.retro.serving:RetroPyfunc"
 DEFAULTS: dict[str, Any] = {
     "treatment": "full", "lr": 5e-4, "weight_decay": 0.0, "batch_size": 64, "label_smoothing": 0.0,
     "augment_prob": 0.0, "gamma": 0.0, "lora_rank": 8, "adapter_dim": 128, "warmup": 0.1,
@@ -352,9 +350,16 @@ def _validate(spec: "StudySpec") -> None:
         raise StudyError("fixed.gamma: without a teacher (options.teacher_csv or options.teacher_uri) fix gamma: 0")
 
 
+def retro_pyfunc() -> Any:
+    """The MLflow pyfunc that serves a retro checkpoint's ``model/`` folder (imported only when logging)."""
+    from trainables.retro.serving import RetroPyfunc
+
+    return RetroPyfunc()
+
+
 TASKS.register(
     "retro",
     Task(data_kind="reactions", metrics=METRICS, maximize=frozenset({"top1", "token_acc"}),
-         prepare=prepare_retro, train=train_retro, validate=_validate),
+         prepare=prepare_retro, train=train_retro, validate=_validate, pyfunc=retro_pyfunc),
     help="retrosynthesis: seq2seq product -> reactants, beam-search top-k (treatments, LoRA, adapters, gamma)",
 )

@@ -10,7 +10,7 @@ from trainables.models.backbones import BACKBONES
 from trainables.models.tokenizer import BERT_SPECIALS, build_vocab
 from trainables.retro.models import SEQ2SEQ, load_seq2seq
 
-from .conftest import SMILES, model_spec
+from tests.trainables.retro.conftest import SMILES, model_spec
 
 
 def test_seq2seq_models_are_in_the_shared_registry():
