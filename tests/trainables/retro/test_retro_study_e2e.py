@@ -35,7 +35,8 @@ def test_two_trial_retro_study(tmp_path: Path) -> None:
         assert {"valid_top1", "valid_token_acc", "valid_loss", "test_top1", "test_top10", "test_invalid"} <= set(run.data.metrics)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_top1")] == [1, 2]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert "test_predictions.csv" in artifacts and "model" in artifacts
+        assert "test_predictions.csv" in artifacts
+        assert run.data.tags["chemtune.model_uri"]  # model/ logged as the retro pyfunc
 
     # The best trial, registered, serves top-k reactants and can be a teacher for a gamma study.
     register_best("retro-e2e", "retro-e2e-model", result.tracking_uri, alias="champion")
