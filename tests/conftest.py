@@ -59,4 +59,11 @@ def tiny_study(**overrides: Any) -> dict[str, Any]:
 # One tiny study per registered task, for the shared suites (tests/trainables/test_tasks.py).
 TINY_STUDIES: dict[str, dict[str, Any]] = {
     "property": tiny_study(fixed={"method": "lora"}),
+    "retro": tiny_study(
+        task="retro", search_space="retro", metric="valid_top1",
+        dataset={"name": "uspto50k", "path": str(_shared_data() / "uspto50k"), "limit": 48, "split": "random"},
+        model={"name": "tiny-bart", "max_length": 128},
+        fixed={"gamma": 0, "batch_size": 16, "treatment": "lora_both+adapter_all"},
+        options={"val_subset": 8, "test_limit": 8},
+    ),
 }

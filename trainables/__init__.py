@@ -3,5 +3,6 @@
 from trainables.base import TASKS, NullReporter, Prepared, Reporter, Task, TuneReporter
 from trainables import property as _property  # noqa: F401  (registers the "property" task)
 from trainables import selection as _selection  # noqa: F401  (registers influence, curriculum, active)
+from trainables import retro as _retro  # noqa: F401  (registers the "retro" task, its datasets and models)
 
 __all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "TuneReporter"]

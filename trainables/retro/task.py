@@ -1,0 +1,365 @@
+"""The ``retro`` task: seq2seq retrosynthesis (product -> reactants), scored by beam-search top-k.
+
+``train_retro`` is the plain function core (no Ray needed); the study runner wraps it for Ray Tune.
+Every epoch reports teacher-forced token accuracy and loss and greedy top-1 on a fixed validation
+subset (``valid_*``); the last epoch adds beam-search top-1/3/5/10 and the invalid share on test.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from torch.utils.data import DataLoader
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from trainables.base import TASKS, Prepared, Reporter, Task
+from trainables.data.datasets import DATASETS
+from trainables.errors import DataError, StudyError
+from trainables.io import atomic_write_json
+from trainables.methods import count_parameters
+from trainables.models.regression import pad_batch
+from trainables.retro.data import Reactions, ReactionSplits, randomize_smiles, reactions_hash
+from trainables.retro.models import SEQ2SEQ, decoder_start_id, load_seq2seq
+from trainables.retro.scoring import TOPK, score_topk
+from trainables.retro.predictor import generate, save_retro_model
+from trainables.retro.teacher import TeacherLabels, mix_labels, teacher_from_csv, teacher_from_model
+from trainables.retro.treatments import apply_treatment, parse_treatment
+
+if TYPE_CHECKING:
+    from studies.spec import StudySpec
+
+__all__ = ["RetroOptions", "RetroData", "RetroTrainer", "prepare_retro", "train_retro", "METRICS", "retro_pyfunc"]
+
+METRICS = ("top1", "token_acc", "loss")
+DEFAULTS: dict[str, Any] = {
+    "treatment": "full", "lr": 5e-4, "weight_decay": 0.0, "batch_size": 64, "label_smoothing": 0.0,
+    "augment_prob": 0.0, "gamma": 0.0, "lora_rank": 8, "adapter_dim": 128, "warmup": 0.1,
+}
+
+
+class RetroOptions(BaseModel):
+    """Task options of a retro study (the study's ``options:`` section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher_csv: str | None = Field(None, description="CSV 'product,prediction' of teacher labels for gamma mixing")
+    teacher_uri: str | None = Field(
+        None, description="MLflow model URI (models:/name/1, runs:/id/model) run with beam 1 on the train products"
+    )
+    augment_target: bool = Field(False, description="also randomize the reactant SMILES when a row is augmented")
+    beam_size: int = Field(10, ge=10, description="beam width of the final test evaluation (>= 10 for top-10)")
+    dedupe_beams: bool = Field(True, description="drop beams that canonicalize to an earlier beam's molecules")
+    val_subset: int = Field(500, ge=1, description="fixed number of validation reactions scored every epoch")
+    test_limit: int | None = Field(None, ge=1, description="score only the first N test reactions (smoke runs)")
+    eval_batch_size: int = Field(64, ge=1, description="products per generate call")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> "RetroOptions":
+        if self.teacher_csv and self.teacher_uri:
+            raise ValueError("give teacher_csv or teacher_uri, not both")
+        return self
+
+
+def parse_options(options: dict[str, Any]) -> RetroOptions:
+    """Validate a study's ``options``; errors name the key (``options.<key>``)."""
+    try:
+        return RetroOptions.model_validate(options)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(["options", *map(str, e["loc"])])
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {msg}")
+        raise StudyError("; ".join(lines)) from None
+
+
+@dataclass
+class RetroData:
+    """Prepared splits and (optionally) the teacher's labels aligned with the train rows."""
+
+    train: Reactions
+    valid: Reactions
+    test: Reactions
+    teacher: TeacherLabels | None = None
+
+
+def prepare_retro(spec: "StudySpec") -> Prepared:
+    """Load and canonicalize the reactions, get the teacher's labels; raise before any trial on bad data."""
+    ds = spec.dataset
+    opts = parse_options(spec.options)
+    splits, report = DATASETS.get(ds.name).load(ds)
+    assert isinstance(splits, ReactionSplits)
+    for rep in splits.reports:
+        rep.check(ds.max_bad_fraction)
+    for name in ("train", "valid", "test"):
+        if len(getattr(splits, name)) == 0:
+            raise DataError(f"{ds.name}: the {name} split is empty\n{report.summary()}")
+    teacher = None
+    train = splits.train
+    if opts.teacher_csv:
+        teacher = teacher_from_csv(opts.teacher_csv, train.products, train.rows)
+    elif opts.teacher_uri:
+        teacher = teacher_from_model(opts.teacher_uri, train.products, train.rows)
+    data = RetroData(splits.train, splits.valid, splits.test, teacher)
+    reports = [report] + ([teacher.report] if teacher else [])
+    tags = {f"split_hash.{n}": reactions_hash(getattr(data, n)) for n in ("train", "valid", "test")}
+    summary = {f"n_{n}": len(getattr(data, n)) for n in ("train", "valid", "test")}
+    if teacher is not None:
+        summary["teacher_eligible"] = len(teacher.eligible)
+        summary["teacher_unusable"] = teacher.report.n_excluded
+    return Prepared(payload=data, reports=reports, tags=tags, summary=summary)
+
+
+class RetroTrainer:
+    """One configuration: model and treatment, mixed labels, loaders, optimiser and the epoch loop.
+
+    Args:
+        config: Hyperparameters (see ``DEFAULTS`` and the ``retro`` search space).
+        data: The prepared reactions.
+        spec: The study (model, epochs, seed, options).
+    """
+
+    def __init__(self, config: dict[str, Any], data: RetroData, spec: "StudySpec") -> None:
+        self.config = {**DEFAULTS, **config}
+        self.spec, self.data, self.seed = spec, data, spec.seed
+        self.opts = parse_options(spec.options)
+        set_seed(self.seed)
+        vocab_smiles = data.train.products + data.train.reactants
+        if data.teacher is not None:
+            vocab_smiles += [p for p in data.teacher.predictions if p]
+        model, self.tokenizer = load_seq2seq(spec.model, vocab_smiles, self.seed)
+        self.start_id = decoder_start_id(model)
+        self.model = apply_treatment(model, self.config["treatment"], self.config)
+        self.n_trainable, self.n_total = count_parameters(self.model)
+        self.mixed = mix_labels(data.train.reactants, data.teacher, float(self.config["gamma"]), self.seed)
+        cuda = torch.cuda.is_available()
+        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda and torch.cuda.is_bf16_supported() else "no")
+        self.max_length = self.tokenizer.model_max_length
+        self.valid = data.valid.head(self.opts.val_subset)
+        self.test = data.test.head(self.opts.test_limit)
+        self.encoded = {name: self.encode(r.products, r.reactants) for name, r in (("valid", self.valid), ("test", self.test))}
+
+    # -- data -----------------------------------------------------------------------------------
+    def encode(self, sources: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
+        """``(source ids, label ids)`` pairs; labels end with EOS and omit the decoder start token."""
+        kw = {"truncation": True, "max_length": self.max_length}
+        src = self.tokenizer(list(sources), **kw)["input_ids"]
+        tgt = self.tokenizer(list(targets), **kw)["input_ids"]
+        return [(s, t[1:] if t and t[0] == self.start_id else t) for s, t in zip(src, tgt)]
+
+    def collate(self, batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        """Dynamic padding; the decoder input is the labels shifted right behind the start token."""
+        pad = self.tokenizer.pad_token_id
+        input_ids, attention_mask = pad_batch([b[0] for b in batch], pad)
+        decoder_input_ids, decoder_attention_mask = pad_batch([[self.start_id, *b[1][:-1]] for b in batch], pad)
+        labels, label_mask = pad_batch([b[1] for b in batch], pad)
+        labels = labels.masked_fill(label_mask == 0, -100)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids,
+                "decoder_attention_mask": decoder_attention_mask, "labels": labels}
+
+    def epoch_items(self, epoch: int) -> list[tuple[list[int], list[int]]]:
+        """Train pairs of ``epoch``: a seeded share ``augment_prob`` of rows as randomized SMILES."""
+        rng = random.Random(self.seed * 100_003 + epoch)
+        p = float(self.config["augment_prob"])
+        sources, targets = list(self.data.train.products), list(self.mixed.labels)
+        for i in range(len(sources)):
+            if p > 0 and rng.random() < p:
+                sources[i] = randomize_smiles(sources[i], rng)
+                if self.opts.augment_target:
+                    targets[i] = randomize_smiles(targets[i], rng)
+        return self.encode(sources, targets)
+
+    def train_loader(self, epoch: int) -> DataLoader:
+        """Length-grouped (by source length), dynamically padded batches."""
+        items = self.epoch_items(epoch)
+        bs = int(self.config["batch_size"])
+        generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        sampler = LengthGroupedSampler(bs, lengths=[len(s) + len(t) for s, t in items], generator=generator)
+        return DataLoader(items, batch_size=bs, sampler=sampler, collate_fn=self.collate)
+
+    # -- loss and evaluation --------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor], smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean token cross-entropy and the logits."""
+        labels = batch["labels"]
+        logits = self.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                               label_smoothing=smoothing)
+        return loss, logits
+
+    @torch.no_grad()
+    def teacher_forced(self, pairs: list[tuple[list[int], list[int]]]) -> dict[str, float]:
+        """Token accuracy and loss (no smoothing) with teacher forcing, batches sorted by length."""
+        self.model.eval()
+        order = np.argsort([len(s) + len(t) for s, t in pairs], kind="stable")
+        bs = self.opts.eval_batch_size
+        loss_sum, correct, count = 0.0, 0, 0
+        for start in range(0, len(pairs), bs):
+            batch = self.collate([pairs[i] for i in order[start : start + bs]])
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            with self.accelerator.autocast():
+                loss, logits = self.loss(batch, 0.0)
+            mask = batch["labels"] != -100
+            n = int(mask.sum())
+            loss_sum += float(loss) * n
+            correct += int(((logits.argmax(-1) == batch["labels"]) & mask).sum())
+            count += n
+        return {"token_acc": correct / max(count, 1), "loss": loss_sum / max(count, 1)}
+
+    def beams(self, pairs: list[tuple[list[int], list[int]]], num_beams: int, top_k: int) -> list[list[str]]:
+        return generate(self.accelerator.unwrap_model(self.model), self.tokenizer, [s for s, _ in pairs],
+                        num_beams=num_beams, top_k=top_k, batch_size=self.opts.eval_batch_size,
+                        max_length=self.max_length, autocast=self.accelerator.autocast)
+
+    def evaluate_valid(self) -> dict[str, float]:
+        """Teacher-forced token accuracy / loss and greedy top-1 on the fixed validation subset."""
+        out = self.teacher_forced(self.encoded["valid"])
+        greedy = self.beams(self.encoded["valid"], 1, 1)
+        out["top1"] = score_topk(greedy, self.valid.reactants, ks=(1,), dedupe=self.opts.dedupe_beams).metrics["top1"]
+        return out
+
+    def evaluate_test(self, path: Path) -> dict[str, float]:
+        """Beam search on test: top-1/3/5/10, invalid share; predictions written to ``path``."""
+        k = self.opts.beam_size
+        beams = self.beams(self.encoded["test"], k, k)
+        scored = score_topk(beams, self.test.reactants, ks=TOPK, dedupe=self.opts.dedupe_beams)
+        frame = pd.DataFrame({"row": self.test.rows, "product": self.test.products,
+                              "reactants": self.test.reactants, "rank": scored.ranks})
+        for j in range(k):
+            frame[f"prediction_{j + 1}"] = [b[j] if j < len(b) else "" for b in beams]
+        frame.to_csv(path, index=False)
+        return {**scored.metrics, **self.teacher_forced(self.encoded["test"])}
+
+    # -- training -------------------------------------------------------------------------------
+    def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        lr = float(self.config["lr"])
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(self.config["weight_decay"]))
+        steps = self.spec.max_epochs * math.ceil(len(self.data.train) / int(self.config["batch_size"]))
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=max(steps, 2), pct_start=float(self.config["warmup"]),
+        )
+        return optimizer, scheduler
+
+    def train_epoch(self, loader: DataLoader, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[float, int]:
+        """One pass; returns the mean token loss and the number of target tokens."""
+        self.model.train()
+        smoothing = float(self.config["label_smoothing"])
+        total, tokens = 0.0, 0
+        for batch in loader:
+            loss, _ = self.loss(batch, smoothing)
+            self.accelerator.backward(loss)
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.opts.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            n = int((batch["labels"] != -100).sum())
+            total += float(loss.detach()) * n
+            tokens += n
+        return total / max(tokens, 1), tokens
+
+    def fit(self, reporter: Reporter) -> dict[str, float]:
+        """Train for ``spec.max_epochs`` (resuming from the reporter's checkpoint); report every epoch."""
+        optimizer, scheduler = self._optimizer()
+        self.model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+        start = 0
+        resume = reporter.resume_dir()
+        if resume is not None:
+            state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)
+            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start = state["epoch"]
+        final: dict[str, float] = {}
+        teacher = self._teacher_log()
+        for epoch in range(start, self.spec.max_epochs):
+            tic = time.perf_counter()
+            loss, tokens = self.train_epoch(self.train_loader(epoch), optimizer, scheduler)
+            seconds = time.perf_counter() - tic
+            metrics: dict[str, Any] = {
+                "epoch": epoch + 1, "train_loss": loss, "train_tokens_per_s": tokens / seconds,
+                "trainable_params": self.n_trainable, "total_params": self.n_total,
+                **{f"valid_{k}": v for k, v in self.evaluate_valid().items()}, **teacher,
+            }
+            with tempfile.TemporaryDirectory(prefix="chemtune-ckpt-") as tmp:
+                ckpt = Path(tmp)
+                if epoch + 1 == self.spec.max_epochs:  # test is looked at once, after the search metric is final
+                    metrics.update({f"test_{k}": v for k, v in self.evaluate_test(ckpt / "test_predictions.csv").items()})
+                self.save_checkpoint(ckpt, optimizer, scheduler, epoch + 1, metrics)
+                reporter.report(metrics, ckpt)
+            final = metrics
+        return final
+
+    def _teacher_log(self) -> dict[str, float]:
+        if self.data.teacher is None:
+            return {}
+        issues = self.data.teacher.report.issues
+        return {"teacher_eligible": self.mixed.n_eligible, "teacher_replaced": len(self.mixed.replaced),
+                "teacher_invalid": issues.get("invalid teacher prediction", {}).get("count", 0),
+                "teacher_missing": issues.get("no teacher prediction", {}).get("count", 0)}
+
+    # -- checkpoints and export -----------------------------------------------------------------
+    def save_checkpoint(self, path: Path, optimizer: Any, scheduler: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        """Write ``state.pt`` (resume), ``model/`` (serving), metrics and the teacher-replaced rows."""
+        model = self.accelerator.unwrap_model(self.model)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch}, path / "state.pt")
+        base, adapters = model.export()
+        save_retro_model(path / "model", base, self.tokenizer, adapters, self.opts.beam_size)
+        atomic_write_json(path / "metrics.json", metrics)
+        if self.data.teacher is not None:
+            idx = self.mixed.replaced
+            train = self.data.train
+            pd.DataFrame({"row": [train.rows[i] for i in idx], "product": [train.products[i] for i in idx],
+                          "label": [train.reactants[i] for i in idx],
+                          "teacher": [self.mixed.labels[i] for i in idx]}).to_csv(path / "teacher_replaced.csv", index=False)
+
+
+def train_retro(config: dict[str, Any], data: RetroData, spec: "StudySpec", reporter: Reporter) -> dict[str, float]:
+    """Train and evaluate one configuration; the plain function core of the ``retro`` task."""
+    return RetroTrainer(config, data, spec).fit(reporter)
+
+
+def _validate(spec: "StudySpec") -> None:
+    from search_spaces import SPACES
+
+    opts = parse_options(spec.options)
+    if spec.model.name not in SEQ2SEQ:
+        raise StudyError(f"model.name: the retro task needs a seq2seq model, one of {SEQ2SEQ.names()}; got {spec.model.name!r}")
+    if spec.model.name == "hf-seq2seq" and not spec.model.path:
+        raise StudyError("model.path: model 'hf-seq2seq' needs a hub id or a local directory")
+    if opts.teacher_csv and not Path(opts.teacher_csv).is_file():
+        raise DataError(f"options.teacher_csv: {opts.teacher_csv}: file not found")
+    if "treatment" in spec.fixed:
+        parse_treatment(spec.fixed["treatment"])
+    space = SPACES.get(spec.search_space)
+    if "gamma" in space.names and not (opts.teacher_csv or opts.teacher_uri) and spec.fixed.get("gamma") != 0:
+        raise StudyError("fixed.gamma: without a teacher (options.teacher_csv or options.teacher_uri) fix gamma: 0")
+
+
+def retro_pyfunc() -> Any:
+    """The MLflow pyfunc that serves a retro checkpoint's ``model/`` folder (imported only when logging)."""
+    from trainables.retro.serving import RetroPyfunc
+
+    return RetroPyfunc()
+
+
+TASKS.register(
+    "retro",
+    Task(data_kind="reactions", metrics=METRICS, maximize=frozenset({"top1", "token_acc"}),
+         prepare=prepare_retro, train=train_retro, validate=_validate, pyfunc=retro_pyfunc),
+    help="retrosynthesis: seq2seq product -> reactants, beam-search top-k (treatments, LoRA, adapters, gamma)",
+)

@@ -1,0 +1,155 @@
+"""Teacher-label mixing (gamma): replace a seeded share of the training labels with a teacher's prediction.
+
+Teacher predictions come from a CSV (``product,prediction``) or from an MLflow model URI, which
+chemtune runs once on the train products (beam 1) and caches. Invalid teacher outputs are never
+used and are counted; products without a teacher prediction are counted too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trainables.cache import cache_dir
+from trainables.data.report import DataReport
+from trainables.errors import DataError
+from trainables.io import atomic_path
+from trainables.retro.data import canonical_set
+
+__all__ = ["TeacherLabels", "Mixed", "teacher_from_csv", "teacher_from_model", "mix_labels"]
+
+
+@dataclass
+class TeacherLabels:
+    """Teacher predictions aligned with the train rows.
+
+    Attributes:
+        predictions: Canonical teacher reactants per train row; ``None`` where unusable.
+        report: Why rows are unusable (``no teacher prediction``, ``invalid teacher prediction``).
+        source: The CSV path or model URI.
+    """
+
+    predictions: list[str | None]
+    report: DataReport
+    source: str
+
+    @property
+    def eligible(self) -> np.ndarray:
+        """Train rows whose teacher prediction is usable."""
+        return np.asarray([i for i, p in enumerate(self.predictions) if p is not None], dtype=np.int64)
+
+
+def _align(products: Sequence[str], rows: Sequence[int], table: dict[str, str], source: str) -> TeacherLabels:
+    report = DataReport(source=f"teacher {source}", n_rows=len(products))
+    out: list[str | None] = []
+    for product, row in zip(products, rows):
+        if product not in table:
+            report.add("no teacher prediction", row, product)
+            out.append(None)
+            continue
+        can = canonical_set(table[product])
+        if can is None:
+            report.add("invalid teacher prediction", row, table[product])
+        out.append(can)
+    return TeacherLabels(out, report, source)
+
+
+def teacher_from_csv(path: str | Path, products: Sequence[str], rows: Sequence[int]) -> TeacherLabels:
+    """Teacher predictions from a CSV with columns ``product`` and ``prediction``.
+
+    Args:
+        path: The CSV; its products are canonicalized to match the train products.
+        products: Canonical train products.
+        rows: Their source line numbers (for the report).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: teacher CSV not found (options.teacher_csv)")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("product", "prediction") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: teacher CSV lacks column(s) {missing}; it has {list(frame.columns)}")
+    table: dict[str, str] = {}
+    bad = DataReport(source=str(path), n_rows=len(frame))
+    for i, (product, prediction) in enumerate(zip(frame["product"], frame["prediction"])):
+        can = canonical_set(product)
+        if can is None:
+            bad.add("invalid product SMILES", i + 2, product)
+            continue
+        table.setdefault(can, prediction)
+    labels = _align(products, rows, table, str(path))
+    for reason, entry in bad.issues.items():  # bad CSV lines are reported, not silently skipped
+        labels.report.issues[f"{path.name}: {reason}"] = entry
+    return labels
+
+
+def teacher_from_model(uri: str, products: Sequence[str], rows: Sequence[int], batch_size: int = 64) -> TeacherLabels:
+    """Run a registered MLflow model on the train products with beam 1; cached per (URI, products).
+
+    A chemtune retro model is called directly (beam 1, top 1); any other pyfunc gets a DataFrame
+    with a ``product`` column and must return ``prediction_1`` or ``prediction`` (else its first column).
+    """
+    digest = hashlib.sha256(("\n".join([uri, *products])).encode()).hexdigest()[:24]
+    cached = cache_dir() / "teacher" / f"{digest}.csv"
+    if not cached.is_file():
+        import mlflow.pyfunc
+
+        try:
+            model = mlflow.pyfunc.load_model(uri)
+        except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; the user needs the URI
+            raise DataError(f"could not load the teacher model {uri!r} (options.teacher_uri): {err}") from err
+        from trainables.retro.serving import RetroPyfunc
+
+        inner = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else None
+        frame = pd.DataFrame({"product": list(products)})
+        if isinstance(inner, RetroPyfunc):
+            out = inner.predictor.predict(list(products), num_beams=1, top_k=1, batch_size=batch_size)
+        else:
+            out = model.predict(frame)
+        out = pd.DataFrame(out)
+        column = next((c for c in ("prediction_1", "prediction") if c in out.columns), out.columns[0])
+        frame["prediction"] = out[column].fillna("").astype(str).to_numpy()
+        with atomic_path(cached) as tmp:
+            frame.to_csv(tmp, index=False)
+    frame = pd.read_csv(cached, dtype=str, keep_default_na=False)
+    return _align(products, rows, dict(zip(frame["product"], frame["prediction"])), uri)
+
+
+@dataclass
+class Mixed:
+    """Training labels after mixing; ``replaced`` are the train row indices that got the teacher's label."""
+
+    labels: list[str]
+    replaced: np.ndarray
+    n_eligible: int
+
+
+def mix_labels(labels: Sequence[str], teacher: TeacherLabels | None, gamma: float, seed: int) -> Mixed:
+    """Replace ``round(gamma * n_eligible)`` seeded-random eligible labels with the teacher's prediction.
+
+    Args:
+        labels: The true train reactants.
+        teacher: Teacher predictions aligned with ``labels`` (``None``: no teacher, nothing replaced).
+        gamma: Share of eligible labels to replace, in [0, 1].
+        seed: Seed of the choice of rows.
+    """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    if teacher is None:
+        if gamma > 0:
+            raise ValueError("gamma > 0 needs a teacher (options.teacher_csv or options.teacher_uri)")
+        return Mixed(list(labels), np.zeros(0, dtype=np.int64), 0)
+    if len(teacher.predictions) != len(labels):
+        raise ValueError(f"{len(teacher.predictions)} teacher predictions for {len(labels)} labels")
+    eligible = teacher.eligible
+    n = int(round(gamma * len(eligible)))
+    chosen = np.sort(np.random.default_rng(seed).permutation(eligible)[:n]) if n else np.zeros(0, dtype=np.int64)
+    out = list(labels)
+    for i in chosen:
+        out[i] = teacher.predictions[i]  # type: ignore[assignment]
+    return Mixed(out, chosen, len(eligible))
