@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from trainables.errors import StudyError
 
 
 def test_runtime_env_forwards_tracking_settings_not_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("CHEMTUNE_")]:  # CI sets CHEMTUNE_DATA_DIR
+        monkeypatch.delenv(name)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     monkeypatch.setenv("CHEMTUNE_HOME", "/shared/runs")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2")
