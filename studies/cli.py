@@ -98,11 +98,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import mlflow
     import pandas as pd
 
-    mlflow.set_tracking_uri(_tracking_uri(args))
+    from studies.tracking import tracking_uri_scope
+
     frame = pd.read_csv(args.input)
     if args.smiles_column not in frame.columns:
         raise ChemtuneError(f"{args.input}: no column {args.smiles_column!r}; the file has {list(frame.columns)}")
-    model = mlflow.pyfunc.load_model(args.model_uri)
+    with tracking_uri_scope(_tracking_uri(args)):
+        model = mlflow.pyfunc.load_model(args.model_uri)
     out = model.predict(frame[[args.smiles_column]].rename(columns={args.smiles_column: "smiles"}))
     out.to_csv(args.output, index=False)
     bad = int((out["error"] != "").sum()) if "error" in out else 0

@@ -64,11 +64,13 @@ def prepare(spec: StudySpec) -> Prepared:
     return TASKS.get(spec.task).prepare(spec)
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, tracking_uri: str) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("CHEMTUNE_")}}
+    # Trials read models from MLflow too (a teacher, a phase-1 base model): same store as the driver.
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith("CHEMTUNE_")} | {"MLFLOW_TRACKING_URI": tracking_uri}
+    runtime_env = {"env_vars": env_vars}
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:  # embedded default: a local Ray on this machine
@@ -153,7 +155,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     if restart:
         _forget(spec, paths, optuna_url)
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
-    _init_ray(address)
+    _init_ray(address, uri)
     tracker = StudyTracker(uri, spec, paths)
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     tracker.log_study(spec_yaml, prepared)
@@ -192,7 +194,7 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     experiment_dir = str(Path(spec.tracking.storage_path or paths.tune_storage) / spec.name)
     if not tune.Tuner.can_restore(experiment_dir):
         raise StudyError(f"{experiment_dir}: no Ray Tune experiment to resume")
-    _init_ray(address or state.get("address"))
+    _init_ray(address or state.get("address"), state["tracking_uri"])
     tracker = StudyTracker(state["tracking_uri"], spec, paths, parent_run_id=state["parent_run_id"])
     trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
     tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)

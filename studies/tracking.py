@@ -10,7 +10,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "StudyPaths", "StudyTracker", "MLflowTrialCallback", "resolve_tracking_uri", "leaderboard", "register_best",
-    "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "save_state", "close_study_run",
+    "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "save_state", "close_study_run", "tracking_uri_scope",
 ]
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL = "chemtune.study", "chemtune.role", "chemtune.trial_id"
@@ -81,6 +82,21 @@ def resolve_tracking_uri(explicit: str | None, paths: StudyPaths) -> str:
     return uri
 
 
+@contextmanager
+def tracking_uri_scope(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a block only.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which would silently redirect
+    every later study of this process; this restores both afterwards.
+    """
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # None unsets the variable again
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     if isinstance(value, Mapping):
         for k, v in value.items():
@@ -109,7 +125,6 @@ class StudyTracker:
 
     def __init__(self, tracking_uri: str, spec: "StudySpec", paths: StudyPaths, parent_run_id: str | None = None) -> None:
         self.uri, self.spec = tracking_uri, spec
-        mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         name = spec.tracking.experiment or spec.name
         experiment = self.client.get_experiment_by_name(name)
@@ -251,7 +266,7 @@ class MLflowTrialCallback(tune.Callback):
                 with tempfile.TemporaryDirectory() as tmp:  # MLflow copies; Tune may delete the checkpoint
                     local = Path(tmp) / "model"
                     shutil.copytree(folder / "model", local)
-                    with mlflow.start_run(run_id=run_id):
+                    with tracking_uri_scope(self.uri), mlflow.start_run(run_id=run_id):
                         info = mlflow.pyfunc.log_model(
                             name="model", python_model=task.pyfunc(), artifacts={"model": str(local)},
                             pip_requirements=list(task.pip_requirements),
@@ -314,11 +329,11 @@ def register_best(name: str, model_name: str, tracking_uri: str, alias: str | No
         raise StudyError(f"study {name!r} has no finished trial with a logged model")
     best = candidates.iloc[0]
     client = MlflowClient(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    version = mlflow.register_model(
-        best["model_uri"], model_name,
-        tags={TAG_STUDY: name, "chemtune.trial_id": str(best["trial"])},
-    )
+    with tracking_uri_scope(tracking_uri):
+        version = mlflow.register_model(
+            best["model_uri"], model_name,
+            tags={TAG_STUDY: name, "chemtune.trial_id": str(best["trial"])},
+        )
     if alias:
         client.set_registered_model_alias(model_name, alias, version.version)
     return version

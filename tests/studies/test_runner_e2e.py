@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from studies.cli import main as cli
 from studies.runner import launch
 from studies.spec import load_study, parse_study
-from studies.tracking import StudyPaths, leaderboard, register_best
+from studies.tracking import StudyPaths, leaderboard, register_best, tracking_uri_scope
 from tests.conftest import tiny_study
 from trainables.errors import DataError
 
@@ -76,8 +76,8 @@ def test_register_load_and_predict(finished, tmp_path: Path) -> None:
     assert int(client.get_model_version_by_alias("e2e-model", "champion").version) == 1
     best_run = leaderboard("e2e", result.tracking_uri).iloc[0]
     assert client.get_model_version("e2e-model", "1").tags["chemtune.trial_id"] == best_run["trial"]
-    mlflow.set_tracking_uri(result.tracking_uri)
-    model = mlflow.pyfunc.load_model("models:/e2e-model@champion")
+    with tracking_uri_scope(result.tracking_uri):
+        model = mlflow.pyfunc.load_model("models:/e2e-model@champion")
     out = model.predict(pd.DataFrame({"smiles": ["CCO", "c1ccccc1CCN", "C1CC"]}))
     assert out["prediction"].iloc[:2].notna().all() and pd.isna(out["prediction"].iloc[2])
     assert out["error"].tolist() == ["", "", "invalid SMILES"]

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from studies.runner import launch
 from studies.spec import parse_study
-from studies.tracking import register_best
+from studies.tracking import tracking_uri_scope, register_best
 from tests.conftest import TINY_STUDIES
 from trainables.retro.data import read_smi
 from trainables.retro.teacher import teacher_from_model
@@ -40,13 +40,13 @@ def test_two_trial_retro_study(tmp_path: Path) -> None:
 
     # The best trial, registered, serves top-k reactants and can be a teacher for a gamma study.
     register_best("retro-e2e", "retro-e2e-model", result.tracking_uri, alias="champion")
-    mlflow.set_tracking_uri(result.tracking_uri)
-    model = mlflow.pyfunc.load_model("models:/retro-e2e-model@champion")
-    out = model.predict(pd.DataFrame({"product": ["CC(=O)Nc1ccccc1", "C1CC"]}))
-    assert list(out.columns[:3]) == ["product", "canonical_product", "prediction_1"]
-    assert out["error"].tolist() == ["", "invalid SMILES"]
-    train, _ = read_smi(Path(study["dataset"]["path"]) / "train.smi")
-    train = train.head(8)
-    labels = teacher_from_model("models:/retro-e2e-model@champion", train.products, train.rows)
-    assert len(labels.predictions) == 8
-    assert len(labels.eligible) + labels.report.n_excluded == 8  # every row is usable or counted
+    with tracking_uri_scope(result.tracking_uri):
+        model = mlflow.pyfunc.load_model("models:/retro-e2e-model@champion")
+        out = model.predict(pd.DataFrame({"product": ["CC(=O)Nc1ccccc1", "C1CC"]}))
+        assert list(out.columns[:3]) == ["product", "canonical_product", "prediction_1"]
+        assert out["error"].tolist() == ["", "invalid SMILES"]
+        train, _ = read_smi(Path(study["dataset"]["path"]) / "train.smi")
+        train = train.head(8)
+        labels = teacher_from_model("models:/retro-e2e-model@champion", train.products, train.rows)
+        assert len(labels.predictions) == 8
+        assert len(labels.eligible) + labels.report.n_excluded == 8  # every row is usable or counted
