@@ -98,6 +98,8 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials, metric=spec.metric,
             mode=spec.direction, max_concurrent_trials=max_concurrent(spec.resources, ray.cluster_resources()),
+            # A trial process is reused by the next trial: no new interpreter importing torch each time.
+            reuse_actors=spec.resources.num_workers == 1,
         ),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=spec.tracking.storage_path or paths.tune_storage,

@@ -72,7 +72,7 @@ def test_study_runs_across_both_worker_nodes(cluster_study: dict[str, Any], on_c
     assert result.num_errors == 0
     assert len(result.leaderboard) == 6
     actors = cluster_study["actors"]
-    assert len(actors) >= 6  # one actor per trial (more if Tune restarted one)
+    assert len(actors) >= 2  # trial actors; Tune reuses an actor for the next trial on its node
     workers = {n["node_id"] for n in on_cluster.alive_nodes() if not n["is_head_node"]}
     used = {a["node_id"] for a in actors.values()}
     assert used == workers and len(used) == 2  # both workers ran trials, the 0-CPU head none
