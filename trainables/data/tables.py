@@ -13,7 +13,7 @@ from trainables.data.chem import canonicalize
 from trainables.data.report import DataReport
 from trainables.errors import DataError
 
-__all__ = ["MoleculeTable", "read_property_csv", "table_from_records"]
+__all__ = ["MoleculeTable", "read_csv_columns", "read_property_csv", "table_from_records"]
 
 
 @dataclass
@@ -83,10 +83,14 @@ def table_from_records(
     return table, report
 
 
-def read_property_csv(
-    path: str | Path, smiles_column: str, target_column: str, id_column: str | None = None
-) -> tuple[MoleculeTable, DataReport]:
-    """Read a CSV of molecules and labels; row numbers in the report are file line numbers."""
+def read_csv_columns(path: str | Path, columns: list[str | None], what: str = "column(s)") -> pd.DataFrame:
+    """Read a CSV as strings; a missing file, a parse error or a missing column names the file.
+
+    Args:
+        path: The CSV file.
+        columns: Columns that must be present (``None`` entries are skipped).
+        what: How the error names the missing columns (e.g. "reaction column").
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -94,15 +98,23 @@ def read_property_csv(
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV file ({err})") from err
-    missing = [c for c in (smiles_column, target_column, id_column) if c and c not in frame.columns]
+    missing = [c for c in columns if c and c not in frame.columns]
     if missing:
         raise DataError(
-            f"{path}: missing column(s) {', '.join(map(repr, missing))}; "
+            f"{path}: missing {what} {', '.join(map(repr, missing))}; "
             f"the file has {', '.join(map(repr, frame.columns))}"
         )
+    return frame
+
+
+def read_property_csv(
+    path: str | Path, smiles_column: str, target_column: str, id_column: str | None = None
+) -> tuple[MoleculeTable, DataReport]:
+    """Read a CSV of molecules and labels; row numbers in the report are file line numbers."""
+    frame = read_csv_columns(path, [smiles_column, target_column, id_column])
     idents = frame[id_column] if id_column else pd.Series(range(len(frame))).astype(str)
     records = [
         (i + 2, s, t, ident)  # +2: 1-based, after the header line
         for i, (s, t, ident) in enumerate(zip(frame[smiles_column], frame[target_column], idents))
     ]
-    return table_from_records(records, source=str(path))
+    return table_from_records(records, source=str(Path(path)))

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from rdkit import Chem
 
 from trainables.cache import cache_dir, data_dir, download
@@ -22,6 +21,7 @@ from trainables.data.chem import mol_from_smiles
 from trainables.data.datasets import DATASETS, Dataset
 from trainables.data.report import DataReport
 from trainables.data.splits import split_indices
+from trainables.data.tables import read_csv_columns
 from trainables.errors import DataError
 from trainables.io import atomic_path
 
@@ -179,17 +179,7 @@ def read_reaction_csv(path: str | Path, column: str) -> tuple[Reactions, DataRep
         column: The column holding the reaction SMILES.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable CSV file ({err})") from err
-    if column not in frame.columns:
-        raise DataError(
-            f"{path}: no reaction column {column!r} (dataset.smiles_column); "
-            f"the file has {', '.join(map(repr, frame.columns))}"
-        )
+    frame = read_csv_columns(path, [column], "reaction column (dataset.smiles_column)")
     records, malformed = [], []
     for i, rxn in enumerate(frame[column]):
         row = i + 2  # 1-based, after the header line

@@ -59,7 +59,7 @@ def test_reaction_csv(tmp_path):
     assert reactions.products == ["CCOC(C)=O", "CC(=O)O"] and reactions.rows == [2, 4]
     assert report.issues["malformed reaction (want 'reactants>>product')"]["rows"] == [3]
     assert report.issues["invalid product SMILES"]["rows"] == [5]
-    with pytest.raises(DataError, match="no reaction column 'reaction'"):
+    with pytest.raises(DataError, match=r"missing reaction column \(dataset.smiles_column\) 'reaction'"):
         read_reaction_csv(path, "reaction")
 
 
