@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from trainables.base import TASKS, Prepared, Reporter, Task
+from trainables.base import TASKS, Prepared, Reporter, Task, restore_training_state
 from trainables.data.datasets import DATASETS
 from trainables.data.splits import split_hash, split_indices
 from trainables.data.tables import MoleculeTable, read_property_csv
@@ -206,16 +206,9 @@ class PropertyTrainer:
         """Train for ``spec.max_epochs`` (resuming from the reporter's checkpoint); report every epoch."""
         optimizer, scheduler = self._optimizer()
         self.model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
-        start, selector_state = 0, None
-        resume = reporter.resume_dir()
-        if resume is not None:
-            state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)
-            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            selector_state = state["selector"]
-            start = state["epoch"]
-        self.selector.setup(self, reporter, selector_state)
+        state = restore_training_state(reporter, self.accelerator, self.model, optimizer, scheduler)
+        start = state.get("epoch", 0)
+        self.selector.setup(self, reporter, state.get("selector"))
         final: dict[str, float] = {}
         for epoch in range(start, self.spec.max_epochs):
             tic = time.perf_counter()

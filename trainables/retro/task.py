@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch.utils.data import DataLoader
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from trainables.base import TASKS, Prepared, Reporter, Task
+from trainables.base import TASKS, Prepared, Reporter, Task, restore_training_state
 from trainables.data.datasets import DATASETS
 from trainables.errors import DataError, StudyError
 from trainables.io import atomic_write_json
@@ -275,14 +275,7 @@ class RetroTrainer:
         """Train for ``spec.max_epochs`` (resuming from the reporter's checkpoint); report every epoch."""
         optimizer, scheduler = self._optimizer()
         self.model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
-        start = 0
-        resume = reporter.resume_dir()
-        if resume is not None:
-            state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)
-            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start = state["epoch"]
+        start = restore_training_state(reporter, self.accelerator, self.model, optimizer, scheduler).get("epoch", 0)
         final: dict[str, float] = {}
         teacher = self._teacher_log()
         for epoch in range(start, self.spec.max_epochs):
