@@ -81,6 +81,26 @@ def _stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
 
 
 @dataclass
+class _Service:
+    """A context manager over ``start()``/``stop()``: a start that fails half-way still cleans up."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class NodeSpec:
     """Resources one Ray node advertises.
 
@@ -95,7 +115,7 @@ class NodeSpec:
     resources: dict[str, float] = field(default_factory=dict)
 
 
-class LocalRayCluster:
+class LocalRayCluster(_Service):
     """A multi-node Ray cluster on 127.0.0.1: one ``ray start --head`` and one ``ray start`` per worker.
 
     The nodes use their own temp folder (so a plain ``ray.init()`` elsewhere on the machine never joins
@@ -211,16 +231,6 @@ class LocalRayCluster:
         self._procs.clear()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalRayCluster":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def _as_postgres_user() -> tuple[list[str], Callable[[Path], None]]:
     """PostgreSQL refuses to run as root: as root, run its programs as the ``postgres`` user."""
@@ -248,7 +258,7 @@ def _pg_bin(name: str) -> str:
     raise FileNotFoundError(f"PostgreSQL program {name!r} not found (apt-get install -y postgresql)")
 
 
-class LocalPostgres:
+class LocalPostgres(_Service):
     """A throwaway PostgreSQL server on 127.0.0.1 with password (SCRAM) authentication.
 
     Args:
@@ -310,18 +320,8 @@ class LocalPostgres:
             self._started = False
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "LocalPostgres":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class LocalMlflowServer:
+class LocalMlflowServer(_Service):
     """``mlflow server`` on 127.0.0.1: PostgreSQL backend store, proxied artifacts, optional basic auth.
 
     Args:
@@ -393,13 +393,3 @@ class LocalMlflowServer:
             _stop_group(self._proc)
             self._proc = None
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> "LocalMlflowServer":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -18,9 +18,6 @@ class ProgressCallback(tune.Callback):
         self.best: float | None = None
         self.done = 0
 
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
     def _console(self) -> Console:
         return Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -16,7 +16,7 @@ from transformers.utils import logging as hf_logging
 from trainables.data.chem import canonicalize
 from trainables.models.regression import HeadConfig, RegressionModel, pad_batch
 
-__all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc"]
+__all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc", "input_column"]
 
 
 def save_property_model(
@@ -71,6 +71,14 @@ class PropertyPredictor:
         })
 
 
+def input_column(model_input: Any, column: str) -> list[Any]:
+    """The values a pyfunc predicts for: ``column`` of a DataFrame (else its first column), or a sequence."""
+    if isinstance(model_input, pd.DataFrame):
+        name = column if column in model_input.columns else model_input.columns[0]
+        return model_input[name].tolist()
+    return list(model_input)
+
+
 class PropertyPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow model: input a DataFrame with a ``smiles`` column (or the first column), output predictions."""
 
@@ -78,9 +86,4 @@ class PropertyPyfunc(mlflow.pyfunc.PythonModel):
         self.predictor = PropertyPredictor.load(context.artifacts["model"])
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
-        if isinstance(model_input, pd.DataFrame):
-            column = "smiles" if "smiles" in model_input.columns else model_input.columns[0]
-            smiles = model_input[column].tolist()
-        else:
-            smiles = list(model_input)
-        return self.predictor.predict(smiles)
+        return self.predictor.predict(input_column(model_input, "smiles"))

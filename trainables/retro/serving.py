@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import mlflow.pyfunc
-import pandas as pd
 
 from trainables.retro.predictor import RetroPredictor
+from trainables.serving import input_column
 
 __all__ = ["RetroPyfunc"]
 
@@ -20,10 +20,6 @@ class RetroPyfunc(mlflow.pyfunc.PythonModel):
         self.predictor = RetroPredictor.load(context.artifacts["model"])
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
-        if isinstance(model_input, pd.DataFrame):
-            column = "product" if "product" in model_input.columns else model_input.columns[0]
-            products = model_input[column].tolist()
-        else:
-            products = list(model_input)
+        products = input_column(model_input, "product")
         params = params or {}
         return self.predictor.predict(products, params.get("num_beams"), int(params.get("top_k", 10)))

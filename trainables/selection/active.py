@@ -10,6 +10,8 @@ uncertainty helps.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -31,6 +33,25 @@ if TYPE_CHECKING:
 __all__ = ["ActiveKnobs", "ActiveSelector", "mc_dropout", "mc_dropout_loop", "acquisition_epochs"]
 
 
+@contextmanager
+def _dropout_on(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.train()  # dropout on; no gradients are taken
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _chunks(ids: list[list[int]], pad_id: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Length-sorted chunks: (row indices, padded ids, mask)."""
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    for start in range(0, len(ids), batch_size):
+        chunk = torch.as_tensor(order[start : start + batch_size])
+        input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
+        yield chunk, input_ids, mask
+
+
 @torch.no_grad()
 def mc_dropout(model: nn.Module, ids: list[list[int]], pad_id: int, passes: int, batch_size: int = 64,
                device: torch.device | str = "cpu") -> torch.Tensor:
@@ -39,18 +60,11 @@ def mc_dropout(model: nn.Module, ids: list[list[int]], pad_id: int, passes: int,
     The chunk of ``batch_size`` molecules is repeated ``passes`` times along the batch axis, so
     every copy draws its own dropout masks in a single call.
     """
-    was_training = model.training
-    model.train()  # dropout on; no gradients are taken
     out = torch.empty(passes, len(ids))
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    try:
-        for start in range(0, len(ids), batch_size):
-            chunk = torch.as_tensor(order[start : start + batch_size])
-            input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
+    with _dropout_on(model):
+        for chunk, input_ids, mask in _chunks(ids, pad_id, batch_size):
             pred = model(input_ids.repeat(passes, 1).to(device), mask.repeat(passes, 1).to(device))
             out[:, chunk] = pred.float().cpu().view(passes, len(chunk))
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -58,18 +72,11 @@ def mc_dropout(model: nn.Module, ids: list[list[int]], pad_id: int, passes: int,
 def mc_dropout_loop(model: nn.Module, ids: list[list[int]], pad_id: int, passes: int, batch_size: int = 64,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """The same as :func:`mc_dropout` with one forward per pass (the benchmark's and test's reference)."""
-    was_training = model.training
-    model.train()
     out = torch.empty(passes, len(ids))
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    try:
-        for start in range(0, len(ids), batch_size):
-            chunk = torch.as_tensor(order[start : start + batch_size])
-            input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
+    with _dropout_on(model):
+        for chunk, input_ids, mask in _chunks(ids, pad_id, batch_size):
             for t in range(passes):
                 out[t, chunk] = model(input_ids.to(device), mask.to(device)).float().cpu()
-    finally:
-        model.train(was_training)
     return out
 
 
