@@ -80,7 +80,6 @@ def _stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
         pass
 
 
-@dataclass
 class _Service:
     """A context manager over ``start()``/``stop()``: a start that fails half-way still cleans up."""
 
@@ -101,6 +100,7 @@ class _Service:
         self.stop()
 
 
+@dataclass
 class NodeSpec:
     """Resources one Ray node advertises.
 
