@@ -18,6 +18,8 @@ SELECTION = PROPERTY.extend(
           help="phase 3 trains on train + top-k, or on the top-k alone"),
     Param("influence_params", "categorical", choices=SUBSETS.names, when={"selection": ["influence"]},
           help="parameter subset the influence is taken over"),
+    Param("influence_layers", "int", 1, 4, when={"selection": ["influence"], "influence_params": ["last_layers"]},
+          help="encoder layers, from the top, in the 'last_layers' subset"),
     Param("influence_solver", "categorical", choices=("lissa", "exact"),
           when={"selection": ["influence"], "influence_params": ["head_out"]},
           help="inverse-HVP by LiSSA, or the explicit Hessian (small subsets)"),

@@ -19,7 +19,8 @@ KNOBS = {
     "active": {"acquisition", "n_select", "rounds"},
     "none": set(),
 }
-ALL = set().union(*KNOBS.values()) | {"mc_passes", "influence_solver"}
+ALL = set().union(*KNOBS.values()) | {"mc_passes", "influence_solver", "influence_layers"}
+OPTIONAL = {"active": {"mc_passes"}, "influence": {"influence_solver", "influence_layers"}}
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 
@@ -37,7 +38,7 @@ def test_knobs_appear_only_for_their_method(method):
         config = SPACE.sample(seed, fixed={"selection": method})
         present = set(config) & ALL
         assert KNOBS[method] <= present
-        assert present - KNOBS[method] <= ({"mc_passes"} if method == "active" else {"influence_solver"})
+        assert present - KNOBS[method] <= OPTIONAL.get(method, set())
 
 
 def test_mc_passes_only_for_uncertainty_and_solver_only_for_head_out():
@@ -47,6 +48,17 @@ def test_mc_passes_only_for_uncertainty_and_solver_only_for_head_out():
     assert 2 <= config["mc_passes"] <= 50
     assert "influence_solver" not in SPACE.sample(0, fixed={"selection": "influence", "influence_params": "head"})
     assert "influence_solver" in SPACE.sample(0, fixed={"selection": "influence", "influence_params": "head_out"})
+
+
+def test_every_influence_subset_is_a_choice_and_layers_only_for_last_layers():
+    from trainables.selection.influence import SUBSETS
+
+    choices = next(p for p in SPACE.params if p.name == "influence_params").options()
+    assert set(choices) == set(SUBSETS.names()) >= {"head", "head_out", "peft", "last_layers"}
+    for subset in choices:
+        config = SPACE.sample(1, fixed={"selection": "influence", "influence_params": subset})
+        assert ("influence_layers" in config) == (subset == "last_layers")
+        assert subset != "last_layers" or 1 <= config["influence_layers"] <= 4
 
 
 def test_ranges_outside_the_space_are_rejected():

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from scipy.stats import spearmanr
+from transformers import BertConfig, BertModel
 
 from studies.spec import parse_study
 from trainables import NullReporter
 from trainables.errors import StudyError
+from trainables.methods import apply_method
+from trainables.models.regression import HeadConfig, RegressionModel
 from trainables.property import PropertyTrainer, prepare_property, train_property
 from trainables.selection.influence import (
-    FlatModule, InfluenceSelector, LissaSettings, exact_ihvp, influence_scores, lissa_ihvp, per_sample_grads,
-    per_sample_grads_loop,
+    SUBSETS, FlatModule, InfluenceKnobs, InfluenceSelector, LissaSettings, PackedRegression, exact_ihvp,
+    influence_scores, lissa_ihvp, per_sample_grads, per_sample_grads_loop,
 )
 
 
@@ -155,3 +160,106 @@ def test_phase1_leaves_the_trial_model_at_its_initial_weights(tmp_path, monkeypa
 def test_exact_solver_needs_a_small_subset():
     with pytest.raises(StudyError, match="head_out"):
         InfluenceSelector({"influence_solver": "exact", "influence_params": "head"})
+
+
+# -- subsets through the encoder ------------------------------------------------------------------
+
+def small_regression(method: str, hidden: int = 16, head_hidden: int = 4, seed: int = 0) -> RegressionModel:
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=2 * hidden)
+    backbone = apply_method(method, BertModel(cfg, add_pooling_layer=False),
+                            {"lora_r": 1, "lora_alpha": 2, "lora_dropout": 0.0})
+    return RegressionModel(backbone, HeadConfig(hidden_size=hidden, head_hidden=head_hidden, head_dropout=0.0)).eval()
+
+
+def token_data(n: int, seed: int) -> tuple[list[list[int]], torch.Tensor]:
+    """Sequences of 3..15 tokens (so batches carry padding) and a target that depends on them."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = [torch.randint(5, 30, (int(k),), generator=gen).tolist() for k in torch.randint(3, 16, (n,), generator=gen)]
+    return ids, torch.tensor([np.mean(s) / 10 - 1.5 + len(s) / 100 for s in ids], dtype=torch.float32)
+
+
+def scorer(model: RegressionModel, subset: str, **knobs) -> FlatModule:
+    scored = copy.deepcopy(model)
+    scored.backbone.set_attn_implementation("eager")
+    names = SUBSETS.get(subset).names(scored, InfluenceKnobs(influence_params=subset, **knobs))
+    return FlatModule(PackedRegression(scored).eval(), [f"model.{n}" for n in names])
+
+
+@pytest.mark.parametrize(("method", "subset", "layers"), [
+    ("lora", "peft", 1), ("bitfit", "peft", 1), ("full", "last_layers", 1), ("lora", "last_layers", 2),
+])
+def test_per_sample_grads_through_the_encoder_equal_autograd_on_the_ordinary_forward(method, subset, layers):
+    model = small_regression(method)
+    for p in model.parameters():  # LoRA's B starts at zero; move off it so every gradient is informative
+        p.data.add_(0.05 * torch.randn_like(p))
+    flat = scorer(model, subset, influence_layers=layers)
+    ids, y = token_data(12, seed=1)
+    batched = per_sample_grads(flat, flat.theta, PackedRegression.trim(PackedRegression.pack(ids, 0)), y)
+    params = dict(model.named_parameters())
+    trained = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
+    wanted = [params[n.removeprefix("model.")].requires_grad_(True) for n in flat.names]  # frozen ones too
+    for i, seq in enumerate(ids):  # one unpadded molecule at a time, the 2D mask, SDPA: the training forward
+        pred = model(torch.tensor([seq]), torch.ones(1, len(seq), dtype=torch.long))
+        expected = torch.cat([g.reshape(-1) for g in torch.autograd.grad(((pred[0] - y[i]) ** 2), wanted)])
+        torch.testing.assert_close(batched[i], expected, rtol=1e-4, atol=1e-6)
+    layer_names = {n.split(".layer.")[1].split(".")[0] for n in flat.names if ".layer." in n}
+    if subset == "last_layers":
+        assert layer_names == {"1"} if layers == 1 else {"0", "1"}
+        assert any("lora_" in n for n in flat.names) == (method == "lora")
+    else:  # exactly what the method trains in the encoder, plus the head
+        assert set(flat.names) == trained
+
+
+def test_lissa_through_the_encoder_ranks_like_exact():
+    model = small_regression("lora")
+    train, valid, pool = [(PackedRegression.pack(i, 0), y) for i, y in (token_data(n, s) for n, s in ((80, 2), (30, 3), (60, 4)))]
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(150):  # phase 1: near a minimum, where the damped Hessian is positive definite
+        optimizer.zero_grad()
+        ((PackedRegression(model)(train[0]) - train[1]) ** 2).mean().backward()
+        optimizer.step()
+    flat = scorer(model, "peft")
+    args = (flat, flat.theta, train, valid, pool)
+    exact = influence_scores(*args, solver="exact", lissa=LissaSettings(damping=0.5), prepare=PackedRegression.trim)
+    approx = influence_scores(*args, lissa=LissaSettings(depth=150, damping=0.5, batch_size=16),
+                              prepare=PackedRegression.trim)
+    assert spearmanr(approx, exact).statistic > 0.95
+    assert np.linalg.norm(approx - exact) / np.linalg.norm(exact) < 0.2
+
+
+@pytest.mark.parametrize(("method", "subset", "extra"), [("lora", "peft", {}), ("full", "last_layers", {"influence_layers": 1})])
+def test_encoder_subset_trial_selects_and_reports_its_size(tmp_path, monkeypatch, method, subset, extra):
+    monkeypatch.setenv("CHEMTUNE_CACHE", str(tmp_path / "cache"))
+    spec = tiny_spec(top_k=12)
+    data = prepare_property(spec).payload
+    config = {**CONFIG, "method": method, "top_k": 12, "influence_params": subset, "lissa_batch": 32, **extra}
+    trainer = PropertyTrainer(config, data, spec)
+    trial_weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.selector.setup(trainer, NullReporter())
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    expected = sum(p.numel() for n, p in model.named_parameters()
+                   if n in SUBSETS.get(subset).names(model, trainer.selector.knobs))
+    assert trainer.selector.stats["influence_params"] == expected
+    assert expected < trainer.n_total and (subset != "peft" or expected == trainer.n_trainable)
+    assert len(trainer.selector.selected) == 12 and (trainer.selector.selected >= trainer.n_train).all()
+    assert np.all(np.diff(trainer.selector.scores) >= 0)
+    for k, v in model.state_dict().items():  # scoring's eager copy left the trial model alone
+        torch.testing.assert_close(v, trial_weights[k])
+    assert model.backbone.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"influence_params": "last_layers", "influence_layers": 3}, "more than the encoder's 2 layers"),
+    ({"influence_params": "last_layers", "influence_solver": "exact"}, "more than the 5000 an explicit Hessian"),
+])
+def test_encoder_subsets_that_do_not_apply_fail_before_phase_1(tmp_path, monkeypatch, config, message):
+    monkeypatch.setenv("CHEMTUNE_CACHE", str(tmp_path))
+    spec = tiny_spec(top_k=10)
+    trainer = PropertyTrainer({**CONFIG, "top_k": 10, **config}, prepare_property(spec).payload, spec)
+    calls = []
+    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: calls.append(1))
+    with pytest.raises(StudyError, match=message):
+        trainer.selector.setup(trainer, NullReporter())
+    assert calls == []

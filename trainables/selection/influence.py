@@ -3,18 +3,20 @@
 Phase 1 gives a fine-tuned model (trained inside the trial on the train split, or a registered
 MLflow model: task option ``base_model_uri``). Phase 2 scores every pool molecule z by its
 influence on the validation loss, ``I(z) = -grad L_valid^T (H + damping I)^-1 grad L(z)``, over a
-small parameter subset (the regression head, or only its output layer) so that it is tractable:
-the encoder is frozen for scoring, the subset's inputs are the encoder features. Per-sample
-gradients are batched with ``torch.func.vmap(grad(...))``; the Hessian is never formed for LiSSA
-(Hessian-vector products by forward-over-reverse ``jvp``), and formed explicitly only by the exact
-solver, for small subsets. Phase 3 trains on train + the ``top_k`` most helpful (most negative
-``I(z)``) pool molecules, or on those alone.
+parameter subset that keeps it tractable (:data:`SUBSETS`): the regression head or its output
+layer (scored on frozen pooled embeddings, cheap), or, through the encoder, the parameters the
+fine-tuning method trains (PEFT adapters, BitFit biases) or the last N encoder layers, each with
+the head. Per-sample gradients are batched with ``torch.func.vmap(grad(...))``; the Hessian is
+never formed for LiSSA (Hessian-vector products by forward-over-reverse ``jvp``), and formed
+explicitly only by the exact solver, for small subsets. Phase 3 trains on train + the ``top_k``
+most helpful (most negative ``I(z)``) pool molecules, or on those alone.
 
-Scores are cached on disk by content (subset weights, features, labels, solver settings), so
+Scores are cached on disk by content (model weights, inputs, labels, subset, solver settings), so
 trials that differ only in ``top_k`` do not recompute them.
 
 The core functions take any ``predict(theta, x) -> [B]`` with flat parameters ``theta``; the tests
-check them on a linear model, where the exact influence has a closed form.
+check them on a linear model, where the exact influence has a closed form, and through the encoder
+against per-sample autograd on the ordinary forward.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -33,12 +35,13 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
-from torch.func import functional_call, grad, hessian, jvp, vmap
+from torch.func import functional_call, grad, jvp, vmap
 
 from trainables.cache import cache_dir
 from trainables.errors import DataError, StudyError
 from trainables.io import atomic_path
 from trainables.registry import Registry
+from trainables.models.regression import RegressionModel, masked_mean, pad_batch
 from trainables.selection.common import Knobs, embed_ids, write_selection_csv
 from trainables.selectors import SELECTORS
 
@@ -47,17 +50,22 @@ if TYPE_CHECKING:
     from trainables.property import PropertyTrainer
 
 __all__ = [
-    "InfluenceKnobs", "InfluenceSelector", "LissaSettings", "SUBSETS", "FlatModule",
-    "per_sample_grads", "per_sample_grads_loop", "hvp", "lissa_ihvp", "exact_ihvp", "influence_scores",
+    "InfluenceKnobs", "InfluenceSelector", "LissaSettings", "SUBSETS", "Subset", "FlatModule", "PackedRegression",
+    "encoder_layers", "mean_grad", "per_sample_grads", "per_sample_grads_loop", "hvp", "lissa_ihvp", "exact_ihvp", "influence_scores",
     "pool_influence",
 ]
 
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Prepare = Callable[[torch.Tensor], torch.Tensor]
 
 EXACT_MAX_PARAMS = 5000  # an explicit P x P Hessian beyond this is the wrong tool
 
 
 # -- the math, on flat parameters ----------------------------------------------------------------
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
 
 def _sample_loss(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (predict(theta, x.unsqueeze(0))[0] - y) ** 2
@@ -68,6 +76,19 @@ def mean_loss(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.T
     return ((predict(theta, x) - y) ** 2).mean()
 
 
+def _batches(x: torch.Tensor, y: torch.Tensor, size: int, prepare: Prepare):
+    """``(prepare(x_chunk), y_chunk, weight)`` over ``x``; the weights (chunk share) sum to 1."""
+    n = len(x)
+    for start in range(0, n, size):
+        yield prepare(x[start : start + size]), y[start : start + size], min(size, n - start) / n
+
+
+def mean_grad(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, chunk: int = 512,
+              prepare: Prepare = _same) -> torch.Tensor:
+    """Gradient of the mean loss over ``(x, y)``, summed over chunks so memory stays at one chunk."""
+    return sum(w * grad(mean_loss, argnums=1)(predict, theta, xc, yc) for xc, yc, w in _batches(x, y, chunk, prepare))
+
+
 def per_sample_grads(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Gradients of each sample's loss [N, P], in one batched ``vmap(grad)`` call."""
     return vmap(grad(_sample_loss, argnums=1), in_dims=(None, None, 0, 0))(predict, theta, x, y)
@@ -75,7 +96,7 @@ def per_sample_grads(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: 
 
 def per_sample_grads_loop(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The same as :func:`per_sample_grads` by one autograd call per sample (the benchmark's baseline)."""
-    out = torch.empty(len(x), theta.numel(), dtype=theta.dtype)
+    out = torch.empty(len(x), theta.numel(), dtype=theta.dtype, device=theta.device)
     for i in range(len(x)):
         t = theta.detach().requires_grad_(True)
         (out[i],) = torch.autograd.grad(_sample_loss(predict, t, x[i], y[i]), t)
@@ -97,7 +118,8 @@ class LissaSettings:
 
     Attributes:
         depth: Recursion depth.
-        scale: Scale; ``None`` picks 1.5x the largest eigenvalue (power iteration).
+        scale: Scale; ``None`` picks 1.5x the largest eigenvalue (power iteration on up to
+            ``4 * batch_size`` train samples).
         damping: Added to the Hessian's diagonal (makes it positive definite for non-convex losses).
         repeats: Independent estimates averaged.
         batch_size: Train samples per Hessian-vector product (the whole train set if larger).
@@ -112,12 +134,13 @@ class LissaSettings:
     seed: int = 0
 
 
-def _top_eigenvalue(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, iters: int = 30) -> float:
-    v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(0), dtype=theta.dtype)
+def _top_eigenvalue(predict: Predict, theta: torch.Tensor, batches: list[tuple[torch.Tensor, torch.Tensor, float]],
+                    iters: int = 30) -> float:
+    v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(0), dtype=theta.dtype).to(theta.device)
     v = v / v.norm()
     value = 0.0
     for _ in range(iters):
-        hv = hvp(predict, theta, x, y, v)
+        hv = sum(w * hvp(predict, theta, xb, yb, v) for xb, yb, w in batches)
         value = float(v @ hv)
         norm = hv.norm()
         if norm == 0:
@@ -127,22 +150,32 @@ def _top_eigenvalue(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: t
 
 
 def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
-               settings: LissaSettings) -> torch.Tensor:
+               settings: LissaSettings, prepare: Prepare = _same) -> torch.Tensor:
     """Approximate ``(H + damping I)^-1 v`` for the mean loss on the train set ``(x, y)``.
 
     Raises:
         StudyError: The recursion diverged (``scale`` too small for the Hessian).
     """
     s = settings
-    scale = s.scale if s.scale is not None else 1.5 * (_top_eigenvalue(predict, theta, x, y) + s.damping) + 1e-8
     gen = torch.Generator().manual_seed(s.seed)
     n, b = len(x), min(s.batch_size, len(x))
+    if s.scale is None:
+        sample = torch.randperm(n, generator=gen)[: 4 * b]
+        top = _top_eigenvalue(predict, theta, list(_batches(x[sample], y[sample], b, prepare)))
+        scale = 1.5 * (top + s.damping) + 1e-8
+    else:
+        scale = s.scale
+    full = list(_batches(x, y, n, prepare)) if b == n else None  # one prepared batch, reused every step
     total = torch.zeros_like(v)
     for _ in range(s.repeats):
         h = v.clone()
         for _ in range(s.depth):
-            idx = torch.randperm(n, generator=gen)[:b] if b < n else slice(None)
-            h = v + h - (hvp(predict, theta, x[idx], y[idx], h) + s.damping * h) / scale
+            if full is None:
+                idx = torch.randperm(n, generator=gen)[:b]
+                xb, yb = prepare(x[idx]), y[idx]
+            else:
+                xb, yb, _ = full[0]
+            h = v + h - (hvp(predict, theta, xb, yb, h) + s.damping * h) / scale
         if not torch.isfinite(h).all() or h.norm() > 1e6 * (v.norm() * s.depth + 1):
             raise StudyError(
                 f"LiSSA diverged (scale {scale:g}, damping {s.damping:g}); raise lissa_scale or lissa_damping"
@@ -152,19 +185,32 @@ def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
 
 
 def exact_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
-               damping: float) -> torch.Tensor:
-    """``(H + damping I)^-1 v`` with the explicit Hessian (small parameter subsets only)."""
-    if theta.numel() > EXACT_MAX_PARAMS:
-        raise StudyError(f"exact influence needs at most {EXACT_MAX_PARAMS} parameters, the subset has {theta.numel()}")
-    h = hessian(mean_loss, argnums=1)(predict, theta.double(), x.double(), y.double())
-    h = h + damping * torch.eye(len(h), dtype=h.dtype)
-    return torch.linalg.solve(h, v.double()).to(v.dtype)
+               damping: float, chunk: int = 512, prepare: Prepare = _same) -> torch.Tensor:
+    """``(H + damping I)^-1 v`` with the explicit Hessian (small parameter subsets only).
+
+    The Hessian is built from Hessian-vector products with the unit vectors, batched (``vmap``) in
+    blocks of columns and summed over train chunks, then solved in float64.
+    """
+    p = theta.numel()
+    if p > EXACT_MAX_PARAMS:
+        raise StudyError(f"exact influence needs at most {EXACT_MAX_PARAMS} parameters, the subset has {p}; "
+                         "use influence_solver 'lissa' or a smaller influence_params")
+    eye = torch.eye(p, dtype=theta.dtype, device=theta.device)
+    batches = list(_batches(x, y, chunk, prepare))
+    columns = []
+    for start in range(0, p, 256):
+        block = eye[start : start + 256]
+        columns.append(sum(w * vmap(lambda u, xb=xb, yb=yb: hvp(predict, theta, xb, yb, u))(block)
+                           for xb, yb, w in batches))
+    h = torch.cat(columns).double().cpu()
+    h = (h + h.T) / 2 + damping * torch.eye(p, dtype=h.dtype)
+    return torch.linalg.solve(h, v.double().cpu()).to(v.dtype).to(v.device)
 
 
 def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.Tensor, torch.Tensor],
                      valid: tuple[torch.Tensor, torch.Tensor], pool: tuple[torch.Tensor, torch.Tensor],
                      solver: Literal["lissa", "exact"] = "lissa", lissa: LissaSettings = LissaSettings(),
-                     chunk: int = 512) -> np.ndarray:
+                     chunk: int = 512, prepare: Prepare = _same) -> np.ndarray:
     """``I(z) = -grad L_valid^T (H + damping I)^-1 grad L(z)`` for every pool sample z.
 
     Negative scores: up-weighting z lowers the validation loss. The inverse-HVP is computed once
@@ -177,64 +223,138 @@ def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.T
         train, valid, pool: ``(inputs, targets)`` pairs; train defines the Hessian.
         solver: ``lissa`` or ``exact``.
         lissa: LiSSA settings (``damping`` is used by both solvers).
-        chunk: Pool samples per batched gradient call.
+        chunk: Samples per batched gradient call.
+        prepare: Applied to every batch of inputs before ``predict`` (e.g. trimming padding).
 
     Returns:
         Scores [len(pool)].
     """
     theta = theta.detach()
-    g_valid = grad(mean_loss, argnums=1)(predict, theta, *valid)
+    g_valid = mean_grad(predict, theta, *valid, chunk=chunk, prepare=prepare)
     if solver == "exact":
-        s_test = exact_ihvp(predict, theta, *train, g_valid, lissa.damping)
+        s_test = exact_ihvp(predict, theta, *train, g_valid, lissa.damping, chunk=chunk, prepare=prepare)
     else:
-        s_test = lissa_ihvp(predict, theta, *train, g_valid, lissa)
-    return pool_influence(predict, theta, pool, s_test, chunk)
+        s_test = lissa_ihvp(predict, theta, *train, g_valid, lissa, prepare=prepare)
+    return pool_influence(predict, theta, pool, s_test, chunk, prepare)
 
 
 def pool_influence(predict: Predict, theta: torch.Tensor, pool: tuple[torch.Tensor, torch.Tensor],
-                   s_test: torch.Tensor, chunk: int = 512) -> np.ndarray:
+                   s_test: torch.Tensor, chunk: int = 512, prepare: Prepare = _same) -> np.ndarray:
     """``-grad L(z)^T s_test`` for every pool sample, per-sample gradients batched in chunks."""
-    x, y = pool
-    out = np.empty(len(x), dtype=np.float64)
-    for start in range(0, len(x), chunk):
-        g = per_sample_grads(predict, theta, x[start : start + chunk], y[start : start + chunk])
-        out[start : start + chunk] = (-(g @ s_test)).double().numpy()
+    out = np.empty(len(pool[0]), dtype=np.float64)
+    start = 0
+    for xc, yc, _ in _batches(*pool, chunk, prepare):
+        g = per_sample_grads(predict, theta, xc, yc)
+        out[start : start + len(yc)] = (-(g @ s_test)).double().cpu().numpy()
+        start += len(yc)
     return out
 
 
 # -- parameter subsets of the regression model ---------------------------------------------------
 
 class FlatModule:
-    """A module as ``predict(theta, x) -> [B]`` over its flattened parameters (via ``functional_call``)."""
+    """A module as ``predict(theta, x) -> [B]`` over a flat vector of some of its parameters.
 
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-        named = [(n, p) for n, p in module.named_parameters()]
-        self.names = [n for n, _ in named]
-        self.shapes = [p.shape for _, p in named]
-        self.sizes = [p.numel() for _, p in named]
-        self.theta = torch.cat([p.detach().float().reshape(-1) for _, p in named]).cpu()
+    ``names`` picks the parameters in ``theta`` (default: all); the others stay as they are in the
+    module (``functional_call`` fills in what the dict leaves out).
+    """
+
+    def __init__(self, module: nn.Module, names: Sequence[str] | None = None) -> None:
+        self.module = module.requires_grad_(False)
+        params = dict(module.named_parameters())
+        self.names = list(params) if names is None else list(names)
+        self.shapes = [params[n].shape for n in self.names]
+        self.sizes = [params[n].numel() for n in self.names]
+        self.theta = torch.cat([params[n].detach().float().reshape(-1) for n in self.names])
 
     def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         params = {n: t.view(s) for n, t, s in zip(self.names, theta.split(self.sizes), self.shapes)}
         return functional_call(self.module, params, (x,)).reshape(len(x))
 
 
+class PackedRegression(nn.Module):
+    """A :class:`RegressionModel` on packed inputs ``x`` [B, 2, T] (token ids; attention mask).
+
+    The encoder gets a 4D additive mask: from a 2D mask, transformers' mask code branches on the
+    data (``.all()``), which ``vmap`` cannot trace. One tensor per sample keeps ``predict(theta, x)``.
+    """
+
+    def __init__(self, model: "RegressionModel") -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids, mask = x[:, 0], x[:, 1]
+        additive = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        hidden = self.model.backbone(input_ids=ids, attention_mask=additive).last_hidden_state
+        return self.model.head(masked_mean(hidden, mask).float()).squeeze(-1)
+
+    @staticmethod
+    def pack(ids: list[list[int]], pad_id: int) -> torch.Tensor:
+        """Token-id sequences as one padded tensor [N, 2, T]."""
+        return torch.stack(pad_batch(ids, pad_id), dim=1)
+
+    @staticmethod
+    def trim(x: torch.Tensor) -> torch.Tensor:
+        """Drop the padding columns that no row of this batch needs (right padding)."""
+        return x[..., : int(x[:, 1].sum(1).max())]
+
+
+def _head(model: "RegressionModel", knobs: "InfluenceKnobs") -> list[str]:
+    return [n for n, _ in model.named_parameters() if n.startswith("head.")]
+
+
+def _head_out(model: "RegressionModel", knobs: "InfluenceKnobs") -> list[str]:
+    last = f"head.{len(model.head) - 1}."
+    return [n for n, _ in model.named_parameters() if n.startswith(last)]
+
+
+def _peft(model: "RegressionModel", knobs: "InfluenceKnobs") -> list[str]:
+    # what the optimiser moves in the encoder: adapters (LoRA, IA3), biases (BitFit); everything for 'full'
+    # or a base_model_uri model (adapters merged), which is correct but slow
+    return [f"backbone.{n}" for n, p in model.backbone.named_parameters() if p.requires_grad] + _head(model, knobs)
+
+
+def encoder_layers(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The backbone's stack of transformer blocks: its longest ``nn.ModuleList`` (``encoder.layer`` in BERT)."""
+    lists = [(n, m) for n, m in backbone.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    if not lists:
+        raise StudyError("influence_params 'last_layers': the encoder has no list of layers")
+    return max(lists, key=lambda item: len(item[1]))
+
+
+def _last_layers(model: "RegressionModel", knobs: "InfluenceKnobs") -> list[str]:
+    prefix, layers = encoder_layers(model.backbone)
+    n = knobs.influence_layers
+    if n > len(layers):
+        raise StudyError(f"influence_layers {n} is more than the encoder's {len(layers)} layers")
+    starts = tuple(f"backbone.{prefix}.{i}." for i in range(len(layers) - n, len(layers)))
+    # every weight of those layers, whatever the method trains (PEFT wrappers keep the base weights there too)
+    return [name for name, _ in model.named_parameters() if name.startswith(starts)] + _head(model, knobs)
+
+
 @dataclass(frozen=True)
 class Subset:
-    """Which parameters influence is taken over: a frozen prefix makes features, a small module scores them."""
+    """Which parameters of a :class:`RegressionModel` influence is taken over.
 
-    features: Callable[[torch.Tensor, nn.Module], torch.Tensor]  # (embeddings, model) -> inputs of module
-    module: Callable[[nn.Module], nn.Module]
+    Attributes:
+        names: ``(model, knobs) -> parameter names`` (raises :class:`StudyError` when it does not apply).
+        encoder: Whether some lie in the encoder: then per-sample gradients run through it on token ids;
+            otherwise on the frozen pooled embeddings (much cheaper).
+    """
+
+    names: Callable[["RegressionModel", "InfluenceKnobs"], list[str]]
+    encoder: bool
 
 
 SUBSETS: Registry[Subset] = Registry("influence parameter subset")
-SUBSETS.register("head", Subset(lambda e, m: e, lambda m: m.head), help="the whole regression head (MLP)")
-SUBSETS.register(
-    "head_out",
-    Subset(lambda e, m: m.head[:-1](e), lambda m: m.head[-1]),
-    help="the head's output layer only (small enough for the exact solver)",
-)
+SUBSETS.register("head", Subset(_head, encoder=False), help="the whole regression head (MLP)")
+SUBSETS.register("head_out", Subset(_head_out, encoder=False),
+                 help="the head's output layer only (small enough for the exact solver)")
+SUBSETS.register("peft", Subset(_peft, encoder=True),
+                 help="what the method trains in the encoder (LoRA / IA3 adapters, BitFit biases; all for 'full') + the head")
+SUBSETS.register("last_layers", Subset(_last_layers, encoder=True),
+                 help="the last influence_layers encoder layers + the head")
 
 
 # -- the selector ------------------------------------------------------------------------------------
@@ -246,6 +366,7 @@ class InfluenceKnobs(Knobs):
 
     top_k: int = Field(100, ge=1, description="pool molecules to add (the most helpful by influence)")
     influence_params: str = Field("head", description="parameter subset: " + ", ".join(SUBSETS.names()))
+    influence_layers: int = Field(1, ge=1, description="encoder layers (from the top) of influence_params 'last_layers'")
     influence_solver: Literal["lissa", "exact"] = Field("lissa", description="inverse-HVP: LiSSA or explicit Hessian")
     influence_train_on: Literal["train+topk", "topk"] = Field("train+topk", description="phase-3 training rows")
     influence_epochs: int = Field(1, ge=1, description="phase-1 epochs on the train split (no base_model_uri)")
@@ -261,8 +382,9 @@ class InfluenceKnobs(Knobs):
     @model_validator(mode="after")
     def _consistent(self) -> "InfluenceKnobs":
         SUBSETS.get(self.influence_params)
-        if self.influence_solver == "exact" and self.influence_params != "head_out":
-            raise ValueError("influence_solver 'exact' forms the Hessian explicitly; use influence_params 'head_out'")
+        if self.influence_solver == "exact" and self.influence_params == "head":
+            raise ValueError("influence_solver 'exact' forms the Hessian explicitly, too big for the whole head; "
+                             "use influence_params 'head_out' (or a small 'peft' subset)")
         return self
 
     def lissa(self, seed: int) -> LissaSettings:
@@ -274,7 +396,7 @@ def _content_key(tensors: list[torch.Tensor], settings: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for t in tensors:
         digest.update(str(tuple(t.shape)).encode())
-        digest.update(t.detach().contiguous().cpu().numpy().tobytes())
+        digest.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())  # any dtype
     return digest.hexdigest()[:32]
 
 
@@ -315,18 +437,31 @@ class InfluenceSelector:
             raise StudyError("selection 'influence': the pool is empty")
         if self.knobs.top_k > n_pool:
             raise StudyError(f"selection 'influence': top_k {self.knobs.top_k} is larger than the pool ({n_pool})")
+        self._subset_names(trainer.accelerator.unwrap_model(trainer.model))  # a subset that does not apply fails now
         tic = time.perf_counter()
         model, inputs = self._phase1(trainer)
-        scores, hit = self._scores(trainer, model, inputs)
+        scores, hit, n_params = self._scores(trainer, model, inputs)
         order = np.argsort(scores, kind="stable")[: self.knobs.top_k]  # most negative: most helpful
         self.selected = (trainer.n_train + order).astype(np.int64)
         self.scores = scores[order]
         self.stats = {
             "influence_seconds": time.perf_counter() - tic, "influence_cache_hit": float(hit),
             "influence_top_k": float(self.knobs.top_k), "influence_pool": float(n_pool),
+            "influence_params": float(n_params),
             "influence_selected_mean_score": float(self.scores.mean()),
             "influence_pool_mean_score": float(scores.mean()),
         }
+
+    def _subset_names(self, model: "RegressionModel") -> list[str]:
+        """The subset's parameter names in ``model``; checks that it applies and fits the solver."""
+        names = SUBSETS.get(self.knobs.influence_params).names(model, self.knobs)
+        size = sum(p.numel() for n, p in model.named_parameters() if n in set(names))
+        if self.knobs.influence_solver == "exact" and size > EXACT_MAX_PARAMS:
+            raise StudyError(
+                f"influence_solver 'exact': influence_params {self.knobs.influence_params!r} has {size} parameters, "
+                f"more than the {EXACT_MAX_PARAMS} an explicit Hessian allows; use 'lissa' or 'head_out'"
+            )
+        return names
 
     def _phase1(self, trainer: "PropertyTrainer") -> tuple[nn.Module, dict[str, list[list[int]]]]:
         """The phase-1 model and the token ids it reads; the trial's own model is left as it was."""
@@ -358,32 +493,52 @@ class InfluenceSelector:
         model.load_state_dict(initial)  # phase 3 starts from the same weights as a "none" trial
         return phase1, inputs
 
-    def _scores(self, trainer: "PropertyTrainer", model: nn.Module, inputs: dict[str, Any]) -> tuple[np.ndarray, bool]:
-        device = next(model.parameters()).device
+    def _scores(self, trainer: "PropertyTrainer", model: nn.Module,
+                inputs: dict[str, Any]) -> tuple[np.ndarray, bool, int]:
+        """Influence of every pool molecule (cached by content), whether the cache had it, subset size."""
         pad = inputs["pad"][0][0]
-        subset = SUBSETS.get(self.knobs.influence_params)
-        with torch.no_grad():
-            feats = {k: subset.features(embed_ids(model, inputs[k], pad, device).to(device), model).float().cpu()
-                     for k in ("train", "valid", "pool")}
-        flat = FlatModule(copy.deepcopy(subset.module(model)).float().cpu().eval())
-        z = lambda y: torch.as_tensor(model.standardize(np.asarray(y)), dtype=torch.float32)  # noqa: E731
+        names = self._subset_names(model)
+        device = next(model.parameters()).device
+        z = lambda y: torch.as_tensor(model.standardize(np.asarray(y)), dtype=torch.float32, device=device)  # noqa: E731
         cand = trainer.candidates
         targets = {"train": z(cand.targets[: trainer.n_train]), "valid": z(trainer.data.valid.targets),
                    "pool": z(cand.targets[trainer.n_train :])}
+        order = np.arange(len(inputs["pool"]))
+        if SUBSETS.get(self.knobs.influence_params).encoder:
+            # SDPA has no forward-mode AD (LiSSA's Hessian-vector products): score with eager attention
+            if hasattr(model.backbone, "set_attn_implementation"):
+                model.backbone.set_attn_implementation("eager")
+            flat = FlatModule(PackedRegression(model).eval(), [f"model.{n}" for n in names])
+            order = np.argsort([len(x) for x in inputs["pool"]], kind="stable")  # chunks of similar length
+            feats = {k: PackedRegression.pack(inputs[k], pad).to(device) for k in ("train", "valid")}
+            feats["pool"] = PackedRegression.pack([inputs["pool"][i] for i in order], pad).to(device)
+            targets["pool"] = targets["pool"][torch.as_tensor(order, device=device)]
+            content = list(model.state_dict().values())  # the frozen weights shape the scores too
+            prepare, chunk = PackedRegression.trim, max(8, min(512, 2**25 // flat.theta.numel()))  # ~128 MB of grads
+        else:
+            with torch.no_grad():
+                feats = {k: embed_ids(model, inputs[k], pad, device).float().cpu() for k in ("train", "valid", "pool")}
+            targets = {k: t.cpu() for k, t in targets.items()}
+            flat = FlatModule(copy.deepcopy(model.head).float().cpu().eval(), [n.removeprefix("head.") for n in names])
+            content, prepare, chunk = [flat.theta], _same, 512  # features already hold the frozen encoder
         lissa = self.knobs.lissa(trainer.seed)
-        settings = {"subset": self.knobs.influence_params, "solver": self.knobs.influence_solver, **vars(lissa)}
-        if self.knobs.influence_solver == "exact":  # LiSSA-only knobs must not split the cache
-            settings = {"subset": settings["subset"], "solver": "exact", "damping": lissa.damping}
-        key = _content_key([flat.theta, *feats.values(), *targets.values()], settings)
+        settings: dict[str, Any] = {"subset": self.knobs.influence_params, "solver": self.knobs.influence_solver,
+                                    "layers": self.knobs.influence_layers, "damping": lissa.damping}
+        if self.knobs.influence_solver == "lissa":  # LiSSA-only knobs must not split the exact solver's cache
+            settings.update(vars(lissa))
+        key = _content_key([flat.theta, *content, *feats.values(), *targets.values()], settings)
         path = cache_dir() / "influence" / f"{key}.npy"
         if path.is_file():
-            return np.load(path), True
-        scores = influence_scores(flat, flat.theta, (feats["train"], targets["train"]),
-                                  (feats["valid"], targets["valid"]), (feats["pool"], targets["pool"]),
-                                  solver=self.knobs.influence_solver, lissa=lissa)
+            return np.load(path), True, flat.theta.numel()
+        sorted_scores = influence_scores(
+            flat, flat.theta, (feats["train"], targets["train"]), (feats["valid"], targets["valid"]),
+            (feats["pool"], targets["pool"]), solver=self.knobs.influence_solver, lissa=lissa, chunk=chunk,
+            prepare=prepare)
+        scores = np.empty_like(sorted_scores)
+        scores[order] = sorted_scores
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, scores)
-        return scores, False
+        return scores, False, flat.theta.numel()
 
     def indices(self, epoch: int) -> np.ndarray:
         if self.knobs.influence_train_on == "topk":
