@@ -23,6 +23,8 @@ SELECTION = PROPERTY.extend(
     Param("influence_solver", "categorical", choices=("lissa", "exact"),
           when={"selection": ["influence"], "influence_params": ["head_out"]},
           help="inverse-HVP by LiSSA, or the explicit Hessian (small subsets)"),
+    Param("influence_curvature", "categorical", choices=("hessian", "gauss_newton"), when={"selection": ["influence"]},
+          help="the Hessian, or the positive semi-definite Gauss-Newton matrix"),
     Param("lissa_depth", "int", 50, 500, log=True, when={"selection": ["influence"]}, help="LiSSA recursion depth"),
     Param("lissa_damping", "float", 1e-3, 1.0, log=True, when={"selection": ["influence"]},
           help="damping added to the Hessian before inversion"),

@@ -14,7 +14,8 @@ from trainables.selectors import SELECTORS
 
 SPACE = SPACES.get("selection")
 KNOBS = {
-    "influence": {"top_k", "lissa_depth", "lissa_damping", "influence_train_on", "influence_params"},
+    "influence": {"top_k", "lissa_depth", "lissa_damping", "influence_train_on", "influence_params",
+                  "influence_curvature"},
     "curriculum": {"curriculum_bins", "curriculum_difficulty", "curriculum_pacing"},
     "active": {"acquisition", "n_select", "rounds"},
     "none": set(),

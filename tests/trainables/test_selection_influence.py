@@ -18,8 +18,8 @@ from trainables.methods import apply_method
 from trainables.models.regression import HeadConfig, RegressionModel
 from trainables.property import PropertyTrainer, prepare_property, train_property
 from trainables.selection.influence import (
-    SUBSETS, FlatModule, InfluenceKnobs, InfluenceSelector, LissaSettings, PackedRegression, exact_ihvp,
-    influence_scores, lissa_ihvp, per_sample_grads, per_sample_grads_loop,
+    SUBSETS, FlatModule, InfluenceKnobs, InfluenceSelector, LissaSettings, PackedRegression, exact_hessian,
+    exact_ihvp, gnvp, hvp, influence_scores, lissa_ihvp, per_sample_grads, per_sample_grads_loop,
 )
 
 
@@ -76,6 +76,13 @@ def test_stochastic_lissa_ranks_like_exact(problem):
                               lissa=LissaSettings(depth=300, damping=0.01, repeats=4, batch_size=32, seed=3))
     assert spearmanr(approx, exact).statistic > 0.95
     assert np.linalg.norm(approx - exact) / np.linalg.norm(exact) < 0.25
+
+
+def test_gauss_newton_equals_the_hessian_of_a_linear_model(problem):
+    theta, (x, y), _, _ = problem
+    v = torch.randn(len(theta), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(gnvp(linear, theta, x, y, v), hvp(linear, theta, x, y, v), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gnvp(linear, theta, x, y, v), 2 * x.T @ (x @ v) / len(x), rtol=1e-5, atol=1e-6)
 
 
 def test_lissa_with_too_small_scale_fails_clearly(problem):
@@ -227,6 +234,24 @@ def test_lissa_through_the_encoder_ranks_like_exact():
                               prepare=PackedRegression.trim)
     assert spearmanr(approx, exact).statistic > 0.95
     assert np.linalg.norm(approx - exact) / np.linalg.norm(exact) < 0.2
+
+
+def test_gauss_newton_is_positive_semidefinite_where_the_hessian_is_not_and_lissa_follows_it():
+    model = small_regression("lora", seed=3)
+    train, valid, pool = [(PackedRegression.pack(i, 0), y) for i, y in (token_data(n, s) for n, s in ((60, 5), (20, 6), (40, 7)))]
+    for p in model.parameters():  # far from any minimum: the Hessian has negative eigenvalues
+        p.data.add_(0.3 * torch.randn_like(p))
+    flat = scorer(model, "peft")
+    trim = PackedRegression.trim
+    hessian_low = torch.linalg.eigvalsh(exact_hessian(flat, flat.theta, *train, prepare=trim))[0]
+    ggn = torch.linalg.eigvalsh(exact_hessian(flat, flat.theta, *train, prepare=trim, curvature="gauss_newton"))
+    assert hessian_low < -1e-3 and ggn[0] > -1e-6 * ggn[-1]
+    args = (flat, flat.theta, train, valid, pool)
+    exact = influence_scores(*args, solver="exact", lissa=LissaSettings(damping=0.05, curvature="gauss_newton"),
+                             prepare=trim)
+    approx = influence_scores(*args, lissa=LissaSettings(depth=150, damping=0.05, batch_size=20, curvature="gauss_newton"),
+                              prepare=trim)
+    assert spearmanr(approx, exact).statistic > 0.9
 
 
 @pytest.mark.parametrize(("method", "subset", "extra"), [("lora", "peft", {}), ("full", "last_layers", {"influence_layers": 1})])

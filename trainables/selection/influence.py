@@ -8,7 +8,9 @@ layer (scored on frozen pooled embeddings, cheap), or, through the encoder, the 
 fine-tuning method trains (PEFT adapters, BitFit biases) or the last N encoder layers, each with
 the head. Per-sample gradients are batched with ``torch.func.vmap(grad(...))``; the Hessian is
 never formed for LiSSA (Hessian-vector products by forward-over-reverse ``jvp``), and formed
-explicitly only by the exact solver, for small subsets. Phase 3 trains on train + the ``top_k``
+explicitly only by the exact solver, for small subsets. A fine-tuned encoder is not convex: the
+damping must exceed the most negative Hessian eigenvalue, or ``influence_curvature: gauss_newton``
+uses the positive semi-definite Gauss-Newton matrix instead. Phase 3 trains on train + the ``top_k``
 most helpful (most negative ``I(z)``) pool molecules, or on those alone.
 
 Scores are cached on disk by content (model weights, inputs, labels, subset, solver settings), so
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from trainables.cache import cache_dir
 from trainables.errors import DataError, StudyError
@@ -51,8 +53,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "InfluenceKnobs", "InfluenceSelector", "LissaSettings", "SUBSETS", "Subset", "FlatModule", "PackedRegression",
-    "encoder_layers", "mean_grad", "per_sample_grads", "per_sample_grads_loop", "hvp", "lissa_ihvp", "exact_ihvp", "influence_scores",
-    "pool_influence",
+    "CURVATURES", "encoder_layers", "mean_grad", "per_sample_grads", "per_sample_grads_loop", "hvp", "gnvp",
+    "lissa_ihvp", "exact_hessian", "exact_ihvp", "influence_scores", "pool_influence",
 ]
 
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -108,6 +110,21 @@ def hvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
     return jvp(lambda t: grad(mean_loss, argnums=1)(predict, t, x, y), (theta,), (v,))[1]
 
 
+def gnvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Gauss-Newton matrix of the mean squared error times ``v``: ``(2/n) J^T (J v)``.
+
+    Positive semi-definite, unlike the Hessian of a fine-tuned network, so LiSSA converges with any
+    positive damping; it equals the Hessian where the model is linear in ``theta``.
+    """
+    jv = jvp(lambda t: predict(t, x), (theta,), (v,))[1]
+    _, pullback = vjp(lambda t: predict(t, x), theta)
+    return pullback(2.0 * jv / len(x))[0]
+
+
+Curvature = Literal["hessian", "gauss_newton"]
+CURVATURES: dict[str, Callable[..., torch.Tensor]] = {"hessian": hvp, "gauss_newton": gnvp}
+
+
 @dataclass(frozen=True)
 class LissaSettings:
     """LiSSA (Agarwal et al. 2017) for ``(H + damping I)^-1 v``.
@@ -124,6 +141,7 @@ class LissaSettings:
         repeats: Independent estimates averaged.
         batch_size: Train samples per Hessian-vector product (the whole train set if larger).
         seed: Seed of the mini-batch draws.
+        curvature: ``hessian``, or ``gauss_newton`` (positive semi-definite; used by both solvers).
     """
 
     depth: int = 100
@@ -132,10 +150,11 @@ class LissaSettings:
     repeats: int = 1
     batch_size: int = 64
     seed: int = 0
+    curvature: Curvature = "hessian"
 
 
 def _top_eigenvalue(predict: Predict, theta: torch.Tensor, batches: list[tuple[torch.Tensor, torch.Tensor, float]],
-                    iters: int = 30) -> float:
+                    hvp: Callable[..., torch.Tensor] = hvp, iters: int = 30) -> float:
     v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(0), dtype=theta.dtype).to(theta.device)
     v = v / v.norm()
     value = 0.0
@@ -157,11 +176,12 @@ def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
         StudyError: The recursion diverged (``scale`` too small for the Hessian).
     """
     s = settings
+    product = CURVATURES[s.curvature]
     gen = torch.Generator().manual_seed(s.seed)
     n, b = len(x), min(s.batch_size, len(x))
     if s.scale is None:
         sample = torch.randperm(n, generator=gen)[: 4 * b]
-        top = _top_eigenvalue(predict, theta, list(_batches(x[sample], y[sample], b, prepare)))
+        top = _top_eigenvalue(predict, theta, list(_batches(x[sample], y[sample], b, prepare)), product)
         scale = 1.5 * (top + s.damping) + 1e-8
     else:
         scale = s.scale
@@ -175,7 +195,7 @@ def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
                 xb, yb = prepare(x[idx]), y[idx]
             else:
                 xb, yb, _ = full[0]
-            h = v + h - (hvp(predict, theta, xb, yb, h) + s.damping * h) / scale
+            h = v + h - (product(predict, theta, xb, yb, h) + s.damping * h) / scale
         if not torch.isfinite(h).all() or h.norm() > 1e6 * (v.norm() * s.depth + 1):
             raise StudyError(
                 f"LiSSA diverged (scale {scale:g}, damping {s.damping:g}); raise lissa_scale or lissa_damping"
@@ -184,12 +204,15 @@ def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
     return total / s.repeats
 
 
-def exact_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
-               damping: float, chunk: int = 512, prepare: Prepare = _same) -> torch.Tensor:
-    """``(H + damping I)^-1 v`` with the explicit Hessian (small parameter subsets only).
+def exact_hessian(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, chunk: int = 512,
+                  prepare: Prepare = _same, curvature: Curvature = "hessian") -> torch.Tensor:
+    """The Hessian (or Gauss-Newton matrix) of the mean loss [P, P] (float64, CPU), symmetrized; small subsets only.
 
-    The Hessian is built from Hessian-vector products with the unit vectors, batched (``vmap``) in
-    blocks of columns and summed over train chunks, then solved in float64.
+    Built from Hessian-vector products with the unit vectors, batched (``vmap``) in blocks of
+    columns and summed over train chunks, so no autograd graph larger than one chunk is kept.
+
+    Raises:
+        StudyError: More than ``EXACT_MAX_PARAMS`` parameters.
     """
     p = theta.numel()
     if p > EXACT_MAX_PARAMS:
@@ -197,13 +220,22 @@ def exact_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
                          "use influence_solver 'lissa' or a smaller influence_params")
     eye = torch.eye(p, dtype=theta.dtype, device=theta.device)
     batches = list(_batches(x, y, chunk, prepare))
+    product = CURVATURES[curvature]
     columns = []
     for start in range(0, p, 256):
         block = eye[start : start + 256]
-        columns.append(sum(w * vmap(lambda u, xb=xb, yb=yb: hvp(predict, theta, xb, yb, u))(block)
+        columns.append(sum(w * vmap(lambda u, xb=xb, yb=yb: product(predict, theta, xb, yb, u))(block)
                            for xb, yb, w in batches))
     h = torch.cat(columns).double().cpu()
-    h = (h + h.T) / 2 + damping * torch.eye(p, dtype=h.dtype)
+    return (h + h.T) / 2
+
+
+def exact_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
+               damping: float, chunk: int = 512, prepare: Prepare = _same, curvature: Curvature = "hessian"
+               ) -> torch.Tensor:
+    """``(H + damping I)^-1 v`` with the explicit Hessian (:func:`exact_hessian`), solved in float64."""
+    h = exact_hessian(predict, theta, x, y, chunk, prepare, curvature)
+    h = h + damping * torch.eye(len(h), dtype=h.dtype)
     return torch.linalg.solve(h, v.double().cpu()).to(v.dtype).to(v.device)
 
 
@@ -222,7 +254,7 @@ def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.T
         theta: Flat parameters of the subset [P].
         train, valid, pool: ``(inputs, targets)`` pairs; train defines the Hessian.
         solver: ``lissa`` or ``exact``.
-        lissa: LiSSA settings (``damping`` is used by both solvers).
+        lissa: LiSSA settings (``damping`` and ``curvature`` are used by both solvers).
         chunk: Samples per batched gradient call.
         prepare: Applied to every batch of inputs before ``predict`` (e.g. trimming padding).
 
@@ -232,7 +264,8 @@ def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.T
     theta = theta.detach()
     g_valid = mean_grad(predict, theta, *valid, chunk=chunk, prepare=prepare)
     if solver == "exact":
-        s_test = exact_ihvp(predict, theta, *train, g_valid, lissa.damping, chunk=chunk, prepare=prepare)
+        s_test = exact_ihvp(predict, theta, *train, g_valid, lissa.damping, chunk=chunk, prepare=prepare,
+                            curvature=lissa.curvature)
     else:
         s_test = lissa_ihvp(predict, theta, *train, g_valid, lissa, prepare=prepare)
     return pool_influence(predict, theta, pool, s_test, chunk, prepare)
@@ -375,6 +408,8 @@ class InfluenceKnobs(Knobs):
     lissa_damping: float = Field(0.01, ge=0, description="damping added to the Hessian")
     lissa_repeats: int = Field(1, ge=1, description="LiSSA estimates averaged")
     lissa_batch: int = Field(64, ge=1, description="train samples per Hessian-vector product")
+    influence_curvature: Curvature = Field(
+        "hessian", description="the Hessian, or the Gauss-Newton matrix (positive semi-definite: LiSSA always converges)")
 
     def pool_demand(self) -> int:
         return self.top_k
@@ -389,7 +424,7 @@ class InfluenceKnobs(Knobs):
 
     def lissa(self, seed: int) -> LissaSettings:
         return LissaSettings(self.lissa_depth, self.lissa_scale, self.lissa_damping, self.lissa_repeats,
-                             self.lissa_batch, seed)
+                             self.lissa_batch, seed, self.influence_curvature)
 
 
 def _content_key(tensors: list[torch.Tensor], settings: dict[str, Any]) -> str:
@@ -523,7 +558,8 @@ class InfluenceSelector:
             content, prepare, chunk = [flat.theta], _same, 512  # features already hold the frozen encoder
         lissa = self.knobs.lissa(trainer.seed)
         settings: dict[str, Any] = {"subset": self.knobs.influence_params, "solver": self.knobs.influence_solver,
-                                    "layers": self.knobs.influence_layers, "damping": lissa.damping}
+                                    "layers": self.knobs.influence_layers, "damping": lissa.damping,
+                                    "curvature": lissa.curvature}
         if self.knobs.influence_solver == "lissa":  # LiSSA-only knobs must not split the exact solver's cache
             settings.update(vars(lissa))
         key = _content_key([flat.theta, *content, *feats.values(), *targets.values()], settings)
