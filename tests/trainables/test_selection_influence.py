@@ -252,6 +252,9 @@ def test_gauss_newton_is_positive_semidefinite_where_the_hessian_is_not_and_liss
     approx = influence_scores(*args, lissa=LissaSettings(depth=150, damping=0.05, batch_size=20, curvature="gauss_newton"),
                               prepare=trim)
     assert spearmanr(approx, exact).statistic > 0.9
+    with pytest.raises(StudyError, match="relative residual .* use influence_curvature 'gauss_newton'"):
+        # on the indefinite Hessian the recursion grows without overflowing: the residual check refuses it
+        influence_scores(*args, lissa=LissaSettings(depth=100, damping=1e-3, batch_size=60), prepare=trim)
 
 
 @pytest.mark.parametrize(("method", "subset", "extra"), [("lora", "peft", {}), ("full", "last_layers", {"influence_layers": 1})])

@@ -179,12 +179,9 @@ def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
     product = CURVATURES[s.curvature]
     gen = torch.Generator().manual_seed(s.seed)
     n, b = len(x), min(s.batch_size, len(x))
-    if s.scale is None:
-        sample = torch.randperm(n, generator=gen)[: 4 * b]
-        top = _top_eigenvalue(predict, theta, list(_batches(x[sample], y[sample], b, prepare)), product)
-        scale = 1.5 * (top + s.damping) + 1e-8
-    else:
-        scale = s.scale
+    sample = torch.randperm(n, generator=gen)[: 4 * b]
+    check = list(_batches(x[sample], y[sample], b, prepare))  # for the scale and the final residual
+    scale = s.scale if s.scale is not None else 1.5 * (_top_eigenvalue(predict, theta, check, product) + s.damping) + 1e-8
     full = list(_batches(x, y, n, prepare)) if b == n else None  # one prepared batch, reused every step
     total = torch.zeros_like(v)
     for _ in range(s.repeats):
@@ -201,7 +198,17 @@ def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
                 f"LiSSA diverged (scale {scale:g}, damping {s.damping:g}); raise lissa_scale or lissa_damping"
             )
         total += h / scale
-    return total / s.repeats
+    estimate = total / s.repeats
+    # A slow divergence (curvature below -damping) stays finite but is no answer: an estimate whose
+    # residual exceeds that of the trivial answer 0 (relative residual 1) is refused.
+    residual = sum(w * product(predict, theta, xb, yb, estimate) for xb, yb, w in check) + s.damping * estimate - v
+    relative = float(residual.norm() / v.norm().clamp_min(1e-30))
+    if not relative <= 1.0:
+        raise StudyError(
+            f"LiSSA diverged: relative residual {relative:.2f} > 1 (scale {scale:g}, damping {s.damping:g}); the "
+            f"{s.curvature} has eigenvalues below -damping: raise lissa_damping or use influence_curvature 'gauss_newton'"
+        )
+    return estimate
 
 
 def exact_hessian(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, chunk: int = 512,
@@ -475,12 +482,14 @@ class InfluenceSelector:
         self._subset_names(trainer.accelerator.unwrap_model(trainer.model))  # a subset that does not apply fails now
         tic = time.perf_counter()
         model, inputs = self._phase1(trainer)
+        phase1 = time.perf_counter() - tic
         scores, hit, n_params = self._scores(trainer, model, inputs)
         order = np.argsort(scores, kind="stable")[: self.knobs.top_k]  # most negative: most helpful
         self.selected = (trainer.n_train + order).astype(np.int64)
         self.scores = scores[order]
         self.stats = {
-            "influence_seconds": time.perf_counter() - tic, "influence_cache_hit": float(hit),
+            "influence_seconds": time.perf_counter() - tic, "influence_phase1_seconds": phase1,
+            "influence_cache_hit": float(hit),
             "influence_top_k": float(self.knobs.top_k), "influence_pool": float(n_pool),
             "influence_params": float(n_params),
             "influence_selected_mean_score": float(self.scores.mean()),
