@@ -24,11 +24,10 @@ from trainables.property import PropertyTrainer, prepare_property
 
 SUBSETS = (
     ("head", {}),
-    ("peft", {"influence_curvature": "gauss_newton"}),
-    ("last_layers", {"influence_layers": 1, "influence_curvature": "gauss_newton"}),
-    ("last_layers", {"influence_layers": 1, "influence_curvature": "hessian", "lissa_damping": 0.1}),
+    ("head", {"influence_curvature": "hessian", "lissa_damping": 0.5}),
+    ("peft", {}),
+    ("last_layers", {"influence_layers": 1}),
 )
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -58,9 +57,9 @@ def main() -> None:
             trainer.selector.setup(trainer, NullReporter())
             wall = time.perf_counter() - tic
             stats = trainer.selector.stats
-            label = f"{subset}{extra.get('influence_layers', '')}/{extra.get('influence_curvature', 'hessian')}"
+            label = f"{subset}{extra.get('influence_layers', '')}/{extra.get('influence_curvature', 'gauss_newton')}"
             picks[label] = set(trainer.selector.selected.tolist())
-            overlap = len(picks[label] & picks["head/hessian"]) / args.top_k
+            overlap = len(picks[label] & picks["head/gauss_newton"]) / args.top_k
             scoring = stats["influence_seconds"] - stats["influence_phase1_seconds"]
             print(f"{label:<24} P={int(stats['influence_params']):>8}  phase 1 {stats['influence_phase1_seconds']:6.1f} s, "
                   f"scoring {scoring:6.1f} s (wall {wall:6.1f} s)  top-{args.top_k} overlap with head "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -229,8 +230,9 @@ def test_lissa_through_the_encoder_ranks_like_exact():
         optimizer.step()
     flat = scorer(model, "peft")
     args = (flat, flat.theta, train, valid, pool)
-    exact = influence_scores(*args, solver="exact", lissa=LissaSettings(damping=0.5), prepare=PackedRegression.trim)
-    approx = influence_scores(*args, lissa=LissaSettings(depth=150, damping=0.5, batch_size=16),
+    hessian = LissaSettings(damping=0.5, curvature="hessian")
+    exact = influence_scores(*args, solver="exact", lissa=hessian, prepare=PackedRegression.trim)
+    approx = influence_scores(*args, lissa=replace(hessian, depth=150, batch_size=16),
                               prepare=PackedRegression.trim)
     assert spearmanr(approx, exact).statistic > 0.95
     assert np.linalg.norm(approx - exact) / np.linalg.norm(exact) < 0.2
@@ -254,7 +256,8 @@ def test_gauss_newton_is_positive_semidefinite_where_the_hessian_is_not_and_liss
     assert spearmanr(approx, exact).statistic > 0.9
     with pytest.raises(StudyError, match="relative residual .* use influence_curvature 'gauss_newton'"):
         # on the indefinite Hessian the recursion grows without overflowing: the residual check refuses it
-        influence_scores(*args, lissa=LissaSettings(depth=100, damping=1e-3, batch_size=60), prepare=trim)
+        influence_scores(*args, lissa=LissaSettings(depth=100, damping=1e-3, batch_size=60, curvature="hessian"),
+                         prepare=trim)
 
 
 @pytest.mark.parametrize(("method", "subset", "extra"), [("lora", "peft", {}), ("full", "last_layers", {"influence_layers": 1})])

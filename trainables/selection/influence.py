@@ -8,9 +8,10 @@ layer (scored on frozen pooled embeddings, cheap), or, through the encoder, the 
 fine-tuning method trains (PEFT adapters, BitFit biases) or the last N encoder layers, each with
 the head. Per-sample gradients are batched with ``torch.func.vmap(grad(...))``; the Hessian is
 never formed for LiSSA (Hessian-vector products by forward-over-reverse ``jvp``), and formed
-explicitly only by the exact solver, for small subsets. A fine-tuned encoder is not convex: the
-damping must exceed the most negative Hessian eigenvalue, or ``influence_curvature: gauss_newton``
-uses the positive semi-definite Gauss-Newton matrix instead. Phase 3 trains on train + the ``top_k``
+explicitly only by the exact solver, for small subsets. ``H`` is by default the Gauss-Newton
+matrix (``influence_curvature``): a fine-tuned network is not convex, and with the true Hessian the
+damping must exceed its most negative eigenvalue (about -0.2 for the head after one epoch on
+Lipophilicity), or LiSSA diverges; a diverged estimate is refused, never ranked. Phase 3 trains on train + the ``top_k``
 most helpful (most negative ``I(z)``) pool molecules, or on those alone.
 
 Scores are cached on disk by content (model weights, inputs, labels, subset, solver settings), so
@@ -141,7 +142,9 @@ class LissaSettings:
         repeats: Independent estimates averaged.
         batch_size: Train samples per Hessian-vector product (the whole train set if larger).
         seed: Seed of the mini-batch draws.
-        curvature: ``hessian``, or ``gauss_newton`` (positive semi-definite; used by both solvers).
+        curvature: ``gauss_newton`` (positive semi-definite, the default: LiSSA converges), or the
+            ``hessian`` (indefinite on a fine-tuned network: needs damping above its most negative
+            eigenvalue, else the recursion diverges and is refused). Used by both solvers.
     """
 
     depth: int = 100
@@ -150,7 +153,7 @@ class LissaSettings:
     repeats: int = 1
     batch_size: int = 64
     seed: int = 0
-    curvature: Curvature = "hessian"
+    curvature: Curvature = "gauss_newton"
 
 
 def _top_eigenvalue(predict: Predict, theta: torch.Tensor, batches: list[tuple[torch.Tensor, torch.Tensor, float]],
@@ -179,9 +182,12 @@ def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
     product = CURVATURES[s.curvature]
     gen = torch.Generator().manual_seed(s.seed)
     n, b = len(x), min(s.batch_size, len(x))
-    sample = torch.randperm(n, generator=gen)[: 4 * b]
-    check = list(_batches(x[sample], y[sample], b, prepare))  # for the scale and the final residual
-    scale = s.scale if s.scale is not None else 1.5 * (_top_eigenvalue(predict, theta, check, product) + s.damping) + 1e-8
+    if s.scale is None:
+        sample = torch.randperm(n, generator=gen)[: 4 * b]
+        top = _top_eigenvalue(predict, theta, list(_batches(x[sample], y[sample], b, prepare)), product)
+        scale = 1.5 * (top + s.damping) + 1e-8
+    else:
+        scale = s.scale
     full = list(_batches(x, y, n, prepare)) if b == n else None  # one prepared batch, reused every step
     total = torch.zeros_like(v)
     for _ in range(s.repeats):
@@ -200,8 +206,10 @@ def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
         total += h / scale
     estimate = total / s.repeats
     # A slow divergence (curvature below -damping) stays finite but is no answer: an estimate whose
-    # residual exceeds that of the trivial answer 0 (relative residual 1) is refused.
-    residual = sum(w * product(predict, theta, xb, yb, estimate) for xb, yb, w in check) + s.damping * estimate - v
+    # residual on the whole train set exceeds that of the trivial answer 0 (relative residual 1) is
+    # refused. With positive semi-definite curvature a truncated recursion always stays below 1.
+    residual = sum(w * product(predict, theta, xb, yb, estimate) for xb, yb, w in _batches(x, y, b, prepare))
+    residual = residual + s.damping * estimate - v
     relative = float(residual.norm() / v.norm().clamp_min(1e-30))
     if not relative <= 1.0:
         raise StudyError(
@@ -416,7 +424,7 @@ class InfluenceKnobs(Knobs):
     lissa_repeats: int = Field(1, ge=1, description="LiSSA estimates averaged")
     lissa_batch: int = Field(64, ge=1, description="train samples per Hessian-vector product")
     influence_curvature: Curvature = Field(
-        "hessian", description="the Hessian, or the Gauss-Newton matrix (positive semi-definite: LiSSA always converges)")
+        "gauss_newton", description="Gauss-Newton matrix (positive semi-definite: LiSSA converges) or the Hessian")
 
     def pool_demand(self) -> int:
         return self.top_k
