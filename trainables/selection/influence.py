@@ -137,7 +137,7 @@ class LissaSettings:
     Attributes:
         depth: Recursion depth.
         scale: Scale; ``None`` picks 1.5x the largest eigenvalue (power iteration on up to
-            ``4 * batch_size`` train samples).
+            ``2 * batch_size`` train samples).
         damping: Added to the Hessian's diagonal (makes it positive definite for non-convex losses).
         repeats: Independent estimates averaged.
         batch_size: Train samples per Hessian-vector product (the whole train set if larger).
@@ -157,7 +157,7 @@ class LissaSettings:
 
 
 def _top_eigenvalue(predict: Predict, theta: torch.Tensor, batches: list[tuple[torch.Tensor, torch.Tensor, float]],
-                    hvp: Callable[..., torch.Tensor] = hvp, iters: int = 30) -> float:
+                    hvp: Callable[..., torch.Tensor] = hvp, iters: int = 20) -> float:
     v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(0), dtype=theta.dtype).to(theta.device)
     v = v / v.norm()
     value = 0.0
@@ -183,7 +183,7 @@ def lissa_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
     gen = torch.Generator().manual_seed(s.seed)
     n, b = len(x), min(s.batch_size, len(x))
     if s.scale is None:
-        sample = torch.randperm(n, generator=gen)[: 4 * b]
+        sample = torch.randperm(n, generator=gen)[: 2 * b]  # an upper bound is all the scale needs (1.5x margin)
         top = _top_eigenvalue(predict, theta, list(_batches(x[sample], y[sample], b, prepare)), product)
         scale = 1.5 * (top + s.damping) + 1e-8
     else:
@@ -507,7 +507,8 @@ class InfluenceSelector:
     def _subset_names(self, model: "RegressionModel") -> list[str]:
         """The subset's parameter names in ``model``; checks that it applies and fits the solver."""
         names = SUBSETS.get(self.knobs.influence_params).names(model, self.knobs)
-        size = sum(p.numel() for n, p in model.named_parameters() if n in set(names))
+        wanted = set(names)
+        size = sum(p.numel() for n, p in model.named_parameters() if n in wanted)
         if self.knobs.influence_solver == "exact" and size > EXACT_MAX_PARAMS:
             raise StudyError(
                 f"influence_solver 'exact': influence_params {self.knobs.influence_params!r} has {size} parameters, "
