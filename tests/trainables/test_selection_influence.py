@@ -20,7 +20,7 @@ from trainables.models.regression import HeadConfig, RegressionModel
 from trainables.property import PropertyTrainer, prepare_property, train_property
 from trainables.selection.influence import (
     SUBSETS, FlatModule, InfluenceKnobs, InfluenceSelector, LissaSettings, PackedRegression, exact_hessian,
-    exact_ihvp, gnvp, hvp, influence_scores, lissa_ihvp, per_sample_grads, per_sample_grads_loop,
+    exact_ihvp, gnvp, hvp, influence_scores, lissa_ihvp, per_sample_dots, per_sample_grads, per_sample_grads_loop,
 )
 
 
@@ -54,6 +54,13 @@ def test_per_sample_grads_match_closed_form_and_loop(problem):
     expected = 2 * (x @ theta - y)[:, None] * x
     torch.testing.assert_close(batched, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(per_sample_grads_loop(linear, theta, x, y), batched, rtol=1e-5, atol=1e-5)
+
+
+def test_per_sample_dots_equal_the_per_sample_gradients_times_v(problem):
+    theta, _, _, (x, y) = problem
+    v = torch.randn(len(theta), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(per_sample_dots(linear, theta, x, y, v), per_sample_grads(linear, theta, x, y) @ v,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_exact_influence_equals_closed_form(problem):
@@ -204,7 +211,10 @@ def test_per_sample_grads_through_the_encoder_equal_autograd_on_the_ordinary_for
         p.data.add_(0.05 * torch.randn_like(p))
     flat = scorer(model, subset, influence_layers=layers)
     ids, y = token_data(12, seed=1)
-    batched = per_sample_grads(flat, flat.theta, PackedRegression.trim(PackedRegression.pack(ids, 0)), y)
+    packed = PackedRegression.trim(PackedRegression.pack(ids, 0))
+    batched = per_sample_grads(flat, flat.theta, packed, y)
+    v = torch.randn(flat.theta.numel(), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(per_sample_dots(flat, flat.theta, packed, y, v), batched @ v, rtol=1e-4, atol=1e-5)
     params = dict(model.named_parameters())
     trained = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
     wanted = [params[n.removeprefix("model.")].requires_grad_(True) for n in flat.names]  # frozen ones too

@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "InfluenceKnobs", "InfluenceSelector", "LissaSettings", "SUBSETS", "Subset", "FlatModule", "PackedRegression",
-    "CURVATURES", "encoder_layers", "mean_grad", "per_sample_grads", "per_sample_grads_loop", "hvp", "gnvp",
+    "CURVATURES", "encoder_layers", "mean_grad", "per_sample_grads", "per_sample_grads_loop", "per_sample_dots",
+    "hvp", "gnvp",
     "lissa_ihvp", "exact_hessian", "exact_ihvp", "influence_scores", "pool_influence",
 ]
 
@@ -104,6 +105,17 @@ def per_sample_grads_loop(predict: Predict, theta: torch.Tensor, x: torch.Tensor
         t = theta.detach().requires_grad_(True)
         (out[i],) = torch.autograd.grad(_sample_loss(predict, t, x[i], y[i]), t)
     return out
+
+
+def per_sample_dots(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                    v: torch.Tensor) -> torch.Tensor:
+    """``grad L(z_i)^T v`` for every sample [N], by one forward-mode ``jvp`` of the per-sample losses.
+
+    The directional derivative of each sample's loss along ``v`` is exactly its gradient's dot
+    product with ``v``: what influence scoring needs, at about the cost of a forward pass and
+    without the [N, P] per-sample gradients of :func:`per_sample_grads`.
+    """
+    return jvp(lambda t: (predict(t, x) - y) ** 2, (theta,), (v,))[1]
 
 
 def hvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -261,8 +273,8 @@ def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.T
     """``I(z) = -grad L_valid^T (H + damping I)^-1 grad L(z)`` for every pool sample z.
 
     Negative scores: up-weighting z lowers the validation loss. The inverse-HVP is computed once
-    (for the validation gradient); pool gradients come in batched chunks, so the cost is linear
-    in the pool size and memory stays at ``chunk x P``.
+    (for the validation gradient); the pool's gradient dot products come in batched chunks, so the
+    cost is linear in the pool size.
 
     Args:
         predict: ``predict(theta, x) -> [B]`` predictions.
@@ -288,12 +300,11 @@ def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.T
 
 def pool_influence(predict: Predict, theta: torch.Tensor, pool: tuple[torch.Tensor, torch.Tensor],
                    s_test: torch.Tensor, chunk: int = 512, prepare: Prepare = _same) -> np.ndarray:
-    """``-grad L(z)^T s_test`` for every pool sample, per-sample gradients batched in chunks."""
+    """``-grad L(z)^T s_test`` for every pool sample, batched in chunks (:func:`per_sample_dots`)."""
     out = np.empty(len(pool[0]), dtype=np.float64)
     start = 0
     for xc, yc, _ in _batches(*pool, chunk, prepare):
-        g = per_sample_grads(predict, theta, xc, yc)
-        out[start : start + len(yc)] = (-(g @ s_test)).double().cpu().numpy()
+        out[start : start + len(yc)] = (-per_sample_dots(predict, theta, xc, yc, s_test)).double().cpu().numpy()
         start += len(yc)
     return out
 
@@ -567,7 +578,7 @@ class InfluenceSelector:
             feats["pool"] = PackedRegression.pack([inputs["pool"][i] for i in order], pad).to(device)
             targets["pool"] = targets["pool"][torch.as_tensor(order, device=device)]
             content = list(model.state_dict().values())  # the frozen weights shape the scores too
-            prepare, chunk = PackedRegression.trim, max(8, min(512, 2**25 // flat.theta.numel()))  # ~128 MB of grads
+            prepare, chunk = PackedRegression.trim, 64  # the activations of about one training batch
         else:
             with torch.no_grad():
                 feats = {k: embed_ids(model, inputs[k], pad, device).float().cpu() for k in ("train", "valid", "pool")}
