@@ -6,13 +6,15 @@ influence on the validation loss, ``I(z) = -grad L_valid^T (H + damping I)^-1 gr
 parameter subset that keeps it tractable (:data:`SUBSETS`): the regression head or its output
 layer (scored on frozen pooled embeddings, cheap), or, through the encoder, the parameters the
 fine-tuning method trains (PEFT adapters, BitFit biases) or the last N encoder layers, each with
-the head. Per-sample gradients are batched with ``torch.func.vmap(grad(...))``; the Hessian is
-never formed for LiSSA (Hessian-vector products by forward-over-reverse ``jvp``), and formed
-explicitly only by the exact solver, for small subsets. ``H`` is by default the Gauss-Newton
-matrix (``influence_curvature``): a fine-tuned network is not convex, and with the true Hessian the
-damping must exceed its most negative eigenvalue (about -0.2 for the head after one epoch on
-Lipophilicity), or LiSSA diverges; a diverged estimate is refused, never ranked. Phase 3 trains on train + the ``top_k``
-most helpful (most negative ``I(z)``) pool molecules, or on those alone.
+the head. The pool's per-sample gradient dot products are batched, never a loop over molecules:
+``torch.func.vmap(grad(...))`` through the encoder, one forward-mode ``jvp`` of the per-sample
+losses on the head (measured faster for each). The Hessian is never formed for LiSSA
+(Hessian-vector products by forward-over-reverse ``jvp``), and formed explicitly only by the exact
+solver, for small subsets. ``H`` is by default the Gauss-Newton matrix (``influence_curvature``):
+a fine-tuned network is not convex, and with the true Hessian the damping must exceed its most
+negative eigenvalue (about -0.2 for the head after one epoch on Lipophilicity), or LiSSA diverges;
+a diverged estimate is refused, never ranked. Phase 3 trains on train + the ``top_k`` most helpful
+(most negative ``I(z)``) pool molecules, or on those alone.
 
 Scores are cached on disk by content (model weights, inputs, labels, subset, solver settings), so
 trials that differ only in ``top_k`` do not recompute them.
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "InfluenceKnobs", "InfluenceSelector", "LissaSettings", "SUBSETS", "Subset", "FlatModule", "PackedRegression",
     "CURVATURES", "encoder_layers", "mean_grad", "per_sample_grads", "per_sample_grads_loop", "per_sample_dots",
-    "hvp", "gnvp",
+    "per_sample_dots_vmap", "hvp", "gnvp",
     "lissa_ihvp", "exact_hessian", "exact_ihvp", "influence_scores", "pool_influence",
 ]
 
@@ -116,6 +118,16 @@ def per_sample_dots(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: t
     without the [N, P] per-sample gradients of :func:`per_sample_grads`.
     """
     return jvp(lambda t: (predict(t, x) - y) ** 2, (theta,), (v,))[1]
+
+
+def per_sample_dots_vmap(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                         v: torch.Tensor) -> torch.Tensor:
+    """:func:`per_sample_dots` through the [N, P] per-sample gradients (``vmap``): faster than forward
+    mode where the subset sits deep in the network (PEFT adapters in every layer)."""
+    return per_sample_grads(predict, theta, x, y) @ v
+
+
+Dots = Callable[[Predict, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def hvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -269,7 +281,7 @@ def exact_ihvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.
 def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.Tensor, torch.Tensor],
                      valid: tuple[torch.Tensor, torch.Tensor], pool: tuple[torch.Tensor, torch.Tensor],
                      solver: Literal["lissa", "exact"] = "lissa", lissa: LissaSettings = LissaSettings(),
-                     chunk: int = 512, prepare: Prepare = _same) -> np.ndarray:
+                     chunk: int = 512, prepare: Prepare = _same, dots: Dots = per_sample_dots) -> np.ndarray:
     """``I(z) = -grad L_valid^T (H + damping I)^-1 grad L(z)`` for every pool sample z.
 
     Negative scores: up-weighting z lowers the validation loss. The inverse-HVP is computed once
@@ -284,6 +296,7 @@ def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.T
         lissa: LiSSA settings (``damping`` and ``curvature`` are used by both solvers).
         chunk: Samples per batched gradient call.
         prepare: Applied to every batch of inputs before ``predict`` (e.g. trimming padding).
+        dots: How the pool's gradient dot products are batched: forward mode (default) or ``vmap``.
 
     Returns:
         Scores [len(pool)].
@@ -295,16 +308,17 @@ def influence_scores(predict: Predict, theta: torch.Tensor, train: tuple[torch.T
                             curvature=lissa.curvature)
     else:
         s_test = lissa_ihvp(predict, theta, *train, g_valid, lissa, prepare=prepare)
-    return pool_influence(predict, theta, pool, s_test, chunk, prepare)
+    return pool_influence(predict, theta, pool, s_test, chunk, prepare, dots)
 
 
 def pool_influence(predict: Predict, theta: torch.Tensor, pool: tuple[torch.Tensor, torch.Tensor],
-                   s_test: torch.Tensor, chunk: int = 512, prepare: Prepare = _same) -> np.ndarray:
-    """``-grad L(z)^T s_test`` for every pool sample, batched in chunks (:func:`per_sample_dots`)."""
+                   s_test: torch.Tensor, chunk: int = 512, prepare: Prepare = _same,
+                   dots: Dots = per_sample_dots) -> np.ndarray:
+    """``-grad L(z)^T s_test`` for every pool sample, batched in chunks."""
     out = np.empty(len(pool[0]), dtype=np.float64)
     start = 0
     for xc, yc, _ in _batches(*pool, chunk, prepare):
-        out[start : start + len(yc)] = (-per_sample_dots(predict, theta, xc, yc, s_test)).double().cpu().numpy()
+        out[start : start + len(yc)] = (-dots(predict, theta, xc, yc, s_test)).double().cpu().numpy()
         start += len(yc)
     return out
 
@@ -578,13 +592,16 @@ class InfluenceSelector:
             feats["pool"] = PackedRegression.pack([inputs["pool"][i] for i in order], pad).to(device)
             targets["pool"] = targets["pool"][torch.as_tensor(order, device=device)]
             content = list(model.state_dict().values())  # the frozen weights shape the scores too
-            prepare, chunk = PackedRegression.trim, 64  # the activations of about one training batch
+            # about one training batch of activations, and at most ~256 MB of per-sample gradients
+            prepare, chunk = PackedRegression.trim, min(64, max(8, 2**26 // flat.theta.numel()))
+            dots = per_sample_dots_vmap  # measured faster than forward mode through the encoder
         else:
             with torch.no_grad():
                 feats = {k: embed_ids(model, inputs[k], pad, device).float().cpu() for k in ("train", "valid", "pool")}
             targets = {k: t.cpu() for k, t in targets.items()}
             flat = FlatModule(copy.deepcopy(model.head).float().cpu().eval(), [n.removeprefix("head.") for n in names])
             content, prepare, chunk = [flat.theta], _same, 512  # features already hold the frozen encoder
+            dots = per_sample_dots  # ~30x faster than vmap(grad) on the head (bench_selection [1])
         lissa = self.knobs.lissa(trainer.seed)
         settings: dict[str, Any] = {"subset": self.knobs.influence_params, "solver": self.knobs.influence_solver,
                                     "layers": self.knobs.influence_layers, "damping": lissa.damping,
@@ -598,7 +615,7 @@ class InfluenceSelector:
         sorted_scores = influence_scores(
             flat, flat.theta, (feats["train"], targets["train"]), (feats["valid"], targets["valid"]),
             (feats["pool"], targets["pool"]), solver=self.knobs.influence_solver, lissa=lissa, chunk=chunk,
-            prepare=prepare)
+            prepare=prepare, dots=dots)
         scores = np.empty_like(sorted_scores)
         scores[order] = sorted_scores
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
