@@ -304,3 +304,17 @@ def test_encoder_subsets_that_do_not_apply_fail_before_phase_1(tmp_path, monkeyp
     with pytest.raises(StudyError, match=message):
         trainer.selector.setup(trainer, NullReporter())
     assert calls == []
+
+
+def test_an_encoder_that_does_not_take_the_4d_mask_fails_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEMTUNE_CACHE", str(tmp_path))
+    spec = tiny_spec(top_k=10)
+    trainer = PropertyTrainer({**CONFIG, "top_k": 10, "influence_params": "last_layers"}, prepare_property(spec).payload,
+                              spec)
+    ordinary = PackedRegression.forward
+    monkeypatch.setattr(PackedRegression, "forward", lambda self, x: ordinary(self, x) + 0.5)  # mask ignored, say
+    calls = []
+    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: calls.append(1))
+    with pytest.raises(StudyError, match="does not take .*differ by up to 0.5.*use 'head' or 'head_out'"):
+        trainer.selector.setup(trainer, NullReporter())
+    assert calls == []  # before phase 1

@@ -373,6 +373,24 @@ class PackedRegression(nn.Module):
         return x[..., : int(x[:, 1].sum(1).max())]
 
 
+@torch.no_grad()
+def _check_packed(model: "RegressionModel", ids: list[list[int]], pad_id: int, subset: str) -> None:
+    """Fail clearly if the encoder does not take :class:`PackedRegression`'s 4D mask (remote code may not)."""
+    device = next(model.parameters()).device
+    input_ids, mask = pad_batch(ids, pad_id)
+    expected = model.eval()(input_ids.to(device), mask.to(device))
+    why = ""
+    try:
+        got = PackedRegression(model)(PackedRegression.pack(ids, pad_id).to(device))
+        if not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
+            why = f"its predictions differ by up to {float((got - expected).abs().max()):.3g}"
+    except Exception as err:  # noqa: BLE001 - any failure here means the same thing
+        why = f"{type(err).__name__}: {err}"
+    if why:
+        raise StudyError(f"influence_params {subset!r} runs the encoder with a 4D additive attention mask, which "
+                         f"this encoder does not take ({why}); use 'head' or 'head_out'")
+
+
 def _head(model: "RegressionModel", knobs: "InfluenceKnobs") -> list[str]:
     return [n for n, _ in model.named_parameters() if n.startswith("head.")]
 
@@ -512,7 +530,12 @@ class InfluenceSelector:
             raise StudyError("selection 'influence': the pool is empty")
         if self.knobs.top_k > n_pool:
             raise StudyError(f"selection 'influence': top_k {self.knobs.top_k} is larger than the pool ({n_pool})")
-        self._subset_names(trainer.accelerator.unwrap_model(trainer.model))  # a subset that does not apply fails now
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        self._subset_names(model)  # a subset that does not apply fails now, before phase 1 trains
+        if SUBSETS.get(self.knobs.influence_params).encoder:
+            was_training = model.training
+            _check_packed(model, trainer.ids["valid"][:4], trainer.tokenizer.pad_token_id, self.knobs.influence_params)
+            model.train(was_training)
         tic = time.perf_counter()
         model, inputs = self._phase1(trainer)
         phase1 = time.perf_counter() - tic
@@ -586,6 +609,7 @@ class InfluenceSelector:
             # SDPA has no forward-mode AD (LiSSA's Hessian-vector products): score with eager attention
             if hasattr(model.backbone, "set_attn_implementation"):
                 model.backbone.set_attn_implementation("eager")
+            _check_packed(model, inputs["valid"][:4], pad, self.knobs.influence_params)
             flat = FlatModule(PackedRegression(model).eval(), [f"model.{n}" for n in names])
             order = np.argsort([len(x) for x in inputs["pool"]], kind="stable")  # chunks of similar length
             feats = {k: PackedRegression.pack(inputs[k], pad).to(device) for k in ("train", "valid")}
