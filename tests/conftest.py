@@ -56,6 +56,15 @@ def tiny_study(**overrides: Any) -> dict[str, Any]:
     return study
 
 
+def tiny_selection_study(selection: str, limit: int, max_epochs: int, **fixed: Any) -> dict[str, Any]:
+    """A tiny ``selection`` study: NCI molecules with 30% of them as the pool."""
+    return tiny_study(
+        name=f"tiny-{selection}", search_space="selection", max_epochs=max_epochs,
+        dataset={"limit": limit, "fractions": {"valid": 0.1, "test": 0.1, "pool": 0.3}},
+        fixed={"selection": selection, **fixed},
+    )
+
+
 # One tiny study per registered task, for the shared suites (tests/trainables/test_tasks.py).
 TINY_STUDIES: dict[str, dict[str, Any]] = {
     "property": tiny_study(fixed={"method": "lora"}),

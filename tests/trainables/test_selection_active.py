@@ -9,6 +9,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from studies.spec import parse_study
+from tests.conftest import tiny_selection_study
 from trainables import NullReporter
 from trainables.models.regression import HeadConfig, RegressionModel
 from trainables.property import PropertyTrainer, prepare_property, train_property
@@ -62,13 +63,7 @@ def test_acquisition_epochs_are_distinct_and_leave_training_after_each(rounds, e
 
 
 def tiny_spec(**fixed):
-    return parse_study({
-        "name": "tiny-active", "task": "property",
-        "dataset": {"name": "nci-logp", "limit": 200, "split": "random",
-                    "fractions": {"valid": 0.1, "test": 0.1, "pool": 0.3}},
-        "model": {"name": "tiny-bert", "max_length": 64}, "search_space": "selection",
-        "fixed": {"selection": "active", **fixed}, "max_epochs": 3,
-    })
+    return parse_study(tiny_selection_study("active", limit=200, max_epochs=3, **fixed))
 
 
 @pytest.mark.parametrize("acquisition", ["uncertainty", "random"])

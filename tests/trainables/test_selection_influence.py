@@ -13,11 +13,13 @@ from scipy.stats import spearmanr
 from transformers import BertConfig, BertModel
 
 from studies.spec import parse_study
+from tests.conftest import tiny_selection_study
 from trainables import NullReporter
 from trainables.errors import StudyError
 from trainables.methods import apply_method
 from trainables.models.regression import HeadConfig, RegressionModel
 from trainables.property import PropertyTrainer, prepare_property, train_property
+from trainables.serving import PropertyPredictor
 from trainables.selection.influence import (
     SUBSETS, FlatModule, InfluenceKnobs, InfluenceSelector, LissaSettings, PackedRegression, exact_hessian,
     exact_ihvp, gnvp, hvp, influence_scores, lissa_ihvp, per_sample_dots, per_sample_grads, per_sample_grads_loop,
@@ -114,13 +116,7 @@ def test_lissa_on_an_mlp_head_agrees_with_exact_on_the_output_layer():
 
 
 def tiny_spec(**fixed):
-    return parse_study({
-        "name": "tiny-influence", "task": "property",
-        "dataset": {"name": "nci-logp", "limit": 300, "split": "random",
-                    "fractions": {"valid": 0.1, "test": 0.1, "pool": 0.3}},
-        "model": {"name": "tiny-bert", "max_length": 64}, "search_space": "selection",
-        "fixed": {"selection": "influence", **fixed}, "max_epochs": 2,
-    })
+    return parse_study(tiny_selection_study("influence", limit=300, max_epochs=2, **fixed))
 
 
 CONFIG = {"selection": "influence", "batch_size": 32, "lr": 1e-3, "lissa_depth": 30}
@@ -318,3 +314,26 @@ def test_an_encoder_that_does_not_take_the_4d_mask_fails_with_a_clear_message(tm
     with pytest.raises(StudyError, match="does not take .*differ by up to 0.5.*use 'head' or 'head_out'"):
         trainer.selector.setup(trainer, NullReporter())
     assert calls == []  # before phase 1
+
+
+def test_a_base_model_uri_encoder_is_checked_and_scored_without_phase_1(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEMTUNE_CACHE", str(tmp_path / "cache"))
+    spec = tiny_spec(top_k=10)
+    data = prepare_property(spec).payload
+    PropertyTrainer({**CONFIG, "top_k": 10}, data, spec).export(tmp_path / "base")
+    spec = parse_study(tiny_selection_study("influence", limit=300, max_epochs=2, top_k=10)
+                       | {"options": {"base_model_uri": str(tmp_path / "base")}})
+    config = {**CONFIG, "top_k": 10, "influence_params": "last_layers", "lissa_batch": 32}
+    trainer = PropertyTrainer(config, data, spec)
+    calls = []
+    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: calls.append(1))
+    trainer.selector.setup(trainer, NullReporter())  # the merged saved model: every weight of the top layer + head
+    assert calls == [] and len(trainer.selector.selected) == 10
+    loaded = PropertyPredictor.load(tmp_path / "base").model
+    top = sum(p.numel() for n, p in loaded.named_parameters() if n.startswith(("backbone.encoder.layer.1.", "head.")))
+    assert trainer.selector.stats["influence_params"] == top
+    ordinary = PackedRegression.forward
+    monkeypatch.setattr(PackedRegression, "forward", lambda self, x: ordinary(self, x) + 0.5)
+    trainer = PropertyTrainer(config, data, spec)
+    with pytest.raises(StudyError, match="does not take .*use 'head' or 'head_out'"):
+        trainer.selector.setup(trainer, NullReporter())

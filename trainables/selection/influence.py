@@ -181,12 +181,12 @@ class LissaSettings:
 
 
 def _top_eigenvalue(predict: Predict, theta: torch.Tensor, batches: list[tuple[torch.Tensor, torch.Tensor, float]],
-                    hvp: Callable[..., torch.Tensor] = hvp, iters: int = 20) -> float:
+                    product: Callable[..., torch.Tensor] = hvp, iters: int = 20) -> float:
     v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(0), dtype=theta.dtype).to(theta.device)
     v = v / v.norm()
     value = 0.0
     for _ in range(iters):
-        hv = sum(w * hvp(predict, theta, xb, yb, v) for xb, yb, w in batches)
+        hv = sum(w * product(predict, theta, xb, yb, v) for xb, yb, w in batches)
         value = float(v @ hv)
         norm = hv.norm()
         if norm == 0:
@@ -376,16 +376,18 @@ class PackedRegression(nn.Module):
 @torch.no_grad()
 def _check_packed(model: "RegressionModel", ids: list[list[int]], pad_id: int, subset: str) -> None:
     """Fail clearly if the encoder does not take :class:`PackedRegression`'s 4D mask (remote code may not)."""
-    device = next(model.parameters()).device
+    device, was_training = next(model.parameters()).device, model.training
     input_ids, mask = pad_batch(ids, pad_id)
-    expected = model.eval()(input_ids.to(device), mask.to(device))
     why = ""
     try:
+        expected = model.eval()(input_ids.to(device), mask.to(device))
         got = PackedRegression(model)(PackedRegression.pack(ids, pad_id).to(device))
         if not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
             why = f"its predictions differ by up to {float((got - expected).abs().max()):.3g}"
     except Exception as err:  # noqa: BLE001 - any failure here means the same thing
         why = f"{type(err).__name__}: {err}"
+    finally:
+        model.train(was_training)
     if why:
         raise StudyError(f"influence_params {subset!r} runs the encoder with a 4D additive attention mask, which "
                          f"this encoder does not take ({why}); use 'head' or 'head_out'")
@@ -532,10 +534,8 @@ class InfluenceSelector:
             raise StudyError(f"selection 'influence': top_k {self.knobs.top_k} is larger than the pool ({n_pool})")
         model = trainer.accelerator.unwrap_model(trainer.model)
         self._subset_names(model)  # a subset that does not apply fails now, before phase 1 trains
-        if SUBSETS.get(self.knobs.influence_params).encoder:
-            was_training = model.training
+        if SUBSETS.get(self.knobs.influence_params).encoder and not trainer.spec.options.get("base_model_uri"):
             _check_packed(model, trainer.ids["valid"][:4], trainer.tokenizer.pad_token_id, self.knobs.influence_params)
-            model.train(was_training)
         tic = time.perf_counter()
         model, inputs = self._phase1(trainer)
         phase1 = time.perf_counter() - tic
@@ -574,7 +574,10 @@ class InfluenceSelector:
             encode = lambda s: enc(list(s), truncation=True, max_length=enc.model_max_length)["input_ids"]  # noqa: E731
             inputs = {"train": encode(cand.smiles[: trainer.n_train]), "valid": encode(trainer.data.valid.smiles),
                       "pool": encode(cand.smiles[trainer.n_train :])}
-            return predictor.model.to(trainer.accelerator.device), {**inputs, "pad": [[enc.pad_token_id]]}
+            model = predictor.model.to(trainer.accelerator.device)
+            if SUBSETS.get(self.knobs.influence_params).encoder:  # the loaded encoder, not the trial's
+                _check_packed(model, inputs["valid"][:4], enc.pad_token_id, self.knobs.influence_params)
+            return model, {**inputs, "pad": [[enc.pad_token_id]]}
         ids = trainer.ids["candidates"]
         inputs = {"train": ids[: trainer.n_train], "valid": trainer.ids["valid"], "pool": ids[trainer.n_train :],
                   "pad": [[trainer.tokenizer.pad_token_id]]}
@@ -609,7 +612,6 @@ class InfluenceSelector:
             # SDPA has no forward-mode AD (LiSSA's Hessian-vector products): score with eager attention
             if hasattr(model.backbone, "set_attn_implementation"):
                 model.backbone.set_attn_implementation("eager")
-            _check_packed(model, inputs["valid"][:4], pad, self.knobs.influence_params)
             flat = FlatModule(PackedRegression(model).eval(), [f"model.{n}" for n in names])
             order = np.argsort([len(x) for x in inputs["pool"]], kind="stable")  # chunks of similar length
             feats = {k: PackedRegression.pack(inputs[k], pad).to(device) for k in ("train", "valid")}
