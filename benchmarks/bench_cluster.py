@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the local cluster is test support (tests/support/local_cluster.py)
 
 
 def study(name: str, trials: int, limit: int, epochs: int) -> dict:
@@ -33,7 +35,7 @@ def study(name: str, trials: int, limit: int, epochs: int) -> dict:
 def run(workers: int, args: argparse.Namespace, root: str) -> float:
     import ray
 
-    from cluster.local import LocalRayCluster, NodeSpec
+    from support.local_cluster import LocalRayCluster, NodeSpec
     from studies.runner import launch
     from studies.spec import parse_study
 

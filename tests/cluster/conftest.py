@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from cluster.local import LocalMlflowServer, LocalPostgres, LocalRayCluster, NodeSpec
+from support.local_cluster import LocalMlflowServer, LocalPostgres, LocalRayCluster, NodeSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _need(program: str) -> None:
-    from cluster.local import _pg_bin
+    from support.local_cluster import _pg_bin
 
     try:
         _pg_bin(program)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cluster import jobs
-from cluster.local import LocalMlflowServer, LocalPostgres, LocalRayCluster
+from support.local_cluster import LocalMlflowServer, LocalPostgres, LocalRayCluster
 from studies.spec import parse_study
 
 pytestmark = pytest.mark.slow
