@@ -56,8 +56,9 @@ class TrainReporter:
         import ray.train
 
         if not self._looked:
-            checkpoint = ray.train.get_checkpoint()
-            self._restored = Path(checkpoint.to_directory()) if checkpoint else None
+            from trainables.base import resumable_folder
+
+            self._restored = resumable_folder(ray.train.get_checkpoint())  # the newest valid one
             self._looked = True
         return self._restored
 

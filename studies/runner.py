@@ -19,12 +19,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from cluster.resources import max_concurrent, with_trial_resources
 from search_spaces import SPACES
+from studies.health import driver_lease, reconcile
 from studies.progress import ProgressCallback
+from studies.redact import redact_url, worker_env
 from studies.spec import StudySpec, parse_study
-from mlflow.tracking import MlflowClient
-
 from studies.tracking import (
-    MLflowTrialCallback, StudyPaths, StudyTracker, close_study_run, leaderboard, resolve_tracking_uri, save_state,
+    MLflowTrialCallback, StudyPaths, StudyTracker, leaderboard, resolve_tracking_uri, save_state,
 )
 from trainables import TASKS, Prepared, TuneReporter
 from trainables.errors import StudyError
@@ -69,8 +69,7 @@ def _init_ray(address: str | None, tracking_uri: str) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     # Trials read models from MLflow too (a teacher, a phase-1 base model): same store as the driver.
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith("CHEMTUNE_")} | {"MLFLOW_TRACKING_URI": tracking_uri}
-    runtime_env = {"env_vars": env_vars}
+    runtime_env = {"env_vars": worker_env(os.environ, tracking_uri)}  # no credential goes into Ray's GCS
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:  # embedded default: a local Ray on this machine
@@ -160,10 +159,10 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     _init_ray(address, uri)
     tracker = StudyTracker(uri, spec, paths)
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-    tracker.log_study(spec_yaml, prepared)
+    tracker.log_study(redact_url(spec_yaml), prepared)  # the MLflow copy never holds a database password
     atomic_write_text(paths.study_file(spec.name), spec_yaml)
     save_state(paths, spec.name, {"parent_run_id": tracker.parent_run_id, "tracking_uri": uri,
-                                  "optuna_url": optuna_url, "address": address})
+                                  "optuna_url": optuna_url, "address": address, "driver": driver_lease()})
     results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url), tracker)
     return _result(spec, tracker, results)
 
@@ -171,10 +170,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
 def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
     state_file = paths.state_file(spec.name)
     if state_file.exists():  # the previous attempt's runs end as KILLED, not RUNNING forever
-        state = json.loads(state_file.read_text())
-        client = MlflowClient(state["tracking_uri"])
-        if client.get_run(state["parent_run_id"]).info.status == "RUNNING":
-            close_study_run(client, state["parent_run_id"], "KILLED")
+        reconcile(paths, spec.name)  # refuses while its driver is alive
     experiment_dir = Path(spec.tracking.storage_path or paths.tune_storage) / spec.name
     if experiment_dir.exists():
         shutil.rmtree(experiment_dir)
@@ -190,7 +186,9 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     paths = StudyPaths.default(root)
     if not paths.state_file(name).exists():
         raise StudyError(f"no study named {name!r} was launched from {paths.root}")
+    reconcile(paths, name)  # a killed driver's RUNNING runs end as KILLED (reason tagged) before anything else
     state = json.loads(paths.state_file(name).read_text())
+    save_state(paths, name, {**state, "driver": driver_lease()})
     spec = parse_study(yaml.safe_load(paths.study_file(name).read_text()), str(paths.study_file(name)))
     prepared = prepare(spec)
     experiment_dir = str(Path(spec.tracking.storage_path or paths.tune_storage) / spec.name)

@@ -22,6 +22,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from studies.names import check_name
 from trainables import TASKS
 from trainables.errors import StudyError
 from trainables.io import atomic_write_json
@@ -68,10 +69,10 @@ class StudyPaths:
         return str(self.root / "ray")
 
     def study_file(self, name: str) -> Path:
-        return self.root / "studies" / f"{name}.yaml"
+        return self.root / "studies" / f"{check_name('study', name)}.yaml"
 
     def state_file(self, name: str) -> Path:
-        return self.root / "studies" / f"{name}.json"
+        return self.root / "studies" / f"{check_name('study', name)}.json"
 
 
 def resolve_tracking_uri(explicit: str | None, paths: StudyPaths) -> str:
@@ -245,12 +246,22 @@ class MLflowTrialCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
+        self._tag_error(run_id, trial)
         if trial.error_file and os.path.exists(trial.error_file):
             self.client.log_artifact(run_id, trial.error_file)
         self.client.set_terminated(run_id, "FAILED")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.client.set_tag(self.run_id(trial), "chemtune.recovered", "true")
+        run_id = self.run_id(trial)
+        self.client.set_tag(run_id, "chemtune.recovered", "true")
+        self._tag_error(run_id, trial)  # why it is being retried; stays on the run if the retry succeeds
+
+    def _tag_error(self, run_id: str, trial: Any) -> None:
+        """``chemtune.error`` (type: first line), ``chemtune.error_type`` and ``chemtune.failures`` on the run."""
+        kind, message = error_summary(trial)
+        self.client.set_tag(run_id, "chemtune.error", f"{kind}: {message}"[:500])
+        self.client.set_tag(run_id, "chemtune.error_type", kind)
+        self.client.set_tag(run_id, "chemtune.failures", str(int(getattr(trial, "num_failures", 0) or 0)))
 
     def _log_checkpoint(self, run_id: str, trial: Any) -> None:
         checkpoint = trial.checkpoint
@@ -274,7 +285,28 @@ class MLflowTrialCallback(tune.Callback):
                 self.client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
 
 
+def error_summary(trial: Any) -> tuple[str, str]:
+    """The root cause of a Tune trial's error: its type name and first line (not Ray's wrapper)."""
+    try:
+        error = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # noqa: BLE001 - an unreadable error file still gets a tag
+        error = None
+    cause = getattr(error, "cause", None) or error
+    if cause is None:
+        return "UnknownError", "the trial failed without an error file"
+    text = str(cause).strip()
+    if type(cause).__name__ in {"RayTaskError", "TuneError"} or "Traceback" in text:
+        # the wrapped traceback's last line names the original exception
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")]
+        last = lines[-1] if lines else text
+        name, _, message = last.partition(": ")
+        return name.rsplit(".", 1)[-1] or type(cause).__name__, message or last
+    first = text.splitlines()[0] if text else ""
+    return type(cause).__name__, first
+
+
 def _parent_run(client: MlflowClient, name: str) -> tuple[str, Any]:
+    check_name("study", name)  # it goes into a filter string
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         filter_string=f"tags.`{TAG_STUDY}` = '{name}' and tags.`{TAG_ROLE}` = 'study'",
@@ -323,6 +355,7 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
 def register_best(name: str, model_name: str, tracking_uri: str, alias: str | None = "champion",
                   metric: str | None = None) -> Any:
     """Register the best finished trial's model of study ``name``; set ``alias`` on the new version."""
+    check_name("model", model_name)  # before anything is written to the registry
     board = leaderboard(name, tracking_uri, metric)
     candidates = board[(board["status"] == "FINISHED") & board["model_uri"].notna()] if not board.empty else board
     if candidates.empty:
