@@ -1,0 +1,218 @@
+"""Fault suite, fast part (no Ray): divergence, checkpoint integrity, orphans, names, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from pyarrow.fs import LocalFileSystem
+
+from studies.cli import main as cli
+from studies.health import TAG_END_REASON, diagnose, driver_lease, reconcile
+from studies.names import check_name
+from studies.redact import redact_url, worker_env
+from studies.runner import launch, prepare
+from studies.spec import parse_study
+from studies.tracking import StudyPaths, StudyTracker, register_best, save_state
+from tests.conftest import tiny_study
+from trainables import TASKS, NullReporter
+from trainables.base import resumable_folder
+from trainables.checkpoints import checkpoint_problem, newest_valid, seal_checkpoint
+from trainables.errors import StudyError
+from trainables.faults import FAULTS_ENV, STATE_ENV, TrialDiverged, check_finite, inject
+
+
+# -- scenario 4 (bad trials), without Ray: the trainer itself fails on a NaN loss ------------------
+
+def test_check_finite_names_epoch_and_step() -> None:
+    assert check_finite(0.5, 1, 0) == 0.5
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(TrialDiverged, match=r"became (nan|inf) at epoch 3, step 7"):
+            check_finite(bad, 3, 7)
+
+
+def test_injected_faults_fire_only_where_and_as_often_as_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    monkeypatch.setenv(FAULTS_ENV, json.dumps([
+        {"id": "n", "kind": "nan", "epoch": 2, "match": {"lr": 0.001}, "times": 2},
+        {"id": "o", "kind": "oom", "epoch": 1, "match": {"method": "lora"}},
+    ]))
+    loss = torch.tensor(1.0)
+    assert inject("step", {"lr": 0.001}, 1, loss) is loss  # wrong epoch
+    assert inject("step", {"lr": 0.002}, 2, loss) is loss  # other config
+    assert torch.isnan(inject("step", {"lr": 0.001}, 2, loss)) and torch.isnan(inject("step", {"lr": 0.001}, 2, loss))
+    assert inject("step", {"lr": 0.001}, 2, loss) is loss  # fired its 2 times
+    with pytest.raises(torch.OutOfMemoryError, match="injected"):
+        inject("step", {"method": "lora"}, 1, loss)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.0", "n.1", "o.0"]
+    monkeypatch.setenv(FAULTS_ENV, json.dumps([{"kind": "segfault"}]))
+    with pytest.raises(ValueError, match=r"CHEMTUNE_FAULTS\[0\]\.kind: 'segfault'"):
+        inject("step", {}, 1, loss)
+
+
+def test_a_nan_loss_fails_the_trial_before_it_reaches_the_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "faults"))
+    monkeypatch.setenv(FAULTS_ENV, json.dumps([{"kind": "nan", "epoch": 2}]))
+    spec = parse_study(tiny_study(name="nan", dataset={"limit": 120}, max_epochs=3))
+    prepared = prepare(spec)
+    reporter = NullReporter(keep_dir=tmp_path / "ckpt")
+    with pytest.raises(TrialDiverged, match="at epoch 2, step 0"):
+        TASKS.get("property").train({"method": "full", "batch_size": 32}, prepared.payload, spec, reporter)
+    assert [h["epoch"] for h in reporter.history] == [1]  # epoch 1 reported, epoch 2 never
+    state = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert checkpoint_problem(tmp_path / "ckpt") is None  # the kept checkpoint is sealed
+
+
+# -- scenario 5 (checkpoint integrity) ---------------------------------------------------------------
+
+def _checkpoint(folder: Path, epoch: int) -> Path:
+    folder.mkdir(parents=True)
+    torch.save({"epoch": epoch}, folder / "state.pt")
+    (folder / "metrics.json").write_text(json.dumps({"epoch": epoch}))
+    seal_checkpoint(folder)
+    return folder
+
+
+def test_checkpoint_problems_are_named(tmp_path: Path) -> None:
+    good = _checkpoint(tmp_path / "checkpoint_000001", 1)
+    assert checkpoint_problem(good) is None
+    unsealed = tmp_path / "unsealed"
+    unsealed.mkdir()
+    torch.save({}, unsealed / "state.pt")
+    assert "no checkpoint.json" in checkpoint_problem(unsealed)
+    truncated = _checkpoint(tmp_path / "truncated", 1)
+    data = (truncated / "state.pt").read_bytes()
+    (truncated / "state.pt").write_bytes(data[: len(data) // 2])
+    assert "state.pt does not match" in checkpoint_problem(truncated)
+    missing = _checkpoint(tmp_path / "missing", 1)
+    (missing / "metrics.json").unlink()
+    assert "metrics.json is missing" in checkpoint_problem(missing)
+    assert "no such checkpoint folder" in checkpoint_problem(tmp_path / "gone")
+
+
+def test_resume_falls_back_to_the_newest_valid_checkpoint(tmp_path: Path) -> None:
+    trial = tmp_path / "trial"
+    first = _checkpoint(trial / "checkpoint_000000", 1)
+    second = _checkpoint(trial / "checkpoint_000001", 2)
+    third = _checkpoint(trial / "checkpoint_000002", 3)
+    (third / "checkpoint.json").unlink()  # killed while writing the newest
+    ray_checkpoint = SimpleNamespace(path=str(third), filesystem=LocalFileSystem())
+    assert resumable_folder(ray_checkpoint) == second
+    import shutil
+
+    shutil.rmtree(second)  # the newest complete one deleted by hand
+    assert resumable_folder(ray_checkpoint) == first
+    shutil.rmtree(third)  # Tune's own pointer gone too: still the newest valid one
+    assert resumable_folder(ray_checkpoint) == first
+    folder, skipped = newest_valid(third, [first])
+    assert folder == first and len(skipped) == 1
+    shutil.rmtree(first)
+    assert resumable_folder(ray_checkpoint) is None  # none valid: the trial starts over
+
+
+def test_a_broken_checkpoint_is_refused_on_load(tmp_path: Path) -> None:
+    spec = parse_study(tiny_study(name="broken", dataset={"limit": 120}, max_epochs=1))
+    prepared = prepare(spec)
+    broken = _checkpoint(tmp_path / "ckpt", 1)
+    (broken / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="cannot resume: .*state.pt does not match"):
+        TASKS.get("property").train({"method": "full"}, prepared.payload, spec, NullReporter(resume_from=broken))
+
+
+# -- scenario 3 (orphan reconciliation) and `chemtune doctor` ------------------------------------------
+
+def _dead_lease() -> dict:
+    proc = subprocess.Popen([sys.executable, "-c", "import os, json, psutil, socket; print(json.dumps("
+                             "{'host': socket.gethostname(), 'pid': os.getpid(), "
+                             "'create_time': psutil.Process().create_time()}))"], stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=60)
+    return json.loads(out)
+
+
+def _study_with_orphans(root: Path, lease: dict) -> tuple[StudyPaths, StudyTracker, list[str]]:
+    paths = StudyPaths.default(root)
+    spec = parse_study(tiny_study(name="orphans", num_trials=3))
+    tracker = StudyTracker(paths.mlflow_uri, spec, paths)
+    runs = []
+    for trial_id in ("t1", "t2", "t3"):
+        run = tracker.client.create_run(tracker.experiment_id, tags={
+            "mlflow.parentRunId": tracker.parent_run_id, "chemtune.trial_id": trial_id, "chemtune.role": "trial"})
+        runs.append(run.info.run_id)
+    tracker.client.set_terminated(runs[2], "FINISHED")
+    paths.study_file("orphans").parent.mkdir(parents=True, exist_ok=True)
+    paths.study_file("orphans").write_text(json.dumps(tiny_study(name="orphans", num_trials=3)))
+    save_state(paths, "orphans", {"parent_run_id": tracker.parent_run_id, "tracking_uri": paths.mlflow_uri,
+                                  "optuna_url": paths.optuna_url, "address": None, "driver": lease})
+    return paths, tracker, runs
+
+
+def test_a_dead_drivers_runs_are_reconciled_with_a_reason(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    lease = _dead_lease()
+    paths, tracker, runs = _study_with_orphans(tmp_path, lease)
+    assert cli(["doctor", "orphans", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"PID {lease['pid']} on {lease['host']}: gone" in out
+    assert "orphaned runs (RUNNING, no live driver): 2" in out and "(trial t1)" in out and "(trial t2)" in out
+    assert "MLflow trial runs: FINISHED 1, RUNNING 2" in out
+    assert "mark 2 orphaned trial run(s) and the study run KILLED" in out
+    tic = time.monotonic()
+    ended = reconcile(paths, "orphans")
+    assert time.monotonic() - tic < 60
+    assert set(ended) == {runs[0], runs[1], tracker.parent_run_id}
+    for run_id in ended:
+        run = tracker.client.get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert f"its driver (PID {lease['pid']} on {lease['host']}) is gone" in run.data.tags[TAG_END_REASON]
+    assert tracker.client.get_run(runs[2]).info.status == "FINISHED"
+    assert diagnose(paths, "orphans").orphans == [] and reconcile(paths, "orphans") == []
+
+
+def test_reconcile_refuses_while_the_driver_lives(tmp_path: Path) -> None:
+    paths, tracker, runs = _study_with_orphans(tmp_path, driver_lease())  # this process is the driver
+    with pytest.raises(StudyError, match=f"being run by PID {os.getpid()}"):
+        reconcile(paths, "orphans")
+    assert tracker.client.get_run(runs[0]).info.status == "RUNNING"
+    assert diagnose(paths, "orphans").resume_plan[0].startswith("nothing: the driver is running")
+
+
+# -- scenario 9 (security): names and secrets ---------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../etc", "a/../b", "/abs/path", "a..b", ".hidden", "nul\x00byte", "x" * 129, "", "a b"])
+def test_unsafe_names_are_refused(name: str) -> None:
+    with pytest.raises(StudyError, match="name"):
+        check_name("study", name)
+
+
+def test_traversal_names_write_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with pytest.raises(StudyError, match="may hold only"):
+        launch(parse_study(tiny_study(name="a..b")), root=root)
+    for name in ("../../x", "/tmp/x", "x" * 200):
+        with pytest.raises(ValueError, match="name"):
+            parse_study(tiny_study(name=name))
+        with pytest.raises(ValueError, match="experiment"):
+            parse_study(tiny_study(tracking={"experiment": name}))
+    assert cli(["resume", "../../etc/passwd", "--root", str(root)]) == 2  # a StudyError, as exit code 2
+    assert cli(["doctor", "/etc/passwd", "--root", str(root)]) == 2
+    with pytest.raises(StudyError, match="model name '../m'"):
+        register_best("s", "../m", f"sqlite:///{tmp_path / 'm.db'}")
+    assert not root.exists() and not (tmp_path / "m.db").exists()
+
+
+def test_no_credential_reaches_the_workers_env() -> None:
+    env = {"CHEMTUNE_DATA_DIR": "/data", "CHEMTUNE_API_TOKEN": "s3cr3t", "CHEMTUNE_DB_PASSWORD": "s3cr3t",
+           "CHEMTUNE_DB": "postgresql://u:s3cr3t@db/x", "MLFLOW_TRACKING_PASSWORD": "s3cr3t", "HOME": "/root"}
+    out = worker_env(env, "http://admin:s3cr3t@mlflow:5000")
+    assert "s3cr3t" not in json.dumps(out)
+    assert out == {"CHEMTUNE_DATA_DIR": "/data", "CHEMTUNE_DB": "postgresql://u:***@db/x",
+                   "MLFLOW_TRACKING_URI": "http://admin:***@mlflow:5000"}
+    assert redact_url("a postgresql+psycopg2://me:p%40ss@h:5432/db b") == "a postgresql+psycopg2://me:***@h:5432/db b"
