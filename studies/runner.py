@@ -15,11 +15,11 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from cluster.resources import max_concurrent, with_trial_resources
 from search_spaces import SPACES
 from studies.health import driver_lease, reconcile
+from studies.optuna_heartbeat import HeartbeatOptunaSearch, heartbeat_storage
 from studies.progress import ProgressCallback
 from studies.redact import redact_url, worker_env
 from studies.spec import StudySpec, parse_study
@@ -78,9 +78,9 @@ def _init_ray(address: str | None, tracking_uri: str) -> None:
 
 def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: StudyPaths, optuna_url: str) -> tune.Tuner:
     space = SPACES.get(spec.search_space).define_by_run(spec.fixed, spec.ranges)
-    searcher = OptunaSearch(
+    searcher = HeartbeatOptunaSearch(  # a killed driver's Optuna trials go stale, fail and are retried
         space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
-        storage=optuna.storages.RDBStorage(optuna_url), seed=spec.seed,
+        storage=heartbeat_storage(optuna_url, max_retry=max(1, spec.max_failures)), seed=spec.seed,
         points_to_evaluate=[dict(p) for p in spec.enqueue] or None,
     )
     scheduler = ASHAScheduler(

@@ -216,3 +216,36 @@ def test_no_credential_reaches_the_workers_env() -> None:
     assert out == {"CHEMTUNE_DATA_DIR": "/data", "CHEMTUNE_DB": "postgresql://u:***@db/x",
                    "MLFLOW_TRACKING_URI": "http://admin:***@mlflow:5000"}
     assert redact_url("a postgresql+psycopg2://me:p%40ss@h:5432/db b") == "a postgresql+psycopg2://me:***@h:5432/db b"
+
+
+# -- scenario 6 (stale Optuna trials) ---------------------------------------------------------------
+
+def _searcher(url: str):
+    from optuna.distributions import FloatDistribution
+
+    from studies.optuna_heartbeat import HeartbeatOptunaSearch, heartbeat_storage
+
+    return HeartbeatOptunaSearch(space={"x": FloatDistribution(0, 1)}, metric="m", mode="min", study_name="hb",
+                                 storage=heartbeat_storage(url, max_retry=1, interval=1, grace=2), seed=0)
+
+
+def test_a_vanished_drivers_trial_fails_by_heartbeat_and_its_parameters_are_retried(tmp_path: Path) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    dead = _searcher(url)
+    lost = dead.suggest("lost")  # asked, then its driver vanished without telling Optuna
+    held = dead.suggest("held")
+    dead.save(str(tmp_path / "searcher.pkl"))  # Tune's experiment checkpoint knows both ...
+    dead._beat_stop.set()  # ... and the driver is SIGKILLed: no more heartbeats
+    time.sleep(3.5)  # > grace period
+    restored = _searcher(url)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    del restored._ot_trials["lost"]  # ... say the checkpoint predates "lost" (asked just before the kill)
+    retried = restored.suggest("new")
+    restored._beat_stop.set()
+    trials = {t.number: t for t in optuna.load_study(study_name="hb", storage=url).get_trials()}
+    assert [trials[n].state.name for n in sorted(trials)] == ["FAIL", "RUNNING", "RUNNING"]
+    assert retried == lost and trials[2].params == trials[0].params and held != lost
+    assert trials[2].system_attrs["failed_trial"] == 0  # the retry of trial 0
+    assert trials[1].params == held  # the restored trial was beaten for first, so it is not failed
