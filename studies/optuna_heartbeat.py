@@ -71,9 +71,13 @@ class HeartbeatOptunaSearch(OptunaSearch):
             logger.warning("failed %d stale Optuna trial(s) (their driver vanished); retrying their parameters", len(stale))
         self._beat_stop = threading.Event()
 
-        def loop() -> None:
+        def loop() -> None:  # also fails trials that go stale later (a driver killed while this one runs)
             while not self._beat_stop.wait(storage.heartbeat_interval):
                 self._beat_all()
+                try:
+                    optuna.storages.fail_stale_trials(self._ot_study)
+                except Exception as err:  # noqa: BLE001 - tried again next interval
+                    logger.warning("failing stale Optuna trials: %s", err)
 
         self._beat_thread = threading.Thread(target=loop, name="optuna-heartbeat", daemon=True)
         self._beat_thread.start()

@@ -192,10 +192,12 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     spec = parse_study(yaml.safe_load(paths.study_file(name).read_text()), str(paths.study_file(name)))
     prepared = prepare(spec)
     experiment_dir = str(Path(spec.tracking.storage_path or paths.tune_storage) / spec.name)
-    if not tune.Tuner.can_restore(experiment_dir):
-        raise StudyError(f"{experiment_dir}: no Ray Tune experiment to resume")
     _init_ray(address or state.get("address"), state["tracking_uri"])
     tracker = StudyTracker(state["tracking_uri"], spec, paths, parent_run_id=state["parent_run_id"])
-    trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
-    tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
+    if tune.Tuner.can_restore(experiment_dir):
+        trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec),
+                                         spec.resources)
+        tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
+    else:  # the driver died before Tune's first experiment checkpoint: start its trials again, same runs
+        tuner = _tuner(spec, prepared, tracker, paths, state["optuna_url"])
     return _result(spec, tracker, _fit(tuner, tracker))

@@ -186,6 +186,7 @@ class MLflowTrialCallback(tune.Callback):
         self.task, self.tags = task, tags
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
+        self._logged: dict[str, int] = {}  # run id -> last step logged
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}
@@ -207,6 +208,9 @@ class MLflowTrialCallback(tune.Callback):
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            # A trial restored from an older checkpoint than MLflow saw re-runs epochs: log each step once.
+            history = self.client.get_metric_history(run_id, "epoch")
+            self._logged[run_id] = max((int(m.step) for m in history), default=0)
         else:
             config = trial.config
             run = self.client.create_run(
@@ -226,6 +230,9 @@ class MLflowTrialCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self.run_id(trial)
         step = int(result.get("training_iteration", 0))
+        if step <= self._logged.get(run_id, 0):
+            return
+        self._logged[run_id] = step
         for key, value in _numeric(result).items():
             self.client.log_metric(run_id, key, value, step=step)
         node = result.get("node_ip")
