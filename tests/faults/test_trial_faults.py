@@ -17,6 +17,7 @@ from studies.runner import launch
 from studies.spec import parse_study
 from studies.tracking import StudyPaths, leaderboard
 from tests.conftest import tiny_study
+from tests.faults.conftest import record_figures
 from trainables.faults import FAULTS_ENV, STATE_ENV
 
 pytestmark = pytest.mark.slow
@@ -108,10 +109,14 @@ def test_killed_trials_resume_from_their_checkpoint_without_repeating_an_epoch(f
 
 
 def test_no_run_is_left_running(faulty) -> None:
-    _, result, _, _ = faulty
+    root, result, _, _ = faulty
     client = MlflowClient(result.tracking_uri)
     statuses = [r.info.status for r in client.search_runs([result.experiment_id])]
     assert "RUNNING" not in statuses and len(statuses) == len(FAULTS) + 1
+    fired = sum(1 for _ in (root / "fault-state").iterdir())
+    record_figures("1/4/5-trial-faults", faults_injected=fired, trials=len(FAULTS),
+                   trials_finished=statuses.count("FINISHED") - 1, trials_failed_as_designed=statuses.count("FAILED"),
+                   runs_lost=len(FAULTS) + 1 - len(statuses) + statuses.count("RUNNING"))
 
 
 def test_no_planted_secret_in_any_artefact(faulty) -> None:
