@@ -45,6 +45,26 @@ class HeartbeatOptunaSearch(OptunaSearch):
             self._beat_one(self._ot_trials[trial_id])
         return config
 
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        # A driver killed after telling Optuna a trial ended, but before Tune's experiment checkpoint said
+        # so, resumes that trial: its Optuna trial is finished and must not be reported to (it would raise
+        # UpdateFinishedTrialError and end the resumed study).
+        if self._finished_in_optuna(trial_id):
+            return
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if self._finished_in_optuna(trial_id):
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+    def _finished_in_optuna(self, trial_id: str) -> bool:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return False
+        return self._rdb().get_trial(ot_trial._trial_id).state.is_finished()
+
     # -- heartbeats -------------------------------------------------------------------------------
     def _rdb(self) -> Any:
         return self._ot_study._storage

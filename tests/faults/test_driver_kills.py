@@ -22,9 +22,17 @@ from studies.health import TAG_END_REASON
 from studies.tracking import StudyPaths
 from tests.conftest import ROOT, tiny_study
 from tests.faults.conftest import record_figures
+from tests.support.local_cluster import LocalRayCluster, NodeSpec
 
 pytestmark = pytest.mark.slow
 STUDY_TIMEOUT_S = 900
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray cluster that outlives the drivers, as on a real cluster (and Ray starts once, not per driver)."""
+    with LocalRayCluster([NodeSpec(num_cpus=2)], env={"PYTHONPATH": str(ROOT)}, timeout=300) as ray_cluster:
+        yield ray_cluster.address
 
 
 def _study(root: Path, name: str, num_trials: int, max_epochs: int) -> Path:
@@ -39,11 +47,11 @@ def _study(root: Path, name: str, num_trials: int, max_epochs: int) -> Path:
 class _Driver:
     """A `chemtune` command in its own session; killed with everything it started (by PID)."""
 
-    def __init__(self, args: list[str], root: Path, data: Path) -> None:
+    def __init__(self, args: list[str], root: Path, data: Path, address: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "CHEMTUNE_DATA_DIR": str(data), "CHEMTUNE_HOME": str(root)}
         self.log = (root / "driver.log").open("a")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "studies.cli", *args, "--root", str(root)], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "studies.cli", *args, "--root", str(root), "--address", address], cwd=ROOT,
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
@@ -67,6 +75,10 @@ class _Driver:
             raise
 
 
+def _log(root: Path) -> str:
+    return (root / "driver.log").read_text()[-4000:]
+
+
 def _finished(client: MlflowClient, name: str) -> int:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -75,12 +87,12 @@ def _finished(client: MlflowClient, name: str) -> int:
     return sum(r.info.status == "FINISHED" for r in runs)
 
 
-def _run_with_kills(root: Path, data: Path, study: Path, name: str, kills: int, seed: int) -> dict:
+def _run_with_kills(root: Path, data: Path, address: str, study: Path, name: str, kills: int, seed: int) -> dict:
     rng = random.Random(seed)
     client = MlflowClient(StudyPaths.default(root).mlflow_uri)
     progress, walls = [], 0.0
     for cycle in range(kills):
-        driver = _Driver(["launch", str(study)] if cycle == 0 else ["resume", name], root, data)
+        driver = _Driver(["launch", str(study)] if cycle == 0 else ["resume", name], root, data, address)
         deadline = time.monotonic() + 300
         # a random point once trials run: after the driver has a trial run (or finished one more)
         while time.monotonic() < deadline and driver.proc.poll() is None:
@@ -89,12 +101,12 @@ def _run_with_kills(root: Path, data: Path, study: Path, name: str, kills: int, 
                 break
             time.sleep(1)
         time.sleep(rng.uniform(2, 15))
-        assert driver.proc.poll() is None, f"the driver ended before kill {cycle + 1}; see {root / 'driver.log'}"
+        assert driver.proc.poll() is None, f"the driver ended before kill {cycle + 1}: " + _log(root)
         driver.kill()
         walls += time.monotonic() - driver.started
         progress.append(_finished(client, name))
-    final = _Driver(["resume", name], root, data)
-    assert final.wait(STUDY_TIMEOUT_S) == 0, (root / "driver.log").read_text()[-4000:]
+    final = _Driver(["resume", name], root, data, address)
+    assert final.wait(STUDY_TIMEOUT_S) == 0, _log(root)
     walls += time.monotonic() - final.started
     progress.append(_finished(client, name))
     return {"progress": progress, "wall_s": walls}
@@ -125,28 +137,47 @@ def _check_study(root: Path, name: str, num_trials: int, max_epochs: int) -> dic
             "optuna_fail_stale": states.count("FAIL"), "runs_lost": 0}  # every assertion above held
 
 
-def test_driver_killed_once_then_resumed(tmp_path: Path, shared_data: Path) -> None:
+def test_driver_killed_once_then_resumed(tmp_path: Path, shared_data: Path, cluster: str) -> None:
     study = _study(tmp_path, "drv", num_trials=2, max_epochs=2)
-    out = _run_with_kills(tmp_path, shared_data, study, "drv", kills=1, seed=0)
+    out = _run_with_kills(tmp_path, shared_data, cluster, study, "drv", kills=1, seed=0)
     assert out["progress"] == sorted(out["progress"])  # progress never goes backwards
     figures = _check_study(tmp_path, "drv", 2, 2)
     record_figures("2-driver-killed-short", faults_injected=1, **figures, wall_s=round(out["wall_s"], 1))
 
 
 @pytest.mark.faults_long
-def test_driver_killed_repeatedly_costs_at_most_2_5x(tmp_path: Path, shared_data: Path) -> None:
+def test_driver_killed_repeatedly_costs_at_most_2_5x(tmp_path: Path, shared_data: Path, cluster: str) -> None:
     num_trials, max_epochs = 4, 3
     kills = random.Random(1).randint(3, 5)
     plain_root = Path(tempfile.mkdtemp(dir=tmp_path))
     tic = time.monotonic()
-    plain = _Driver(["launch", str(_study(plain_root, "plain", num_trials, max_epochs))], plain_root, shared_data)
+    plain = _Driver(["launch", str(_study(plain_root, "plain", num_trials, max_epochs))], plain_root, shared_data,
+                    cluster)
     assert plain.wait(STUDY_TIMEOUT_S) == 0
     uninterrupted = time.monotonic() - tic
     study = _study(tmp_path, "drv", num_trials, max_epochs)
-    out = _run_with_kills(tmp_path, shared_data, study, "drv", kills=kills, seed=1)
+    out = _run_with_kills(tmp_path, shared_data, cluster, study, "drv", kills=kills, seed=1)
     assert out["progress"] == sorted(out["progress"])
     figures = _check_study(tmp_path, "drv", num_trials, max_epochs)
     ratio = out["wall_s"] / uninterrupted
     record_figures("2-driver-killed-repeatedly", faults_injected=kills, **figures, progress=out["progress"],
                    wall_s=round(out["wall_s"], 1), uninterrupted_s=round(uninterrupted, 1), wall_ratio=round(ratio, 2))
     assert ratio <= 2.5
+
+
+@pytest.mark.faults_long
+def test_two_studies_at_once_on_the_embedded_sqlite_store(tmp_path: Path, shared_data: Path, cluster: str) -> None:
+    """Scenario 7, SQLite part: two drivers write one MLflow SQLite file and one Optuna SQLite file at once."""
+    num_trials, max_epochs = 3, 2
+    drivers = [_Driver(["launch", str(_study(tmp_path, name, num_trials, max_epochs))], tmp_path, shared_data, cluster)
+               for name in ("sqlite-a", "sqlite-b")]
+    codes = [d.wait(STUDY_TIMEOUT_S) for d in drivers]
+    log = _log(tmp_path)
+    assert codes == [0, 0], log
+    assert "database is locked" not in log
+    finished = 0
+    for name in ("sqlite-a", "sqlite-b"):
+        figures = _check_study(tmp_path, name, num_trials, max_epochs)  # exact epoch histories, all COMPLETE
+        assert figures["runs_killed_by_driver_loss"] == 0 and figures["optuna_fail_stale"] == 0
+        finished += figures["trials_finished"]
+    record_figures("7-two-studies-on-sqlite", faults_injected=0, trials_finished=finished, runs_lost=0)
