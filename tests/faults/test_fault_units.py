@@ -249,3 +249,18 @@ def test_a_vanished_drivers_trial_fails_by_heartbeat_and_its_parameters_are_retr
     assert retried == lost and trials[2].params == trials[0].params and held != lost
     assert trials[2].system_attrs["failed_trial"] == 0  # the retry of trial 0
     assert trials[1].params == held  # the restored trial was beaten for first, so it is not failed
+
+
+def test_a_resumed_trial_that_optuna_saw_finish_is_not_reported_again(tmp_path: Path) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    searcher = _searcher(url)
+    searcher.suggest("t")
+    study = optuna.load_study(study_name="hb", storage=url)
+    study.tell(study.trials[0].number, 0.5)  # told COMPLETE, then the driver died before Tune's checkpoint
+    searcher.on_trial_result("t", {"m": 0.7, "training_iteration": 2})  # the resumed trial reports again
+    searcher.on_trial_complete("t", {"m": 0.7, "training_iteration": 2})
+    searcher._beat_stop.set()
+    trial = optuna.load_study(study_name="hb", storage=url).trials[0]
+    assert trial.state.name == "COMPLETE" and trial.value == 0.5 and trial.intermediate_values == {}
