@@ -91,8 +91,10 @@ class HeartbeatOptunaSearch(OptunaSearch):
             logger.warning("failed %d stale Optuna trial(s) (their driver vanished); retrying their parameters", len(stale))
         self._beat_stop = threading.Event()
 
+        interval = storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL_S
+
         def loop() -> None:  # also fails trials that go stale later (a driver killed while this one runs)
-            while not self._beat_stop.wait(storage.heartbeat_interval):
+            while not self._beat_stop.wait(interval):
                 self._beat_all()
                 try:
                     optuna.storages.fail_stale_trials(self._ot_study)

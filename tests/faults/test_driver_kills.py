@@ -31,7 +31,8 @@ STUDY_TIMEOUT_S = 900
 @pytest.fixture(scope="module")
 def cluster():
     """A Ray cluster that outlives the drivers, as on a real cluster (and Ray starts once, not per driver)."""
-    with LocalRayCluster([NodeSpec(num_cpus=2)], env={"PYTHONPATH": str(ROOT)}, timeout=300) as ray_cluster:
+    # one node (the head) with the CPUs: a second raylet registering on a loaded machine can miss Ray's 30 s window
+    with LocalRayCluster([], head=NodeSpec(num_cpus=2), env={"PYTHONPATH": str(ROOT)}, timeout=300) as ray_cluster:
         yield ray_cluster.address
 
 

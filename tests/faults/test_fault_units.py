@@ -243,6 +243,8 @@ def test_a_vanished_drivers_trial_fails_by_heartbeat_and_its_parameters_are_retr
     restored.restore(str(tmp_path / "searcher.pkl"))
     del restored._ot_trials["lost"]  # ... say the checkpoint predates "lost" (asked just before the kill)
     retried = restored.suggest("new")
+    time.sleep(2.5)  # a few beats of the new driver's thread: its trials stay alive
+    assert restored._beat_thread.is_alive()
     restored._beat_stop.set()
     trials = {t.number: t for t in optuna.load_study(study_name="hb", storage=url).get_trials()}
     assert [trials[n].state.name for n in sorted(trials)] == ["FAIL", "RUNNING", "RUNNING"]
@@ -261,6 +263,7 @@ def test_a_resumed_trial_that_optuna_saw_finish_is_not_reported_again(tmp_path: 
     study.tell(study.trials[0].number, 0.5)  # told COMPLETE, then the driver died before Tune's checkpoint
     searcher.on_trial_result("t", {"m": 0.7, "training_iteration": 2})  # the resumed trial reports again
     searcher.on_trial_complete("t", {"m": 0.7, "training_iteration": 2})
+    assert searcher._beat_thread.is_alive()  # the heartbeat thread keeps beating (interval 1 s)
     searcher._beat_stop.set()
     trial = optuna.load_study(study_name="hb", storage=url).trials[0]
     assert trial.state.name == "COMPLETE" and trial.value == 0.5 and trial.intermediate_values == {}
