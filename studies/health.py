@@ -71,7 +71,9 @@ def reconcile(paths: StudyPaths, name: str) -> list[str]:
     """
     state = _state(paths, name)
     lease = state.get("driver")
-    if driver_alive(lease):
+    # this very process launched it before (the Python API: launch, then resume): that call has returned
+    own = bool(lease) and lease.get("pid") == os.getpid() and lease.get("host") == socket.gethostname()
+    if driver_alive(lease) and not own:
         raise StudyError(f"study {name!r} is being run by PID {lease['pid']} on {lease['host']}; "
                          "stop it first (or wait for it to end)")
     client = MlflowClient(state["tracking_uri"])

@@ -177,11 +177,25 @@ def test_a_dead_drivers_runs_are_reconciled_with_a_reason(tmp_path: Path, capsys
 
 
 def test_reconcile_refuses_while_the_driver_lives(tmp_path: Path) -> None:
-    paths, tracker, runs = _study_with_orphans(tmp_path, driver_lease())  # this process is the driver
-    with pytest.raises(StudyError, match=f"being run by PID {os.getpid()}"):
-        reconcile(paths, "orphans")
-    assert tracker.client.get_run(runs[0]).info.status == "RUNNING"
-    assert diagnose(paths, "orphans").resume_plan[0].startswith("nothing: the driver is running")
+    import psutil
+
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # another live driver
+    try:
+        lease = {**driver_lease(), "pid": driver.pid, "create_time": psutil.Process(driver.pid).create_time()}
+        paths, tracker, runs = _study_with_orphans(tmp_path, lease)
+        with pytest.raises(StudyError, match=f"being run by PID {driver.pid}"):
+            reconcile(paths, "orphans")
+        assert tracker.client.get_run(runs[0]).info.status == "RUNNING"
+        assert diagnose(paths, "orphans").resume_plan[0].startswith("nothing: the driver is running")
+    finally:
+        driver.kill()
+        driver.wait(30)
+    assert set(reconcile(paths, "orphans")) == {runs[0], runs[1], tracker.parent_run_id}  # once it is gone
+
+
+def test_the_same_process_may_resume_what_it_launched(tmp_path: Path) -> None:
+    paths, tracker, runs = _study_with_orphans(tmp_path, driver_lease())  # launch() earlier in this process
+    assert set(reconcile(paths, "orphans")) == {runs[0], runs[1], tracker.parent_run_id}
 
 
 # -- scenario 9 (security): names and secrets ---------------------------------------------------------
