@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled  # not re-exported by optuna.storages
 from ray.tune.search.optuna import OptunaSearch
 
@@ -30,8 +30,15 @@ logger = logging.getLogger(__name__)
 def heartbeat_storage(url: str, max_retry: int, interval: int = HEARTBEAT_INTERVAL_S,
                       grace: int = GRACE_PERIOD_S) -> RDBStorage:
     """An RDB storage whose stale trials fail after ``grace`` s and are retried at most ``max_retry`` times."""
-    return RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
+    try:  # optuna >= 4.9 names it after what it does
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        retry = {"heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry)}
+    except ImportError:
+        from optuna.storages import RetryFailedTrialCallback
+
+        retry = {"failed_trial_callback": RetryFailedTrialCallback(max_retry=max_retry)}
+    return RDBStorage(url, heartbeat_interval=interval, grace_period=grace, **retry)
 
 
 class HeartbeatOptunaSearch(OptunaSearch):
