@@ -55,6 +55,8 @@ _SILENCED = [
     r".*is deprecated.*",
     r".*Setting the `?metric`? and `?mode`?.*",
     r".*Model logged without a signature.*",
+    r".*Add type hints to the `predict` method.*",
+    r".*An input example was not provided.*",
     r".*git.*executable.*",
 ]
 

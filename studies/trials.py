@@ -88,7 +88,13 @@ class ChemtuneOptunaSearch(OptunaSearch):
             from optuna.trial import TrialState
 
             ot_trial = self._ot_trials[trial_id]
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)  # its intermediate values stay
+            # Tune skips the searcher for the result that got the trial stopped: report it here, so
+            # the pruned epoch shows in Optuna's intermediate values.
+            value, step = result.get(self.metric), result.get("training_iteration")
+            if isinstance(value, (int, float)) and step is not None and int(step) not in ot_trial.storage.get_trial(
+                    ot_trial._trial_id).intermediate_values:
+                ot_trial.report(float(value), int(step))
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
