@@ -99,13 +99,13 @@ def _print_board(board, title: str) -> None:  # noqa: ANN001 - a DataFrame
     caption = (f"sorted by {metric} ({'lower' if mode == 'min' else 'higher'} is better), complete trials first; "
                "pruned = stopped early by ASHA (no test scores)") if metric else None
     table = Table(title=title, caption=caption)
-    hidden = {"run_id", "model_uri", "optuna_trial"}
+    hidden = {"run_id", "model_uri", "optuna_trial", "status"}
     columns = [c for c in board.columns if c not in hidden and not c.endswith("_mse")]
     for column in columns:
         numeric = board[column].dtype.kind in "fi" or column in ("epochs", "trainable_params")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column in ("trial", "state"))
     for _, row in board.iterrows():
-        table.add_row(*[format_value(row[c]) for c in columns])
+        table.add_row(*[f"{row[c]:.1f}" if c == "wall_s" else format_value(row[c]) for c in columns])
     _console.print(table)
 
 

@@ -149,7 +149,7 @@ def build_report(name: str, tracking_uri: str, optuna_url: str | None, out: Path
     if "chemtune.best_trial" in tags:
         sections.append(f"<p>Best {html.escape(metric)}: <b>{html.escape(format_value(parent.data.metrics.get('best_' + metric)))}"
                         f"</b>, trial {html.escape(tags['chemtune.best_trial'])}</p>")
-    shown = board.drop(columns=[c for c in ("run_id", "model_uri") if c in board.columns]) if not board.empty else board
+    shown = board.drop(columns=[c for c in ("run_id", "model_uri", "status") if c in board.columns]) if not board.empty else board
     sections.append("<h2>Leaderboard</h2>" + _table(
         shown, f"sorted by {metric} ({'lower' if mode == 'min' else 'higher'} is better), complete trials first; "
         "a pruned trial was stopped early by ASHA and has no test scores"))

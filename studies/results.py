@@ -75,7 +75,7 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
     (default: the study's), then trials ASHA pruned, then failed ones.
 
     Columns: ``rank, trial, state, epochs``, the valid then test scores, ``trainable_params, wall_s,
-    note`` (why a score is missing), then ``optuna_trial, run_id, model_uri``. ``frame.attrs`` holds
+    note`` (why a score is missing), then ``optuna_trial, run_id, status`` (MLflow's) and ``model_uri``. ``frame.attrs`` holds
     ``metric`` and ``mode`` (what the table is sorted by).
     """
     client = _client(tracking_uri)
@@ -88,7 +88,9 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
         m, t = run.data.metrics, run.data.tags
         state = _state(run)
         epochs = m.get("epoch")
-        row: dict[str, Any] = {"trial": run.info.run_name or t.get(TAG_TRIAL), "state": state,
+        # chemtune names its trial runs (tNN ...); a run from before that is known by its Tune id
+        name = run.info.run_name if TAG_NUMBER in t else t.get(TAG_TRIAL, run.info.run_name)
+        row: dict[str, Any] = {"trial": name, "state": state,
                                "epochs": None if epochs is None else int(epochs)}
         row.update({k: v for k, v in m.items() if k.startswith(("valid_", "test_"))})
         row["trainable_params"] = None if m.get("trainable_params") is None else int(m["trainable_params"])
@@ -99,7 +101,7 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
             "running": "still running", "killed": "killed before it finished",
         }.get(state, "")
         row["optuna_trial"] = int(t[TAG_NUMBER]) if t.get(TAG_NUMBER, "").isdigit() else None
-        row["run_id"] = run.info.run_id
+        row["run_id"], row["status"] = run.info.run_id, run.info.status
         row["model_uri"] = t.get("chemtune.model_uri")
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -116,7 +118,7 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
         scores.append(metric)
     mode = metric_direction(metric, tags)
     first = ["trial", "state", "epochs"]
-    last = ["trainable_params", "wall_s", "note", "optuna_trial", "run_id", "model_uri"]
+    last = ["trainable_params", "wall_s", "note", "optuna_trial", "run_id", "status", "model_uri"]
     frame = frame[first + scores + last]
     order = frame["state"].map(lambda s: _STATE_ORDER.get(s, 5))
     value = frame[metric] if mode == "min" else -frame[metric]

@@ -126,7 +126,8 @@ def _fit(tuner: tune.Tuner, tracker: StudyTracker) -> tune.ResultGrid:
         tracker.close(status)
 
 
-def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid, optuna_url: str | None) -> StudyResult:
+def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid, optuna_url: str | None,
+            paths: StudyPaths) -> StudyResult:
     # Only complete trials compete: one ASHA stopped has a partial (earlier-epoch) score.
     scored = [r for r in results if r.error is None and r.metrics and spec.metric in r.metrics
               and not stopped_early(r.metrics, spec.max_epochs)]
@@ -135,7 +136,7 @@ def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid, op
     board = leaderboard(spec.name, tracker.uri)
     report = None
     try:  # leaderboard table, Optuna's plots and the HTML report on the study run
-        report = refresh_study(spec.name, tracker.uri, optuna_url)
+        report = refresh_study(spec.name, tracker.uri, optuna_url, paths.root / "reports" / f"{spec.name}.html")
     except Exception as err:  # noqa: BLE001 - the study's results stand without their views
         tracker.client.set_tag(tracker.parent_run_id, "chemtune.report_error", repr(err)[:500])
     return StudyResult(spec.name, tracker.parent_run_id, tracker.experiment_id, tracker.uri, best, board,
@@ -175,7 +176,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     save_state(paths, spec.name, {"parent_run_id": tracker.parent_run_id, "tracking_uri": uri,
                                   "optuna_url": optuna_url, "address": address})
     results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url), tracker)
-    return _result(spec, tracker, results, optuna_url)
+    return _result(spec, tracker, results, optuna_url, paths)
 
 
 def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
@@ -211,4 +212,4 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
     tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
     quiet()
-    return _result(spec, tracker, _fit(tuner, tracker), state.get("optuna_url"))
+    return _result(spec, tracker, _fit(tuner, tracker), state.get("optuna_url"), paths)

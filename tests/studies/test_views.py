@@ -200,8 +200,10 @@ def test_register_once_with_signature_description_and_tags(study, capsys: pytest
     assert version.tags["chemtune.optuna_trial"] == "0" and "split_hash.train" in version.tags
     from mlflow.models import get_model_info
 
-    info = get_model_info(version.source) if version.source.startswith("models:/") else None
-    signature = (info.signature if info else None)
+    from studies.store import tracking_uri_scope
+
+    with tracking_uri_scope(result.tracking_uri):
+        signature = get_model_info("models:/views-model/1").signature
     assert signature is not None and signature.inputs.input_names() == ["smiles"]
 
 
