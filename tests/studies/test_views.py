@@ -59,6 +59,11 @@ def test_progress_counts_best_and_eta() -> None:
     a = Trial("a", {})
     view.on_trial_start(0, [], a)
     view.on_trial_result(0, [], a, {"epoch": 1, "valid_rmse": 0.9, "time_this_iter_s": 10.0})
+    from rich.console import Console
+
+    screen = Console(record=True, width=120)
+    screen.print(view.table())  # the live view: each running trial's epoch and metric
+    assert re.search(r"t\? full lr=1e-3\s*│\s*1/2\s*│\s*0.9000", screen.export_text())
     # 2 unstarted trials x 2 epochs + 1 left of the running one, at 10 s each, one at a time
     assert view.eta_seconds() == pytest.approx(50.0)
     a.last_result = {"epoch": 2, "training_iteration": 2, "valid_rmse": 0.8, "test_rmse": 0.85}
@@ -220,6 +225,9 @@ def test_predict_keeps_columns_and_reports_bad_lines(study, tmp_path: Path, caps
     assert list(frame.columns[:3]) == ["id", "smiles", "note"] and len(frame) == 5
     assert frame["prediction"].astype(str).str.len().gt(0).tolist() == [True, False, False, False, True]
     assert frame.loc[1, "error"] == "blank SMILES" and frame.loc[2, "error"] == "invalid SMILES"
+    assert cli(["predict", "models:/views-nope@champion", str(src), "-o", str(out), "--root", str(root)]) == 2
+    text = capsys.readouterr().out
+    assert text.startswith("error:") and "views-nope" in text and "Traceback" not in text
 
 
 def test_report_command_writes_a_self_contained_page(study, tmp_path: Path) -> None:
