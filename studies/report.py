@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -207,10 +208,13 @@ def refresh_study(name: str, tracking_uri: str, optuna_url: str | None, out: Pat
             for path in _write_plots(study, Path(tmp) / "plots"):
                 client.log_artifact(run_id, str(path), "plots")
         report = build_report(name, tracking_uri, optuna_url, out or Path(tmp) / "report.html")
-        client.log_artifact(run_id, str(report))
+        logged = Path(tmp) / "report.html"  # the run's artifact has one name, whatever the local file's
+        if report != logged:
+            shutil.copyfile(report, logged)
+        client.log_artifact(run_id, str(logged))
         if out is None:
             out = Path(tempfile.mkdtemp()) / "report.html"
-            out.write_bytes(report.read_bytes())
+            shutil.copyfile(logged, out)
     if log_fn:
         log_fn(f"report: {out}")
     return out
