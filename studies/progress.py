@@ -41,11 +41,13 @@ class _Once(logging.Filter):
         self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        decided = getattr(record, "_chemtune_once", None)
+        if decided is not None:  # the same record at its logger, then at a handler
+            return decided
         key = f"{record.name}:{record.levelno}:{record.getMessage()}"
-        if key in self.seen:
-            return False
+        record._chemtune_once = key not in self.seen
         self.seen.add(key)
-        return True
+        return record._chemtune_once
 
 
 _ONCE = _Once()

@@ -75,6 +75,35 @@ def test_progress_counts_best_and_eta() -> None:
     assert "1 done, 1 pruned, 0 failed" in view.status_line()
 
 
+def test_launch_shows_the_data_report_first_and_repeats_no_warning() -> None:
+    import logging
+
+    from rich.console import Console
+
+    from studies.progress import print_data_summary, quiet
+    from studies.runner import prepare
+    from studies.spec import parse_study
+
+    screen = Console(record=True, width=200)
+    print_data_summary(prepare(parse_study(tiny_study())), screen)
+    text = screen.export_text()
+    assert "4999 rows, 4892 kept, 107 excluded" in text and "invalid SMILES: 8" in text and "n_train=240" in text
+    quiet()
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("ray")
+    logger.addHandler(handler)
+    quiet()  # the once-filter reaches handlers added later too
+    try:
+        for _ in range(3):
+            logger.warning("Ray says this every trial")
+        logger.warning("something else")
+    finally:
+        logger.removeHandler(handler)
+    assert records == ["Ray says this every trial", "something else"]
+
+
 def test_help_needs_no_heavy_import() -> None:
     code = ("import sys, studies.cli; studies.cli.build_parser().format_help(); "
             "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'transformers', 'trainables', 'pandas') if m in sys.modules))")
