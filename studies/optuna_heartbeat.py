@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled  # not re-exported by optuna.storages
-from ray.tune.search.optuna import OptunaSearch
+from studies.trials import ChemtuneOptunaSearch
 
 __all__ = ["HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "heartbeat_storage", "HeartbeatOptunaSearch"]
 
@@ -41,8 +41,8 @@ def heartbeat_storage(url: str, max_retry: int, interval: int = HEARTBEAT_INTERV
     return RDBStorage(url, heartbeat_interval=interval, grace_period=grace, **retry)
 
 
-class HeartbeatOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that keeps its trials' Optuna heartbeats and fails other drivers' stale ones."""
+class HeartbeatOptunaSearch(ChemtuneOptunaSearch):
+    """The study's Optuna searcher that also keeps its trials' Optuna heartbeats and fails other drivers' stale ones."""
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if not getattr(self, "_beat_started", False):

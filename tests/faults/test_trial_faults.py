@@ -140,7 +140,7 @@ def test_concurrent_register_gives_distinct_versions_and_the_alias_ends_on_the_b
 
     from studies.cli import main as cli
 
-    register = ["register", "faulty", "--root", str(root), "--model-name", "race"]
+    register = ["register", "faulty", "--root", str(root), "--model-name", "race", "--force"]
     with ThreadPoolExecutor(2) as pool:  # two registrations racing on one store (separate connections)
         codes = list(pool.map(lambda _: cli(register), range(2)))
     assert codes == [0, 0]
@@ -148,5 +148,5 @@ def test_concurrent_register_gives_distinct_versions_and_the_alias_ends_on_the_b
     versions = client.search_model_versions("name = 'race'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
     best = leaderboard("faulty", result.tracking_uri).iloc[0]
-    assert best["status"] == "FINISHED"
+    assert best["state"] == "complete"
     assert client.get_model_version_by_alias("race", "champion").run_id == best["run_id"]
