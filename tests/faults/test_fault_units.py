@@ -240,7 +240,8 @@ def _searcher(url: str):
     from studies.optuna_heartbeat import HeartbeatOptunaSearch, heartbeat_storage
 
     return HeartbeatOptunaSearch(space={"x": FloatDistribution(0, 1)}, metric="m", mode="min", study_name="hb",
-                                 storage=heartbeat_storage(url, max_retry=1, interval=1, grace=2), seed=0)
+                                 storage=heartbeat_storage(url, max_retry=1, interval=1, grace=2), seed=0,
+                                 max_epochs=2)
 
 
 def test_a_vanished_drivers_trial_fails_by_heartbeat_and_its_parameters_are_retried(tmp_path: Path) -> None:
