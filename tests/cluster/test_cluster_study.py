@@ -13,7 +13,6 @@ from typing import Any
 import mlflow
 import optuna
 import pytest
-import yaml
 
 from support.local_cluster import LocalMlflowServer, LocalPostgres, LocalRayCluster
 from studies.spec import parse_study

@@ -56,6 +56,10 @@ def test_kuberay_cluster_and_job() -> None:
     (gpu,) = cluster["spec"]["workerGroupSpecs"]
     assert gpu["minReplicas"] == 0
     assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    for container in (gpu["template"]["spec"]["containers"][0],
+                      cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]):
+        # The secrets the guide creates reach every node as environment variables, and nothing else does.
+        assert {e["secretRef"]["name"] for e in container["envFrom"]} == {"chemtune-mlflow", "chemtune-optuna"}
     job = _load("kuberay/rayjob.yaml")
     assert job["kind"] == "RayJob"
     assert job["spec"]["entrypoint"].startswith("chemtune launch ") and "--address auto" in job["spec"]["entrypoint"]
