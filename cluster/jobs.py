@@ -148,6 +148,7 @@ def logs(job_id: str, address: str) -> str:
 def wait(job_id: str, address: str, timeout: float = 3600, interval: float = 2.0) -> str:
     """Poll until the job ends; return its final status (raise ``TimeoutError`` after ``timeout`` s)."""
     deadline = time.monotonic() + timeout
+    state = "unknown"
     while time.monotonic() < deadline:
         state = status(job_id, address)
         if state in _TERMINAL:

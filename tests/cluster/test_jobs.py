@@ -65,3 +65,30 @@ def test_trial_env_sets_each_setting_once(monkeypatch: pytest.MonkeyPatch) -> No
     # ... with another tracking URI than the study's: the trials would log elsewhere, so it is refused.
     with pytest.raises(StudyError, match="sets MLFLOW_TRACKING_URI to a different value"):
         trial_env("http://study-server:5000")
+
+
+@pytest.mark.parametrize(("state", "code"), [("SUCCEEDED", 0), ("FAILED", 1), ("STOPPED", 1)])
+def test_status_wait_exit_code_says_how_the_job_ended(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str], state: str, code: int) -> None:
+    from cluster import jobs
+    from studies.cli import main
+
+    asked: list[tuple[str, str, float]] = []
+    monkeypatch.setattr(jobs, "wait", lambda job, address, timeout: asked.append((job, address, timeout)) or state)
+    monkeypatch.setattr(jobs, "status", lambda job, address: state)
+    assert main(["status", "raysubmit_1", "--address", "http://head:8265", "--wait", "--timeout", "60"]) == code
+    assert main(["status", "raysubmit_1", "--address", "http://head:8265"]) == code
+    assert capsys.readouterr().out.split() == [state, state]
+    assert asked == [("raysubmit_1", "http://head:8265", 60.0)]
+
+
+def test_status_wait_timeout_is_a_failure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from cluster import jobs
+    from studies.cli import main
+
+    def never(job: str, address: str, timeout: float) -> str:
+        raise TimeoutError(f"job {job} still RUNNING after {timeout:.0f}s")
+
+    monkeypatch.setattr(jobs, "wait", never)
+    assert main(["status", "raysubmit_1", "--address", "http://head:8265", "--wait", "--timeout", "5"]) == 1
+    assert "still RUNNING after 5s" in capsys.readouterr().out
