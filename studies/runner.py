@@ -130,10 +130,11 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=limit_search(searcher, spec.resources), scheduler=scheduler, num_samples=spec.num_trials, metric=spec.metric,
+            search_alg=limit_search(searcher, spec.resources), scheduler=scheduler, num_samples=spec.num_trials,
+            metric=spec.metric, mode=spec.direction,
             # No cap from the resources present at launch: Tune queues trials against the cluster, so an
             # autoscaling cluster that starts with no workers grows to run them (cap only when asked).
-            mode=spec.direction, max_concurrent_trials=spec.resources.max_concurrent_trials,
+            max_concurrent_trials=spec.resources.max_concurrent_trials,
             # A trial process is reused by the next trial: no new interpreter importing torch each time.
             reuse_actors=spec.resources.num_workers == 1,
         ),
