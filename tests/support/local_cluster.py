@@ -150,11 +150,14 @@ class LocalRayCluster(_Service):
         self.object_store = object_store_mb * 1024 * 1024
         self.timeout = timeout
         self._procs: list[subprocess.Popen] = []
+        self._names: dict[int, str] = {}
         # Unix socket paths are limited to ~107 bytes: keep the temp folder short.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ctr-", dir="/tmp"))
         self.env = {
             **os.environ, "RAY_TMPDIR": str(self.temp_dir), "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0", **(env or {}),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # A loaded machine (2 cores, several clusters) registers a node slower than Ray's default 60 s.
+            "RAY_raylet_start_wait_time_s": "180", **(env or {}),
         }
         self.env.pop("RAY_ADDRESS", None)
         self.port = free_port()
@@ -183,6 +186,7 @@ class LocalRayCluster(_Service):
         proc = subprocess.Popen([ray, "start", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self._procs.append(proc)
+        self._names[proc.pid] = name
 
     def alive_nodes(self) -> list[dict[str, Any]]:
         """The alive nodes as the dashboard's state API lists them."""
@@ -223,8 +227,10 @@ class LocalRayCluster(_Service):
 
     def _check_procs(self) -> None:
         for proc in self._procs:
-            if proc.poll() is not None:
-                raise ServiceExited(f"ray start exited with {proc.returncode}; see the logs in {self.temp_dir}")
+            if proc.poll() is not None:  # the folder goes with the cluster: quote the node's log here
+                log = self.temp_dir / f"{self._names[proc.pid]}.log"
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise ServiceExited(f"ray start ({self._names[proc.pid]}) exited with {proc.returncode}:\n{tail}")
 
     def _dashboard_up(self) -> bool:
         self._check_procs()
