@@ -143,7 +143,7 @@ class LocalRayCluster(_Service):
         head: NodeSpec | None = None,
         object_store_mb: int = 150,
         env: Mapping[str, str] | None = None,
-        timeout: float = 120.0,
+        timeout: float = 300.0,
     ) -> None:
         self.workers = workers
         self.head = head or NodeSpec(num_cpus=0)
@@ -401,7 +401,7 @@ class LocalMlflowServer(_Service):
         auth_database_uri: str | None = None,
         admin_username: str = "admin",
         admin_password: str | None = None,
-        timeout: float = 120,
+        timeout: float = 300,
     ) -> None:
         self.backend_store_uri, self.auth_database_uri = backend_store_uri, auth_database_uri
         self.admin_username = admin_username
