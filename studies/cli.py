@@ -147,8 +147,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from cluster.jobs import submit
+    from studies.spec import load_study
 
-    job_id = submit(args.study, args.address, ship_code=not args.installed, restart=args.restart)
+    job_id = submit(args.study, args.address, load_study=load_study, ship_code=not args.installed, restart=args.restart)
     print(job_id)
     return 0
 
