@@ -25,6 +25,7 @@ from ray import tune
 from trainables import TASKS
 from trainables.errors import StudyError
 from trainables.io import atomic_write_json
+from trainables.metrics import parse_metric
 
 if TYPE_CHECKING:
     from studies.spec import StudySpec
@@ -285,13 +286,23 @@ def _parent_run(client: MlflowClient, name: str) -> tuple[str, Any]:
     return runs[0].info.experiment_id, runs[0]
 
 
+def _direction(metric: str, task: str) -> str:
+    """A task metric's direction (``trainables.metrics``); other logged columns (``wall_s``) sort ascending."""
+    try:
+        return parse_metric(metric, task).direction
+    except StudyError:
+        if metric.startswith(("valid_", "test_")):
+            raise
+        return "min"
+
+
 def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: int | None = None) -> pd.DataFrame:
     """Trials of the latest run of study ``name``, best first by ``metric`` (default: the study's)."""
     client = MlflowClient(tracking_uri)
     experiment_id, parent = _parent_run(client, name)
     metric = metric or parent.data.tags["chemtune.metric"]
     mode = parent.data.tags.get("chemtune.mode", "min") if metric == parent.data.tags["chemtune.metric"] else (
-        "max" if metric.rsplit("_", 1)[-1] in TASKS.get(parent.data.tags["chemtune.task"]).maximize else "min"
+        _direction(metric, parent.data.tags["chemtune.task"])
     )
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{_PARENT}` = '{parent.info.run_id}'")
     rows = []

@@ -92,12 +92,13 @@ class Task:
     Attributes:
         data_kind: The dataset kind it reads (``"molecules"`` or ``"reactions"``).
         metrics: Metric names it reports as ``valid_<m>`` every epoch (and ``test_<m>`` at the end).
-        maximize: The subset of ``metrics`` where larger is better.
+        maximize: The metrics (of ``metrics`` and ``test_metrics``) where larger is better.
         prepare: ``StudySpec -> Prepared``; runs once before any trial and raises on bad data.
         train: ``(config, payload, trial_spec, reporter) -> final metrics``; the plain function core.
         validate: ``StudySpec -> None``; raises ``ValueError`` for bad task options.
         pyfunc: The ``mlflow.pyfunc.PythonModel`` class that serves a checkpoint's ``model/`` folder.
         pip_requirements: What that MLflow model needs installed.
+        test_metrics: Metrics it reports on test only, as ``test_<m>`` (e.g. beam-search top-5).
     """
 
     data_kind: str
@@ -108,6 +109,7 @@ class Task:
     validate: Callable[["StudySpec"], None] = lambda spec: None
     pyfunc: Callable[[], Any] | None = None
     pip_requirements: tuple[str, ...] = ("chemtune", "torch", "transformers", "rdkit", "pandas")
+    test_metrics: tuple[str, ...] = ()
 
 
 TASKS: Registry[Task] = Registry("task")

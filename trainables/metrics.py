@@ -1,8 +1,9 @@
 """Metric semantics in one place: a reported name -> its split, its task metric and its direction.
 
 A task reports ``valid_<m>`` every epoch and ``test_<m>`` at the end, for each ``m`` in
-``Task.metrics``; ``m`` in ``Task.maximize`` means larger is better. Metric names may hold
-underscores themselves (``valid_token_acc``), so a name splits on its *first* underscore only.
+``Task.metrics`` (plus ``test_<m>`` for ``Task.test_metrics``); ``m`` in ``Task.maximize`` means
+larger is better. Metric names may hold underscores themselves (``valid_token_acc``), so a name
+splits on its *first* underscore only.
 The study spec, the leaderboard and ``register`` all read directions from here.
 """
 
@@ -48,10 +49,14 @@ def parse_metric(name: str, task: "str | Task", splits: tuple[str, ...] = SPLITS
     """Read ``name`` for ``task``; raise :class:`StudyError` naming the metrics the task reports."""
     t = _task(task)
     split, _, base = name.partition("_")
-    if split not in splits or base not in t.metrics:
-        allowed = ", ".join(f"{s}_{m}" for s in splits for m in t.metrics)
+    if split not in splits or base not in _reported(t, split):
+        allowed = ", ".join(f"{s}_{m}" for s in splits for m in _reported(t, s))
         raise StudyError(f"metric {name!r} is not one the task reports; choose {allowed}")
     return Metric(name, split, base, "max" if base in t.maximize else "min")
+
+
+def _reported(task: "Task", split: str) -> tuple[str, ...]:
+    return task.metrics + (task.test_metrics if split == "test" else ())
 
 
 def direction(name: str, task: "str | Task") -> Direction:
@@ -62,4 +67,4 @@ def direction(name: str, task: "str | Task") -> Direction:
 def task_metrics(task: "str | Task") -> list[Metric]:
     """Every metric ``task`` reports, on every split."""
     t = _task(task)
-    return [parse_metric(f"{s}_{m}", t) for s in SPLITS for m in t.metrics]
+    return [parse_metric(f"{s}_{m}", t) for s in SPLITS for m in _reported(t, s)]

@@ -374,7 +374,8 @@ def retro_pyfunc() -> Any:
 
 TASKS.register(
     "retro",
-    Task(data_kind="reactions", metrics=METRICS, maximize=frozenset({"top1", "token_acc"}),
-         prepare=prepare_retro, train=train_retro, validate=_validate, pyfunc=retro_pyfunc),
+    Task(data_kind="reactions", metrics=METRICS, maximize=frozenset({"top1", "token_acc", "top3", "top5", "top10"}),
+         prepare=prepare_retro, train=train_retro, validate=_validate, pyfunc=retro_pyfunc,
+         test_metrics=("top3", "top5", "top10", "invalid", "invalid_beams")),
     help="retrosynthesis: seq2seq product -> reactants, beam-search top-k (treatments, LoRA, adapters, gamma)",
 )
