@@ -10,7 +10,9 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import RunStatus
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -178,7 +180,10 @@ def close_study_run(client: MlflowClient, parent_run_id: str, status: str) -> No
 class MLflowTrialCallback(tune.Callback):
     """One nested MLflow run per Tune trial: params, per-epoch metrics, final metrics, the model.
 
-    Pickles without its client (Tune saves callbacks with the experiment for ``resume``).
+    Metrics and params go in one batch per report. A finished trial's servable model is logged in a
+    background thread, so Tune's event loop (on the driver) goes on scheduling trials meanwhile; the run
+    ends FINISHED (or FAILED) once its model is logged, and the experiment's end waits for all of them.
+    Pickles without its client and thread (Tune saves callbacks with the experiment for ``resume``).
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, task: str, tags: dict[str, str]) -> None:
@@ -186,9 +191,11 @@ class MLflowTrialCallback(tune.Callback):
         self.task, self.tags = task, tags
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None}
+        return {**self.__dict__, "_client": None, "_pool": None, "_pending": []}
 
     @property
     def client(self) -> MlflowClient:
@@ -215,8 +222,7 @@ class MLflowTrialCallback(tune.Callback):
                       "chemtune.method": str(config.get("method", "")), "chemtune.task": self.task, **self.tags},
             )
             run_id = run.info.run_id
-            for key, value in config.items():
-                self.client.log_param(run_id, key, str(value)[:500])
+            self.client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in config.items()])
         self._runs[trial.trial_id] = run_id
         return run_id
 
@@ -226,8 +232,8 @@ class MLflowTrialCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self.run_id(trial)
         step = int(result.get("training_iteration", 0))
-        for key, value in _numeric(result).items():
-            self.client.log_metric(run_id, key, value, step=step)
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in _numeric(result).items()])
         node = result.get("node_ip")
         if node and step == 1:
             self.client.set_tag(run_id, "chemtune.node_ip", str(node))
@@ -236,13 +242,28 @@ class MLflowTrialCallback(tune.Callback):
         run_id = self.run_id(trial)
         epochs = int((trial.last_result or {}).get("epoch", 0))
         self.client.set_tag(run_id, "chemtune.epochs", str(epochs))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="chemtune-model-log")
+        self._pending.append(self._pool.submit(self._finish, run_id, trial.checkpoint))
+
+    def _finish(self, run_id: str, checkpoint: Any) -> None:
+        client = MlflowClient(self.uri)  # one client per thread
         try:
-            self._log_checkpoint(run_id, trial)
+            self._log_checkpoint(run_id, checkpoint, client)
         except Exception as err:  # noqa: BLE001 - a trial is not lost because its model could not be logged
-            self.client.set_tag(run_id, "chemtune.model_error", repr(err)[:500])
-            self.client.set_terminated(run_id, "FAILED")
+            client.set_tag(run_id, "chemtune.model_error", repr(err)[:500])
+            client.set_terminated(run_id, "FAILED")
         else:
-            self.client.set_terminated(run_id, "FINISHED")
+            client.set_terminated(run_id, "FINISHED")
+
+    def flush(self) -> None:
+        """Wait until every finished trial's model is logged and its run ended."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
@@ -253,8 +274,7 @@ class MLflowTrialCallback(tune.Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.client.set_tag(self.run_id(trial), "chemtune.recovered", "true")
 
-    def _log_checkpoint(self, run_id: str, trial: Any) -> None:
-        checkpoint = trial.checkpoint
+    def _log_checkpoint(self, run_id: str, checkpoint: Any, client: MlflowClient) -> None:
         if checkpoint is None:
             return
         task = TASKS.get(self.task)
@@ -262,7 +282,7 @@ class MLflowTrialCallback(tune.Callback):
             folder = Path(folder)
             for extra in sorted(folder.iterdir()):
                 if extra.is_file() and extra.name != "state.pt":
-                    self.client.log_artifact(run_id, str(extra))
+                    client.log_artifact(run_id, str(extra))
             if task.pyfunc is not None and (folder / "model").is_dir():
                 with tempfile.TemporaryDirectory() as tmp:  # MLflow copies; Tune may delete the checkpoint
                     local = Path(tmp) / "model"
@@ -272,7 +292,7 @@ class MLflowTrialCallback(tune.Callback):
                             name="model", python_model=task.pyfunc(), artifacts={"model": str(local)},
                             pip_requirements=list(task.pip_requirements),
                         )
-                self.client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
+                client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
 
 
 def _parent_run(client: MlflowClient, name: str) -> tuple[str, Any]:
