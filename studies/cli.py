@@ -139,7 +139,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         help_text = registry.help(name)
         if args.what == "spaces":
             space = SPACES.get(name)
-            help_text += "".join(f"\n  {p.name}: {p.describe()}" + (f" - {p.help}" if p.help else "") for p in space.params)
+            help_text += "".join(f"\n  {p.name}: {p.describe()}" + (f" - {p.help}" if p.help else "") for p in space.declared)
         table.add_row(name, help_text)
     _console.print(table)
     return 0
