@@ -24,7 +24,9 @@ def tracker(tmp_path_factory: pytest.TempPathFactory) -> StudyTracker:
 @pytest.mark.parametrize(("task", "metric", "mode"), ALL, ids=[f"{t}-{m}" for t, m, _ in ALL])
 def test_leaderboard_sorts_best_first(tracker: StudyTracker, task: str, metric: str, mode: str) -> None:
     client = tracker.client
-    client.set_tag(tracker.parent_run_id, "chemtune.task", task)  # the board reads the task from the study run
+    # The board reads the task's rule from the study run (as the tracker records it for a study of that task).
+    client.set_tag(tracker.parent_run_id, "chemtune.task", task)
+    client.set_tag(tracker.parent_run_id, "chemtune.maximize", ",".join(sorted(TASKS.get(task).maximize)))
     for trial_id, value in [("low", 0.1), ("high", 0.9), ("mid", 0.5)]:
         run = client.create_run(tracker.experiment_id, tags={
             "mlflow.parentRunId": tracker.parent_run_id, "chemtune.trial_id": trial_id, "chemtune.role": "trial"})
