@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 __all__ = ["SECRET_NAME", "is_secret_name", "redact_url", "worker_env"]
 
-SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
+# KEY covers API_KEY, ACCESS_KEY, S3_KEY...: a knob whose name says KEY is not worth the risk.
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|KEY|PRIVATE", re.IGNORECASE)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
 
 

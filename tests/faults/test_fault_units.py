@@ -224,12 +224,31 @@ def test_traversal_names_write_nothing(tmp_path: Path) -> None:
 
 def test_no_credential_reaches_the_workers_env() -> None:
     env = {"CHEMTUNE_DATA_DIR": "/data", "CHEMTUNE_API_TOKEN": "s3cr3t", "CHEMTUNE_DB_PASSWORD": "s3cr3t",
+           "CHEMTUNE_S3_KEY": "s3cr3t", "CHEMTUNE_SIGNING_SECRET": "s3cr3t",
            "CHEMTUNE_DB": "postgresql://u:s3cr3t@db/x", "MLFLOW_TRACKING_PASSWORD": "s3cr3t", "HOME": "/root"}
     out = worker_env(env, "http://admin:s3cr3t@mlflow:5000")
     assert "s3cr3t" not in json.dumps(out)
     assert out == {"CHEMTUNE_DATA_DIR": "/data", "CHEMTUNE_DB": "postgresql://u:***@db/x",
                    "MLFLOW_TRACKING_URI": "http://admin:***@mlflow:5000"}
     assert redact_url("a postgresql+psycopg2://me:p%40ss@h:5432/db b") == "a postgresql+psycopg2://me:***@h:5432/db b"
+
+
+def test_trial_env_hands_no_credential_to_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime_env the driver gives Ray (stored in its GCS) is the credential-free one, also inside a Ray job."""
+    from studies.runner import trial_env
+
+    for name in [k for k in os.environ if k.startswith("CHEMTUNE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CHEMTUNE_DATA_DIR", "/data")
+    monkeypatch.setenv("CHEMTUNE_DB_PASSWORD", "s3cr3t")
+    monkeypatch.setenv("CHEMTUNE_ACCESS_KEY", "s3cr3t")
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert trial_env("http://admin:s3cr3t@mlflow:5000") == {
+        "CHEMTUNE_DATA_DIR": "/data", "MLFLOW_TRACKING_URI": "http://admin:***@mlflow:5000"}
+    # A job that already sets the same URI (with its password) is the same setting, left to the job.
+    job = {"runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": "http://admin:s3cr3t@mlflow:5000"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    assert trial_env("http://admin:s3cr3t@mlflow:5000") == {"CHEMTUNE_DATA_DIR": "/data"}
 
 
 # -- scenario 6 (stale Optuna trials) ---------------------------------------------------------------
