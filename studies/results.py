@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import pandas as pd
@@ -192,5 +193,20 @@ def register_best(name: str, model_name: str, tracking_uri: str, alias: str | No
     if client.get_registered_model(model_name).description in (None, ""):
         client.update_registered_model(model_name, description=f"chemtune models from study {name!r}")
     if alias:
-        client.set_registered_model_alias(model_name, alias, version.version)
+        _set_alias(client, model_name, alias, version.version)
     return version
+
+
+def _set_alias(client: Any, model_name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """Point ``alias`` at ``version``; two registrations racing may both try to insert the alias row
+    (a UNIQUE-constraint error for the loser), so the loser retries and then updates it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.set_registered_model_alias(model_name, alias, version)
+            return
+        except MlflowException as err:
+            if ("UNIQUE constraint" not in str(err) and "IntegrityError" not in str(err)) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
