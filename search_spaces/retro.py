@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from search_spaces.base import SPACES, Param, SearchSpace
-from trainables.retro.treatments import TREATMENT_CHOICES, lora_treatments
+from trainables.retro.treatments import MLP_KINDS, TREATMENT_CHOICES, lora_treatments, mlp_treatments
 
 __all__ = ["RETRO"]
 
 RETRO = SearchSpace(
     (
         Param("treatment", "categorical", choices=TREATMENT_CHOICES,
-              help="which parts train: full, frozen stacks, MLP adapters, LoRA (combined with '+')"),
-        Param("gamma", "float", 0.0, 1.0, step=0.1, help="share of eligible train labels replaced by the teacher's"),
+              help="which parts train: the paper's 15 rows (fix_*, lora_*, mlp_* combined with '+', or full)"),
+        Param("gamma", "float", 0.0, 1.0, step=0.1, help="share of all train labels replaced by the teacher's"),
         Param("lora_rank", "int", 2, 64, log=True, when={"treatment": lora_treatments()}, help="LoRA rank"),
+        Param("mlp_kind", "categorical", choices=MLP_KINDS, when={"treatment": mlp_treatments()},
+              help="paper: 3-layer d x d GELU MLP (no residual); bottleneck: zero-initialised residual adapter"),
         Param("lr", "float", 1e-5, 3e-3, log=True, help="peak learning rate (AdamW, one-cycle schedule)"),
         Param("label_smoothing", "float", 0.0, 0.2, help="label smoothing of the token cross-entropy"),
         Param("augment_prob", "float", 0.0, 1.0, help="share of train products fed as randomized SMILES each epoch"),

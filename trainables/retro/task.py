@@ -46,7 +46,7 @@ __all__ = ["RetroOptions", "RetroData", "RetroTrainer", "prepare_retro", "train_
 METRICS = ("top1", "token_acc", "loss")
 DEFAULTS: dict[str, Any] = {
     "treatment": "full", "lr": 5e-4, "weight_decay": 0.0, "batch_size": 64, "label_smoothing": 0.0,
-    "augment_prob": 0.0, "gamma": 0.0, "lora_rank": 8, "adapter_dim": 128, "warmup": 0.1,
+    "augment_prob": 0.0, "gamma": 0.0, "lora_rank": 8, "mlp_kind": "paper", "adapter_dim": 128, "warmup": 0.1,
 }
 
 
