@@ -36,7 +36,7 @@ from trainables.registry import Registry
 __all__ = [
     "TREATMENTS", "PAPER_TREATMENTS", "TREATMENT_CHOICES", "MLP_KINDS", "Seq2SeqModel", "Adapters",
     "validate_treatment", "parse_treatment", "apply_treatment", "attention_output_projections",
-    "stack_parameters", "lora_treatments", "mlp_treatments", "needs_pretrained",
+    "stack_parameters", "lora_treatments", "mlp_treatments", "all_treatments", "needs_pretrained",
 ]
 
 # Leaf names of attention output projections: BART/T5/Llama-like, BERT (attention.output.dense).
@@ -296,6 +296,22 @@ def validate_treatment(name: str) -> str:
         if len(twice) > 1:
             raise StudyError(f"treatment {name!r}: the {stack} is frozen by both {twice[0]} and {twice[1]}")
     return "+".join(sorted(parts, key=_ORDER.index))
+
+
+def all_treatments() -> list[str]:
+    """Every valid composition, canonically spelled (the paper's rows first)."""
+    import itertools
+
+    found = dict.fromkeys(PAPER_TREATMENTS)
+    optional = [("fix_encoder", None), ("fix_decoder", None), ("lora_encoder", "lora_decoder", "lora_all", None),
+                ("mlp_mid", "mlp_end", "mlp_all", None)]
+    for combo in itertools.product(*optional):
+        parts = [p for p in combo if p]
+        try:
+            found.setdefault(validate_treatment("+".join(parts)) if parts else "full")
+        except StudyError:
+            continue
+    return list(found)
 
 
 def parse_treatment(name: str) -> list[str]:
