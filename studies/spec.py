@@ -153,6 +153,10 @@ class StudySpec(_Strict):
     enqueue: list[dict[str, Any]] = Field(
         default_factory=list, description="configurations (full or partial) to try first, e.g. one per method"
     )
+    sampler: Literal["tpe", "grid"] = Field(
+        "tpe", description="tpe: Optuna TPE over the space; grid: each combination of `grid` exactly once")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="sampler grid: parameter -> values (a paper table's rows)")
     options: dict[str, Any] = Field(default_factory=dict, description="task options (see the task's help)")
     pool: TableSpec | None = Field(None, description="external pool for data-selection methods")
     num_trials: int = Field(8, ge=1, description="trials Optuna proposes")
@@ -185,6 +189,14 @@ class StudySpec(_Strict):
                 space.validate_overrides(point, {})
             except StudyError as err:
                 raise ValueError(f"enqueue[{i}]: {err}") from None
+        if self.sampler == "grid" or self.grid:
+            from studies.grid import check_grid
+
+            if self.sampler != "grid":
+                raise ValueError("grid: set sampler: grid to run a grid")
+            if self.enqueue:
+                raise ValueError("enqueue: a grid study runs its grid; leave enqueue out")
+            check_grid(space, self.grid, self.fixed, self.ranges, self.num_trials)
         task.validate(self)
         return self
 
