@@ -74,6 +74,15 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from studies.compare import compare
+
+    table, _ = compare(args.name, args.paper, _tracking_uri(args))
+    _print_board(table, f"study {args.name} vs paper table {args.paper} (valid-selected, test reported; "
+                 "logged as compare/" + args.paper + ".md on the study run)")
+    return 0
+
+
 def _print_board(board, title: str) -> None:  # noqa: ANN001 - a DataFrame
     table = Table(title=title)
     hidden = {"run_id", "model_uri"}
@@ -193,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default=None, help="sort by this metric (default: the study's)")
     p.add_argument("--top", type=int, default=None)
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--tracking-uri", default=None)
+    p = command("compare", _cmd_compare, "a study's results in a paper table's layout, beside the published numbers")
+    p.add_argument("name", help="study name")
+    p.add_argument("--paper", required=True, help="table in studies/papers/published.yaml (retro_table2, ...)")
     p.add_argument("--tracking-uri", default=None)
     p = command("register", _cmd_register, "register the best trial's model in the MLflow model registry")
     p.add_argument("name")

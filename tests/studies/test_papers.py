@@ -1,0 +1,105 @@
+"""Paper studies (studies/papers/): every study and smoke variant validates; the retro smoke variants run
+on Ray Tune (each grid row exactly once) and `chemtune compare` lays their results out as the paper's table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from studies.compare import PUBLISHED, compare, load_papers
+from studies.runner import launch
+from studies.spec import load_study
+from tests.conftest import ROOT, _shared_data
+from trainables.errors import StudyError
+
+PAPERS = ROOT / "studies" / "papers"
+STUDIES = sorted(p for p in PAPERS.glob("*.yaml") if p.name != PUBLISHED.name)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """$CHEMTUNE_DATA_DIR as a paper study expects it: the shared data, a Chemformer checkpoint, a teacher CSV."""
+    from tests.trainables.retro.test_chemformer import MolbartBART
+    from trainables.models.tokenizer import build_vocab
+    from trainables.retro.chemformer import MOLBART_SPECIALS
+
+    shared = _shared_data()
+    root = tmp_path / "data"
+    (root / "uspto50k").mkdir(parents=True)
+    for name in ("train.smi", "valid.smi", "test.smi"):
+        (root / "uspto50k" / name).symlink_to(shared / "uspto50k" / name)
+    (root / "lipophilicity").symlink_to(shared / "lipophilicity")
+    n = 24  # the smoke variants' dataset.limit; the teacher is right on every other row
+    with open(shared / "uspto50k" / "train.smi") as f:
+        pairs = [next(f).split(">>") for _ in range(n)]
+    products, reactants = [p.strip() for p, _ in pairs], [r.strip() for _, r in pairs]
+    preds = [r if i % 2 == 0 else reactants[(i + 1) % n] for i, r in enumerate(reactants)]
+    pd.DataFrame({"product": products, "prediction": preds}).to_csv(
+        root / "uspto50k" / "teacher_llasmol_train.csv", index=False)
+    (root / "chemformer").mkdir()
+    vocab = [MOLBART_SPECIALS[k] for k in ("pad", "unk", "bos", "eos", "mask")] + ["<SEP>"] + list(build_vocab(["CCO"], []))
+    (root / "chemformer" / "bart_vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.save({"state_dict": MolbartBART(len(vocab), 0).state_dict(), "hyper_parameters": {"num_heads": 4}},
+               root / "chemformer" / "chemformer_small.ckpt")
+    monkeypatch.setenv("CHEMTUNE_DATA_DIR", str(root))
+    return root
+
+
+def test_one_study_and_one_smoke_variant_per_paper_table():
+    papers = load_papers()
+    names = {p.stem for p in STUDIES}
+    assert {f"{t}_smoke" for t in papers} | set(papers) == names
+    for table, paper in papers.items():
+        spec = yaml.safe_load((PAPERS / f"{table}.yaml").read_text())
+        smoke = yaml.safe_load((PAPERS / f"{table}_smoke.yaml").read_text())
+        assert smoke.get("grid") == spec.get("grid") and smoke.get("sampler") == spec.get("sampler")
+        keys = [str(r["key"]) for r in paper["rows"]]
+        if spec.get("sampler") == "grid":  # the grid is the paper's table, row for row
+            assert [str(v) for v in spec["grid"][paper["key"]]] == keys
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_paper_studies_validate(data_dir, path):
+    spec = load_study(path)
+    if spec.task == "retro" and not path.stem.endswith("smoke"):
+        assert spec.model.path == str(data_dir / "chemformer" / "chemformer_small.ckpt")  # $VARS expanded
+
+
+def test_full_size_retro_studies_need_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEMTUNE_DATA_DIR", str(tmp_path))
+    with pytest.raises(StudyError, match="chemformer_small.ckpt'?: no such file or directory"):
+        load_study(PAPERS / "retro_table2.yaml")
+
+
+@pytest.mark.parametrize("table", ["retro_table2", "retro_gamma"])
+def test_retro_smoke_variant_runs_each_row_once_and_compares(data_dir, tmp_path, table):
+    spec = load_study(PAPERS / f"{table}_smoke.yaml")
+    try:
+        result = launch(spec, root=tmp_path / "store")
+    finally:
+        ray.shutdown()
+    paper = load_papers()[table]
+    client = MlflowClient(result.tracking_uri)
+    children = [r for r in client.search_runs([result.experiment_id])
+                if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id]
+    assert result.num_errors == 0 and {r.info.status for r in children} == {"FINISHED"}
+    rows = sorted(str(r.data.params[paper["key"]]) for r in children)
+    assert rows == sorted(str(r["key"]) for r in paper["rows"])  # each row exactly once
+    if table == "retro_gamma":
+        for run in children:
+            m = run.data.metrics
+            assert m["gamma_effective"] == pytest.approx(round(float(run.data.params["gamma"]) * 12) / 24)
+            assert m["teacher_train_top1"] == pytest.approx(0.5)
+    frame, text = compare(spec.name, table, result.tracking_uri)
+    assert list(frame["row"]) == [r["label"] for r in paper["rows"]]
+    assert frame["trials"].tolist() == [1] * len(paper["rows"])
+    assert frame["test_top1 chemtune"].notna().all() and frame["test_top1 paper"].isna().all()
+    assert text.startswith(f"# {paper['title']}") and "| row |" in text
+    artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "compare")}
+    assert {f"compare/{table}.csv", f"compare/{table}.md"} <= artifacts
