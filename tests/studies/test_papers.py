@@ -8,47 +8,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
-import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 from studies.compare import PUBLISHED, compare, load_papers
 from studies.runner import launch
 from studies.spec import load_study
-from tests.conftest import ROOT, _shared_data
+from tests.conftest import ROOT
 from trainables.errors import StudyError
 
 PAPERS = ROOT / "studies" / "papers"
 STUDIES = sorted(p for p in PAPERS.glob("*.yaml") if p.name != PUBLISHED.name)
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    """$CHEMTUNE_DATA_DIR as a paper study expects it: the shared data, a Chemformer checkpoint, a teacher CSV."""
-    from tests.trainables.retro.test_chemformer import MolbartBART
-    from trainables.models.tokenizer import build_vocab
-    from trainables.retro.chemformer import MOLBART_SPECIALS
-
-    shared = _shared_data()
-    root = tmp_path / "data"
-    (root / "uspto50k").mkdir(parents=True)
-    for name in ("train.smi", "valid.smi", "test.smi"):
-        (root / "uspto50k" / name).symlink_to(shared / "uspto50k" / name)
-    (root / "lipophilicity").symlink_to(shared / "lipophilicity")
-    n = 16  # the smoke variants' dataset.limit; the teacher is right on every other row
-    with open(shared / "uspto50k" / "train.smi") as f:
-        pairs = [next(f).split(">>") for _ in range(n)]
-    products, reactants = [p.strip() for p, _ in pairs], [r.strip() for _, r in pairs]
-    preds = [r if i % 2 == 0 else reactants[(i + 1) % n] for i, r in enumerate(reactants)]
-    pd.DataFrame({"product": products, "prediction": preds}).to_csv(
-        root / "uspto50k" / "teacher_llasmol_train.csv", index=False)
-    (root / "chemformer").mkdir()
-    vocab = [MOLBART_SPECIALS[k] for k in ("pad", "unk", "bos", "eos", "mask")] + ["<SEP>"] + list(build_vocab(["CCO"], []))
-    (root / "chemformer" / "bart_vocab.txt").write_text("\n".join(vocab) + "\n")
-    torch.save({"state_dict": MolbartBART(len(vocab), 0).state_dict(), "hyper_parameters": {"num_heads": 4}},
-               root / "chemformer" / "chemformer_small.ckpt")
-    monkeypatch.setenv("CHEMTUNE_DATA_DIR", str(root))
-    return root
 
 
 def test_one_study_and_one_smoke_variant_per_paper_table():
@@ -65,10 +35,10 @@ def test_one_study_and_one_smoke_variant_per_paper_table():
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
-def test_paper_studies_validate(data_dir, path):
+def test_paper_studies_validate(paper_data_dir, path):
     spec = load_study(path)
     if spec.task == "retro" and not path.stem.endswith("smoke"):
-        assert spec.model.path == str(data_dir / "chemformer" / "chemformer_small.ckpt")  # $VARS expanded
+        assert spec.model.path == str(paper_data_dir / "chemformer" / "chemformer_small.ckpt")  # $VARS expanded
 
 
 def test_full_size_retro_studies_need_the_checkpoint(tmp_path, monkeypatch):
@@ -79,7 +49,7 @@ def test_full_size_retro_studies_need_the_checkpoint(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("table", ["retro_table2", "retro_gamma"])
-def test_retro_smoke_variant_runs_each_row_once_and_compares(data_dir, tmp_path, table):
+def test_retro_smoke_variant_runs_each_row_once_and_compares(paper_data_dir, tmp_path, table):
     spec = load_study(PAPERS / f"{table}_smoke.yaml")
     try:
         result = launch(spec, root=tmp_path / "store")
