@@ -16,16 +16,22 @@ from trainables.retro.treatments import (
 class TreatmentParam(Param):
     """The treatment: searched over the paper's rows, but any valid composition may be fixed or listed."""
 
+    def _check(self, section: str, value: Any) -> None:
+        try:
+            canonical = validate_treatment(value)
+        except StudyError as err:
+            raise StudyError(f"{section}.{self.name}: {value!r} is not one of the valid compositions: {err}") from None
+        if canonical != value:
+            raise StudyError(f"{section}.{self.name}: write {value!r} as {canonical!r}")
+
     def check_fixed(self, value: Any) -> None:
-        if validate_treatment(value) != value:
-            raise StudyError(f"fixed.{self.name}: write {value!r} as {validate_treatment(value)!r}")
+        self._check("fixed", value)
 
     def narrowed(self, value: Any) -> "Param":
         if not (isinstance(value, (list, tuple)) and value):
             raise StudyError(f"ranges.{self.name}: give a non-empty list of treatments, got {value!r}")
         for v in value:
-            if validate_treatment(v) != v:
-                raise StudyError(f"ranges.{self.name}: write {v!r} as {validate_treatment(v)!r}")
+            self._check("ranges", v)
         return replace(self, choices=tuple(value))
 
 __all__ = ["RETRO"]
