@@ -64,14 +64,15 @@ def _trials(name: str, tracking_uri: str, key: str) -> tuple[pd.DataFrame, str, 
     """Finished trials of the study's latest run with the ``key`` param; the parent run id; its mode."""
     from mlflow.tracking import MlflowClient
 
-    from studies.tracking import _PARENT, _parent_run
+    from studies.results import study_run
+    from studies.store import PARENT_TAG, TAG_STATE
 
     client = MlflowClient(tracking_uri)
-    experiment_id, parent = _parent_run(client, name)
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{_PARENT}` = '{parent.info.run_id}'")
+    experiment_id, parent = study_run(client, name)
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
     rows = []
-    for run in runs:
-        if run.info.status != "FINISHED":
+    for run in runs:  # complete trials only: a trial ASHA pruned has no test scores
+        if run.info.status != "FINISHED" or run.data.tags.get(TAG_STATE, "complete") != "complete":
             continue
         rows.append({key: run.data.params.get(key), **run.data.metrics})
     return pd.DataFrame(rows), parent.info.run_id, parent.data.tags.get("chemtune.mode", "min")
