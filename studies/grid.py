@@ -78,6 +78,14 @@ def grid_define_by_run(space: "SearchSpace", grid: dict[str, list[Any]], fixed: 
     return DefineByRun(params, dict(fixed))
 
 
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask/tell (Ray Tune asks, ``num_trials`` bounds the study): its ``after_trial`` only
+    stops an ``optimize`` loop, and ``study.stop()`` outside one raises, so it is left out."""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
+
+
 def grid_sampler(spec: "StudySpec") -> optuna.samplers.GridSampler:
     """Optuna's GridSampler over ``spec.grid`` (seeded: the order rows start in)."""
-    return optuna.samplers.GridSampler({k: list(v) for k, v in spec.grid.items()}, seed=spec.seed)
+    return _AskTellGridSampler({k: list(v) for k, v in spec.grid.items()}, seed=spec.seed)
