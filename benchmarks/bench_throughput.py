@@ -60,7 +60,7 @@ def main() -> None:
         trainer = PropertyTrainer(config, payload, spec)
         optimizer, scheduler = trainer._optimizer()
         trainer.model, optimizer, scheduler = trainer.accelerator.prepare(trainer.model, optimizer, scheduler)
-        loader = trainer.train_loader(np.arange(trainer.n_train), epoch=0)
+        loader = trainer.rows_loader(np.arange(trainer.n_train), epoch=0)
         tic = time.perf_counter()
         trainer.train_epoch(loader, optimizer, scheduler)
         return trainer.n_train / (time.perf_counter() - tic), trainer.n_train

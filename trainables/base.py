@@ -15,7 +15,7 @@ from trainables.registry import Registry
 if TYPE_CHECKING:
     from studies.spec import StudySpec
 
-__all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "TuneReporter", "restore_training_state"]
+__all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "TuneReporter"]
 
 
 @dataclass
@@ -88,25 +88,6 @@ class TuneReporter:
             checkpoint = tune.get_checkpoint()
             self._restored = Path(checkpoint.to_directory()) if checkpoint else None
         return self._restored
-
-
-def restore_training_state(reporter: Reporter, accelerator: Any, model: Any, optimizer: Any, scheduler: Any
-                           ) -> dict[str, Any]:
-    """Load the reporter's ``state.pt`` (if the trial resumes) into model, optimizer and scheduler.
-
-    Returns:
-        The whole saved state (``epoch`` and whatever else the task saved), or ``{}`` for a fresh trial.
-    """
-    resume = reporter.resume_dir()
-    if resume is None:
-        return {}
-    import torch
-
-    state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)
-    accelerator.unwrap_model(model).load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return state
 
 
 @dataclass(frozen=True)
