@@ -15,11 +15,12 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from cluster.resources import max_concurrent, with_trial_resources
 from search_spaces import SPACES
-from studies.progress import ProgressCallback
+from studies.progress import ProgressCallback, print_data_summary, quiet
+from studies.report import refresh_study
+from studies.trials import ChemtuneOptunaSearch, stopped_early
 from studies.spec import StudySpec, parse_study
 from mlflow.tracking import MlflowClient
 
@@ -44,6 +45,7 @@ class StudyResult:
     best_config: dict[str, Any] | None
     leaderboard: pd.DataFrame
     num_errors: int
+    report: Path | None = None  # the HTML report (also an artifact of the study run)
 
 
 def run_trial(config: dict[str, Any], *, payload: Any, spec: StudySpec) -> None:
@@ -79,10 +81,10 @@ def _init_ray(address: str | None, tracking_uri: str) -> None:
 
 def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: StudyPaths, optuna_url: str) -> tune.Tuner:
     space = SPACES.get(spec.search_space).define_by_run(spec.fixed, spec.ranges)
-    searcher = OptunaSearch(
+    searcher = ChemtuneOptunaSearch(
         space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
         storage=optuna.storages.RDBStorage(optuna_url), seed=spec.seed,
-        points_to_evaluate=[dict(p) for p in spec.enqueue] or None,
+        points_to_evaluate=[dict(p) for p in spec.enqueue] or None, max_epochs=spec.max_epochs,
     )
     scheduler = ASHAScheduler(
         time_attr="training_iteration", max_t=spec.max_epochs,
@@ -90,8 +92,9 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
     )
     trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
     callbacks = [
-        MLflowTrialCallback(tracker.uri, tracker.experiment_id, tracker.parent_run_id, spec.task, prepared.tags),
-        ProgressCallback(spec.metric, spec.direction, spec.num_trials),
+        MLflowTrialCallback(tracker.uri, tracker.experiment_id, tracker.parent_run_id, spec.task, prepared.tags,
+                            metric=spec.metric, mode=spec.direction, max_epochs=spec.max_epochs),
+        ProgressCallback(spec.metric, spec.direction, spec.num_trials, spec.max_epochs),
     ]
     return tune.Tuner(
         trainable,
@@ -123,15 +126,21 @@ def _fit(tuner: tune.Tuner, tracker: StudyTracker) -> tune.ResultGrid:
         tracker.close(status)
 
 
-def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid) -> StudyResult:
-    scored = [r for r in results if r.error is None and r.metrics and spec.metric in r.metrics]
+def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid, optuna_url: str | None,
+            paths: StudyPaths) -> StudyResult:
+    # Only complete trials compete: one ASHA stopped has a partial (earlier-epoch) score.
+    scored = [r for r in results if r.error is None and r.metrics and spec.metric in r.metrics
+              and not stopped_early(r.metrics, spec.max_epochs)]
     sign = 1 if spec.direction == "min" else -1
     best = min(scored, key=lambda r: sign * r.metrics[spec.metric]).config if scored else None
     board = leaderboard(spec.name, tracker.uri)
-    if not board.empty:
-        tracker.client.log_text(tracker.parent_run_id, board.to_csv(index=False), "leaderboard.csv")
+    report = None
+    try:  # leaderboard table, Optuna's plots and the HTML report on the study run
+        report = refresh_study(spec.name, tracker.uri, optuna_url, paths.root / "reports" / f"{spec.name}.html")
+    except Exception as err:  # noqa: BLE001 - the study's results stand without their views
+        tracker.client.set_tag(tracker.parent_run_id, "chemtune.report_error", repr(err)[:500])
     return StudyResult(spec.name, tracker.parent_run_id, tracker.experiment_id, tracker.uri, best, board,
-                       results.num_errors)
+                       results.num_errors, report)
 
 
 def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | None = None,
@@ -153,6 +162,8 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
             "or launch with --restart to start over"
         )
     prepared = prepare(spec)  # bad data fails here, before Ray starts
+    quiet()
+    print_data_summary(prepared)
     optuna_url = spec.tracking.optuna_storage or paths.optuna_url
     if restart:
         _forget(spec, paths, optuna_url)
@@ -165,7 +176,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     save_state(paths, spec.name, {"parent_run_id": tracker.parent_run_id, "tracking_uri": uri,
                                   "optuna_url": optuna_url, "address": address})
     results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url), tracker)
-    return _result(spec, tracker, results)
+    return _result(spec, tracker, results, optuna_url, paths)
 
 
 def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
@@ -200,4 +211,5 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     tracker = StudyTracker(state["tracking_uri"], spec, paths, parent_run_id=state["parent_run_id"])
     trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
     tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
-    return _result(spec, tracker, _fit(tuner, tracker))
+    quiet()
+    return _result(spec, tracker, _fit(tuner, tracker), state.get("optuna_url"), paths)
