@@ -43,10 +43,14 @@ def make_accelerator(grad_accum: int = 1) -> Accelerator:
 
 
 def is_better(value: float, best: float | None, direction: str) -> bool:
-    """Whether ``value`` improves on ``best`` (``None``: nothing yet) in ``direction`` (``min``/``max``)."""
+    """Whether ``value`` is at least as good as ``best`` (``None``: nothing yet) in ``direction`` (``min``/``max``).
+
+    A tie goes to the later epoch: coarse metrics (top-1 on a small subset) tie often, and the later
+    weights have trained longer.
+    """
     if best is None:
         return value == value  # NaN never counts as best
-    return value > best if direction == "max" else value < best
+    return value >= best if direction == "max" else value <= best
 
 
 def load_training_state(reporter: Reporter) -> dict[str, Any]:
@@ -212,7 +216,7 @@ class EpochLoop:
                             self.unwrapped().load_state_dict(best_weights)
                         metrics.update({f"test_{k}": v for k, v in self.evaluate_test(ckpt).items()})
                         self.unwrapped().load_state_dict(current)
-                        metrics["stopped_early"] = epoch + 1 < self.spec.max_epochs
+                        metrics["patience_stopped"] = int(epoch + 1 < self.spec.max_epochs)
                     torch.save({"model": self.unwrapped().state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
                                 "best_epoch": best_epoch, **self.extra_state()}, ckpt / "state.pt")

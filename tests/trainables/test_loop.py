@@ -79,7 +79,7 @@ def test_test_is_scored_once_on_the_best_epoch_and_its_model_is_the_checkpoint(t
     assert final["test_w"] == pytest.approx(toy.weights[1]) and final["best_valid_loss"] == 1.0
     ckpt = tmp_path / "ckpt"
     assert json.loads((ckpt / "model" / "w.json").read_text()) == pytest.approx(toy.weights[1])
-    assert (ckpt / "test_predictions.csv").is_file() and not final["stopped_early"]
+    assert (ckpt / "test_predictions.csv").is_file() and not final["patience_stopped"]
     # state.pt resumes from the last epoch's weights, not the best
     state = torch.load(ckpt / "state.pt", weights_only=False)
     assert float(state["model"]["weight"].reshape(())) != pytest.approx(toy.weights[1])
@@ -88,14 +88,15 @@ def test_test_is_scored_once_on_the_best_epoch_and_its_model_is_the_checkpoint(t
 def test_maximized_metric_keeps_the_largest() -> None:
     final = Toy([0.1, 0.9, 0.5], direction="max").fit(NullReporter())
     assert final["best_epoch"] == 2 and is_better(0.2, 0.1, "max") and not is_better(float("nan"), None, "min")
+    assert is_better(0.5, 0.5, "max") and not is_better(0.6, 0.5, "min")  # ties go to the later epoch
 
 
 def test_patience_stops_the_trial_and_scores_test_on_the_best() -> None:
-    toy = Toy([1.0, 2.0, 3.0, 0.5, 0.1, 0.1], patience=2)
+    toy = Toy([1.0, 2.0, 3.0, 0.5, 0.1, 0.1], patience=2)  # epochs 2 and 3 do not improve: stop after 3
     reporter = NullReporter()
     final = toy.fit(reporter)
     assert [h["epoch"] for h in reporter.history] == [1, 2, 3]
-    assert final["stopped_early"] and final["best_epoch"] == 1 and final["test_w"] == pytest.approx(toy.weights[0])
+    assert final["patience_stopped"] and final["best_epoch"] == 1 and final["test_w"] == pytest.approx(toy.weights[0])
 
 
 def test_resume_keeps_the_best_epoch_of_the_first_run(tmp_path: Path) -> None:
