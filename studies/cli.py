@@ -46,9 +46,13 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from studies.runner import prepare
     from studies.spec import load_study
+    from studies.store import StudyPaths
 
     spec = load_study(args.study)
-    prepared = prepare(spec)
+    # The store `launch` would use (a teacher named models:/... is looked up there); nothing is created.
+    uri = (args.tracking_uri or spec.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+           or StudyPaths.default(args.root).mlflow_uri)
+    prepared = prepare(spec, uri)
     for report in prepared.reports:
         _console.print(report.summary())
     sizes = ", ".join(f"{k}={v}" for k, v in prepared.summary.items())
@@ -221,7 +225,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_submit(args: argparse.Namespace) -> int:
     from cluster.jobs import submit
 
-    job_id = submit(args.study, args.address, ship_code=not args.installed, restart=args.restart)
+    job_id = submit(args.study, args.address, ship_code=not args.installed, restart=args.restart,
+                    tracking_uri=args.tracking_uri)
     print(job_id)
     return 0
 
@@ -229,8 +234,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from cluster.jobs import status, wait
 
-    print(wait(args.job_id, args.address) if args.wait else status(args.job_id, args.address))
-    return 0
+    try:
+        state = wait(args.job_id, args.address, timeout=args.timeout) if args.wait else status(args.job_id, args.address)
+    except TimeoutError as err:
+        _console.print(f"[red]error:[/] {err}", markup=True)
+        return 1
+    print(state)
+    return 1 if state in ("FAILED", "STOPPED") else 0  # scripts see a failed study
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
@@ -259,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     study_help = "study YAML file (see the README's study file reference)"
     name_help = "study name (the `name:` in its YAML; also the MLflow experiment)"
     jobs_help = "Ray dashboard / Jobs API, e.g. http://HOST:8265"
-    p = command("validate", _cmd_validate, "check a study file and its data (the checks launch runs first)", store=False)
+    p = command("validate", _cmd_validate, "check a study file and its data (the checks launch runs first)")
     p.add_argument("study", type=Path, help=study_help)
+    p.add_argument("--tracking-uri", default=None, help="MLflow store of a models:/ teacher (default: as launch)")
     p = command("launch", _cmd_launch, "run a study on Ray Tune, tracked in MLflow; ends with a report")
     p.add_argument("study", type=Path, help=study_help)
     p.add_argument("--address", default=None, help="Ray cluster (auto, ray://HOST:10001); default: local Ray")
@@ -301,10 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", required=True, help=jobs_help)
     p.add_argument("--installed", action="store_true", help="chemtune is installed on the cluster: do not upload it")
     p.add_argument("--restart", action="store_true", help="start over if this study was launched before")
-    p = command("status", _cmd_status, "status of a submitted study job", store=False)
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for the job (default: the study's, "
+                   "else $MLFLOW_TRACKING_URI of this shell, else the cluster's)")
+    p = command("status", _cmd_status, "status of a submitted study job (exit 1 if FAILED or STOPPED)", store=False)
     p.add_argument("job_id", help="the id `chemtune submit` printed")
     p.add_argument("--address", required=True, help=jobs_help)
     p.add_argument("--wait", action="store_true", help="wait until the job ends; print its final status")
+    p.add_argument("--timeout", type=float, default=24 * 3600, help="seconds --wait waits at most")
     p = command("logs", _cmd_logs, "output of a submitted study job", store=False)
     p.add_argument("job_id", help="the id `chemtune submit` printed")
     p.add_argument("--address", required=True, help=jobs_help)
