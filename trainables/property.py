@@ -10,12 +10,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from accelerate.utils import set_seed
+from pydantic import Field, field_validator
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
@@ -26,23 +27,52 @@ from trainables.data.datasets import DATASETS
 from trainables.data.splits import split_hash, split_indices
 from trainables.data.tables import MoleculeTable, read_property_csv
 from trainables.errors import DataError
+from trainables.knobs import KnobSet, Search
 from trainables.loop import EpochLoop
-from trainables.methods import apply_method, count_parameters, export_backbone
+from trainables.methods import METHODS, apply_method, count_parameters, export_backbone
 from trainables.models.backbones import load_backbone
 from trainables.models.regression import HeadConfig, RegressionModel
 from trainables.selection.common import embed_ids
 from trainables.selectors import SELECTORS, SelectionContext, Selector, check_selection
 
 if TYPE_CHECKING:
-    from studies.spec import StudySpec
+    from trainables.spec import StudySpec, TrialSpec
 
-__all__ = ["PropertyData", "PropertyTrainer", "prepare_property", "train_property", "regression_metrics"]
+__all__ = ["PropertyData", "PropertyKnobs", "PropertyTrainer", "prepare_property", "train_property", "regression_metrics"]
 
 METRICS = ("mse", "rmse", "mae", "r2")
-DEFAULTS: dict[str, Any] = {
-    "method": "full", "lr": 5e-5, "weight_decay": 0.01, "batch_size": 32, "head_dropout": 0.1,
-    "warmup_ratio": 0.06, "grad_accum": 1, "selection": "none", "patience": 0,
-}
+
+
+class PropertyKnobs(KnobSet):
+    """Knobs of the ``property`` task (the method's and the selector's own knobs are declared with them)."""
+
+    method: Annotated[str, Search(choices=METHODS.names)] = Field("full", description="fine-tuning method")
+    lr: Annotated[float, Search(1e-5, 3e-3, log=True)] = Field(
+        5e-5, gt=0, description="peak learning rate (AdamW, linear warmup/decay)")
+    weight_decay: Annotated[float, Search(0.0, 0.1)] = Field(0.01, ge=0, description="AdamW weight decay")
+    batch_size: Annotated[int, Search(choices=(16, 32, 64))] = Field(32, ge=1, description="molecules per step")
+    head_dropout: Annotated[float, Search(0.0, 0.5)] = Field(0.1, ge=0, lt=1, description="dropout in the regression head")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of the steps with linear learning-rate warmup")
+    grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
+    selection: Annotated[str, Search(choices=SELECTORS.names)] = Field(
+        "none", description="data-selection method (none: the train split as is)")
+    patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation "
+                                               "metric (0: run every epoch); test is scored on the best epoch")
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        METHODS.get(v)
+        return v
+
+    @field_validator("selection")
+    @classmethod
+    def _selection(cls, v: str) -> str:
+        SELECTORS.get(v)
+        return v
+
+
+DEFAULTS: dict[str, Any] = PropertyKnobs.defaults()
 
 
 @dataclass
@@ -97,12 +127,12 @@ class PropertyTrainer(EpochLoop):
     """One configuration: model, candidate rows, selector; the epoch loop is :class:`EpochLoop`'s.
 
     Args:
-        config: Hyperparameters (see ``DEFAULTS`` and the ``property`` search space).
+        config: Hyperparameters (:class:`PropertyKnobs` and the method's and selector's knobs).
         data: The prepared splits.
-        spec: The study (model, epochs, seed, metric).
+        spec: The trial's view of the study (model, epochs, seed, metric).
     """
 
-    def __init__(self, config: dict[str, Any], data: PropertyData, spec: "StudySpec") -> None:
+    def __init__(self, config: dict[str, Any], data: PropertyData, spec: "TrialSpec") -> None:
         self.config = {**DEFAULTS, **config}
         self.spec, self.data = spec, data
         self.seed = spec.seed
@@ -259,7 +289,7 @@ class PropertyTrainer(EpochLoop):
         )
 
 
-def train_property(config: dict[str, Any], data: PropertyData, spec: "StudySpec", reporter: Reporter) -> dict[str, float]:
+def train_property(config: dict[str, Any], data: PropertyData, spec: "TrialSpec", reporter: Reporter) -> dict[str, float]:
     """Train and evaluate one configuration; the plain function core of the ``property`` task."""
     return PropertyTrainer(config, data, spec).fit(reporter)
 
