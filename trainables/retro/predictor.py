@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from trainables.batching import model_device, padded_batches
+from trainables.retro import chemformer as _chemformer  # noqa: F401  (registers model_type "chemformer")
 from trainables.retro.data import canonical_set
 
 __all__ = ["generate", "save_retro_model", "RetroPredictor"]
@@ -89,7 +90,7 @@ class RetroPredictor:
         wrapped = Seq2SeqModel(AutoModelForSeq2SeqLM.from_pretrained(path))
         if meta["adapters"]:
             spec = meta["adapters"]
-            wrapped.add_adapters(set(spec["where"]), spec["dim"])
+            wrapped.add_adapters(set(spec["where"]), spec["dim"], spec.get("kind", "bottleneck"))
             wrapped.adapters.load_state_dict(torch.load(path / "adapters.pt", map_location="cpu"))
         return cls(wrapped, AutoTokenizer.from_pretrained(path), meta["num_beams"])
 
