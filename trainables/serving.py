@@ -14,7 +14,8 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from trainables.data.chem import canonicalize
-from trainables.models.regression import HeadConfig, RegressionModel, pad_batch
+from trainables.batching import model_device, padded_batches
+from trainables.models.regression import HeadConfig, RegressionModel
 
 __all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc", "input_column"]
 
@@ -57,11 +58,9 @@ class PropertyPredictor:
         if ok:
             ids = self.tokenizer([canonical[i] for i in ok], truncation=True,
                                  max_length=self.tokenizer.model_max_length)["input_ids"]
-            order = np.argsort([len(x) for x in ids], kind="stable")
-            for start in range(0, len(ids), batch_size):
-                chunk = order[start : start + batch_size]
-                input_ids, mask = pad_batch([ids[i] for i in chunk], self.tokenizer.pad_token_id)
-                z = self.model(input_ids, mask).numpy()
+            device = model_device(self.model)
+            for chunk, input_ids, mask in padded_batches(ids, self.tokenizer.pad_token_id, batch_size, device):
+                z = self.model(input_ids, mask).float().cpu().numpy()
                 pred[np.asarray(ok)[chunk]] = self.model.unstandardize(z)
         return pd.DataFrame({
             "smiles": list(smiles),
