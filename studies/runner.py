@@ -164,8 +164,20 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     atomic_write_text(paths.study_file(spec.name), spec_yaml)
     save_state(paths, spec.name, {"parent_run_id": tracker.parent_run_id, "tracking_uri": uri,
                                   "optuna_url": optuna_url, "address": address})
+    _baselines(spec, prepared, tracker)
     results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url), tracker)
     return _result(spec, tracker, results)
+
+
+def _baselines(spec: StudySpec, prepared: Prepared, tracker: StudyTracker) -> None:
+    """Peer baselines on the same payload, once per study (a resumed study skips finished ones)."""
+    from studies.baselines import fit_baselines
+
+    try:
+        fit_baselines(spec, prepared, tracker.uri, tracker.experiment_id, tracker.parent_run_id)
+    except BaseException:
+        tracker.close("KILLED")  # interrupted before the trials: no run left RUNNING
+        raise
 
 
 def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
@@ -199,5 +211,6 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     _init_ray(address or state.get("address"), state["tracking_uri"])
     tracker = StudyTracker(state["tracking_uri"], spec, paths, parent_run_id=state["parent_run_id"])
     trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
+    _baselines(spec, prepared, tracker)
     tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
     return _result(spec, tracker, _fit(tuner, tracker))

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from trainables.errors import StudyError
 
 __all__ = [
-    "DatasetSpec", "ModelSpec", "ResourcesSpec", "SchedulerSpec", "TrackingSpec", "TableSpec",
+    "DatasetSpec", "ModelSpec", "ResourcesSpec", "SchedulerSpec", "TrackingSpec", "TableSpec", "BaselinesSpec",
     "StudySpec", "load_study", "parse_study",
 ]
 
@@ -132,6 +132,24 @@ class TrackingSpec(_Strict):
     experiment: str | None = Field(None, description="MLflow experiment (default: the study name)")
 
 
+class BaselinesSpec(_Strict):
+    """Peer baselines fitted once per study on its own splits (property studies; see trainables.baselines).
+
+    ``None`` means the task's default: a property study fits the random forest; chemprop (an
+    optional extra, minutes on CPU) only when asked for.
+    """
+
+    random_forest: bool | None = Field(None, description="random forest on Morgan counts + RDKit 2D descriptors")
+    chemprop: bool | None = Field(None, description="chemprop D-MPNN with its CLI defaults (needs chemtune[chemprop])")
+    chemprop_epochs: int = Field(50, ge=1, description="epochs of the chemprop baseline (its CLI default: 50)")
+    random_forest_trees: int = Field(500, ge=1, description="trees of the random forest baseline")
+
+    def enabled(self, task: str) -> list[str]:
+        """The baselines this study fits, in order."""
+        defaults = {"random_forest": task == "property", "chemprop": False}
+        return [n for n, d in defaults.items() if (getattr(self, n) if getattr(self, n) is not None else d)]
+
+
 class StudySpec(_Strict):
     """A hyperparameter study: task, data, model, search space and budget."""
 
@@ -158,6 +176,7 @@ class StudySpec(_Strict):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    baselines: BaselinesSpec = Field(default_factory=BaselinesSpec, description="peer baselines on the same split")
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
@@ -180,7 +199,18 @@ class StudySpec(_Strict):
             except StudyError as err:
                 raise ValueError(f"enqueue[{i}]: {err}") from None
         task.validate(self)
+        self._check_baselines()
         return self
+
+    def _check_baselines(self) -> None:
+        asked = [n for n in ("random_forest", "chemprop") if getattr(self.baselines, n)]
+        if asked and self.task != "property":
+            raise ValueError(f"baselines.{asked[0]}: baselines exist for property studies only, not {self.task!r}")
+        if "chemprop" in self.baselines.enabled(self.task):
+            from trainables.models.chemprop_api import INSTALL_HINT, chemprop_available
+
+            if not chemprop_available():
+                raise ValueError(f"baselines.chemprop: chemprop is not installed; {INSTALL_HINT}")
 
     @property
     def direction(self) -> Literal["min", "max"]:

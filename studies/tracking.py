@@ -297,8 +297,10 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
     rows = []
     for run in runs:
         m, tags = run.data.metrics, run.data.tags
-        row = {"trial": tags.get(TAG_TRIAL), "run_id": run.info.run_id, "status": run.info.status,
-               "method": tags.get("chemtune.method"), "epochs": m.get("epoch")}
+        role = tags.get(TAG_ROLE, "trial")
+        label = tags.get(TAG_TRIAL) if role == "trial" else f"{role}:{tags.get('chemtune.' + role, '')}"
+        row = {"trial": label, "run_id": run.info.run_id, "status": run.info.status,
+               "method": tags.get("chemtune.method"), "epochs": m.get("epoch"), "role": role}
         row.update({k: v for k, v in m.items() if k.startswith(("valid_", "test_"))})
         row["trainable_params"] = m.get("trainable_params")
         row["wall_s"] = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
