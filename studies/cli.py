@@ -88,7 +88,12 @@ def _print_board(board, title: str) -> None:  # noqa: ANN001 - a DataFrame
 def _cmd_register(args: argparse.Namespace) -> int:
     from studies.tracking import register_best
 
-    version = register_best(args.name, args.model_name, _tracking_uri(args), args.alias, args.metric)
+    if args.top > 1:  # one pyfunc averaging the top-N trials (studies/ensemble.py)
+        from studies.ensemble import register_ensemble
+
+        version = register_ensemble(args.name, args.model_name, _tracking_uri(args), args.top, args.alias, args.metric)
+    else:
+        version = register_best(args.name, args.model_name, _tracking_uri(args), args.alias, args.metric)
     alias = f" (alias @{args.alias})" if args.alias else ""
     _console.print(f"registered {args.model_name} version {version.version}{alias}: models:/{args.model_name}/{version.version}")
     return 0
@@ -199,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", required=True)
     p.add_argument("--alias", default="champion", help="alias for the new version ('' for none)")
     p.add_argument("--metric", default=None)
+    p.add_argument("--top", type=int, default=1, help="N > 1: register one model averaging the top-N trials")
     p.add_argument("--tracking-uri", default=None)
     p = command("predict", _cmd_predict, "predict with an MLflow model (models:/NAME@champion, runs:/ID/model)")
     p.add_argument("model_uri")

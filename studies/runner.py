@@ -166,7 +166,12 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
                                   "optuna_url": optuna_url, "address": address})
     _baselines(spec, prepared, tracker)
     results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url), tracker)
-    return _result(spec, tracker, results)
+    result = _result(spec, tracker, results)
+    if spec.seed_repeats and result.best_config is not None:  # mean +/- std of the best config (studies/seeds.py)
+        from studies.seeds import repeat_best
+
+        repeat_best(spec, prepared, result.best_config, tracker.uri, tracker.parent_run_id)
+    return result
 
 
 def _baselines(spec: StudySpec, prepared: Prepared, tracker: StudyTracker) -> None:

@@ -177,6 +177,7 @@ class StudySpec(_Strict):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     baselines: BaselinesSpec = Field(default_factory=BaselinesSpec, description="peer baselines on the same split")
+    seed_repeats: int = Field(0, ge=0, description="after the search, re-train the best configuration with this many other seeds")
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
@@ -200,7 +201,19 @@ class StudySpec(_Strict):
                 raise ValueError(f"enqueue[{i}]: {err}") from None
         task.validate(self)
         self._check_baselines()
+        self._check_dmpnn(space)
         return self
+
+    def _check_dmpnn(self, space: Any) -> None:
+        if "arch" not in space.names:
+            return
+        arch = self.fixed.get("arch")
+        choices = [arch] if arch else self.ranges.get("arch") or next(p for p in space.params if p.name == "arch").options()
+        from trainables.models.chemprop_api import INSTALL_HINT, chemprop_available
+
+        if "dmpnn" in choices and not chemprop_available():
+            raise ValueError(f"search_space {self.search_space!r}: arch dmpnn needs chemprop, which is not installed; "
+                             f"{INSTALL_HINT} (or fixed: {{arch: lm}})")
 
     def _check_baselines(self) -> None:
         asked = [n for n in ("random_forest", "chemprop") if getattr(self.baselines, n)]

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from trainables.augment import augmented_rows, save_tta, tta_predict
 from trainables.base import TASKS, Prepared, Reporter, Task, restore_training_state
 from trainables.data.datasets import DATASETS
 from trainables.data.splits import split_hash, split_indices
@@ -42,6 +43,7 @@ METRICS = ("mse", "rmse", "mae", "r2")
 DEFAULTS: dict[str, Any] = {
     "method": "full", "lr": 5e-5, "weight_decay": 0.01, "batch_size": 32, "head_dropout": 0.1,
     "warmup_ratio": 0.06, "grad_accum": 1, "selection": "none",
+    "augment_copies": 0, "tta": 1,  # SMILES enumeration (trainables.augment): off unless searched/fixed
 }
 
 
@@ -152,6 +154,11 @@ class PropertyTrainer:
         ids = self.ids["candidates"]
         z = self.accelerator.unwrap_model(self.model).standardize(self.candidates.targets)
         items = [(ids[i], float(z[i])) for i in rows]
+        copies = int(self.config["augment_copies"])
+        if copies:  # fresh randomized SMILES of the epoch's rows, same (standardized) labels
+            extra, labels = augmented_rows([self.candidates.smiles[i] for i in rows], z[rows], copies,
+                                           self.seed * 1000 + epoch)
+            items += list(zip(self.encode(extra), map(float, labels)))
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         sampler = LengthGroupedSampler(
             int(self.config["batch_size"]), lengths=[len(x[0]) for x in items], generator=generator
@@ -174,8 +181,12 @@ class PropertyTrainer:
         return out
 
     def evaluate(self, split: str) -> tuple[dict[str, float], np.ndarray]:
-        """Metrics and predictions on ``valid`` or ``test``."""
-        pred = self.predict_ids(self.ids[split])
+        """Metrics and predictions on ``valid`` or ``test`` (the mean over ``tta`` SMILES when it is > 1)."""
+        k = int(self.config["tta"])
+        if k > 1:
+            pred = tta_predict(lambda s: self.predict_ids(self.encode(s)), getattr(self.data, split).smiles, k, self.seed)
+        else:
+            pred = self.predict_ids(self.ids[split])
         return regression_metrics(getattr(self.data, split).targets, pred), pred
 
     # -- training -------------------------------------------------------------------------------
@@ -265,10 +276,15 @@ class PropertyTrainer:
             path, export_backbone(model.backbone), self.tokenizer, model.head, model.config,
             trust_remote_code=self.spec.model.trust_remote_code,
         )
+        save_tta(path, int(self.config["tta"]), self.seed)
 
 
 def train_property(config: dict[str, Any], data: PropertyData, spec: "StudySpec", reporter: Reporter) -> dict[str, float]:
     """Train and evaluate one configuration; the plain function core of the ``property`` task."""
+    if config.get("arch", "lm") == "dmpnn":  # chemprop's D-MPNN instead of a language model
+        from trainables.property_dmpnn import train_dmpnn
+
+        return train_dmpnn(config, data, spec, reporter)
     return PropertyTrainer(config, data, spec).fit(reporter)
 
 

@@ -61,8 +61,9 @@ def test_missing_chemprop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, data
 def test_baseline_keys_are_checked() -> None:
     with pytest.raises(StudyError, match=r"baselines.forest: unknown key"):
         parse_study(tiny_study(baselines={"forest": True}))
-    retro = tiny_study(task="retro", search_space="retro", metric="valid_top1", dataset={"name": "uspto50k"},
-                       baselines={"random_forest": True})
+    from tests.conftest import TINY_STUDIES
+
+    retro = {**TINY_STUDIES["retro"], "baselines": {"random_forest": True}}
     with pytest.raises(StudyError, match=r"baselines.random_forest: baselines exist for property studies only"):
         parse_study(retro)
     spec = parse_study(tiny_study(baselines={"random_forest": None}))
