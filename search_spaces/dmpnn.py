@@ -18,6 +18,9 @@ __all__ = ["DMPNN", "PROPERTY_MIX", "PROPERTY_PLUS", "LM_EXTRA", "dmpnn_params"]
 LM_EXTRA = (
     Param("augment_copies", "int", 0, 4, help="randomized SMILES per molecule added each epoch (0: none)"),
     Param("tta", "int", 1, 8, help="test-time augmentation: mean over this many SMILES, canonical included"),
+    Param("pooling", "categorical", choices=("mean", "cls"), help="token states -> molecule embedding"),
+    Param("head_hidden", "categorical", choices=(128, 256, 512), help="width of the regression head's hidden layer"),
+    Param("head_lr_mult", "float", 1.0, 100.0, log=True, help="head learning rate = lr x this"),
 )
 
 
@@ -48,7 +51,7 @@ PROPERTY_MIX = SearchSpace(
     ),
     help="language model (property knobs) or chemprop D-MPNN (dmpnn knobs), chosen per trial",
 )
-PROPERTY_PLUS = PROPERTY.extend(*LM_EXTRA, help="property knobs + SMILES enumeration (augment_copies, tta)")
+PROPERTY_PLUS = PROPERTY.extend(*LM_EXTRA, help="property knobs + SMILES enumeration (augment_copies, tta) + head knobs (pooling, head_hidden, head_lr_mult)")
 SPACES.register("dmpnn", DMPNN, help=DMPNN.help)
 SPACES.register("property_plus", PROPERTY_PLUS, help=PROPERTY_PLUS.help)
 SPACES.register("property_mix", PROPERTY_MIX, help=PROPERTY_MIX.help)

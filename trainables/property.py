@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "method": "full", "lr": 5e-5, "weight_decay": 0.01, "batch_size": 32, "head_dropout": 0.1,
     "warmup_ratio": 0.06, "grad_accum": 1, "selection": "none",
     "augment_copies": 0, "tta": 1,  # SMILES enumeration (trainables.augment): off unless searched/fixed
+    "pooling": "mean", "head_hidden": 256, "head_lr_mult": 1.0,  # head knobs (spaces property_plus/_mix)
 }
 
 
@@ -115,6 +116,8 @@ class PropertyTrainer:
         head = HeadConfig(
             hidden_size=backbone.config.hidden_size,
             head_dropout=float(self.config["head_dropout"]),
+            head_hidden=int(self.config["head_hidden"]),
+            pooling=str(self.config["pooling"]),
             target_mean=float(y.mean()),
             target_std=float(y.std()) or 1.0,
         )
@@ -191,8 +194,13 @@ class PropertyTrainer:
 
     # -- training -------------------------------------------------------------------------------
     def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=float(self.config["lr"]), weight_decay=float(self.config["weight_decay"]))
+        lr = float(self.config["lr"])
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        # The freshly initialised head may want a larger step than the pretrained encoder.
+        groups = [{"params": [p for n, p in named if not n.startswith("head.")], "lr": lr},
+                  {"params": [p for n, p in named if n.startswith("head.")], "lr": lr * float(self.config["head_lr_mult"])}]
+        groups = [g for g in groups if g["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=float(self.config["weight_decay"]))
         steps = self.spec.max_epochs * math.ceil(len(self.candidates) / int(self.config["batch_size"]))
         scheduler = get_linear_schedule_with_warmup(optimizer, int(float(self.config["warmup_ratio"]) * steps), steps)
         return optimizer, scheduler
