@@ -86,7 +86,9 @@ def register_ensemble(name: str, model_name: str, tracking_uri: str, top: int, a
                 client.log_metric(run_id, key, value)
             with tracking_uri_scope(tracking_uri), mlflow.start_run(run_id=run_id):
                 info = mlflow.pyfunc.log_model(name="model", python_model=EnsemblePyfunc(), artifacts=folders,
-                                               pip_requirements=["chemtune", "torch", "transformers", "rdkit", "pandas"])
+                                               pip_requirements=["chemtune", "torch", "transformers", "rdkit", "pandas"]
+                                               + (["chemprop==2.3.1"] if any(Path(f, "dmpnn.json").is_file()
+                                                                             for f in folders.values()) else []))
             client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
         except BaseException:
             client.set_terminated(run_id, "FAILED")

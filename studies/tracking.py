@@ -211,7 +211,7 @@ class MLflowTrialCallback(tune.Callback):
             run = self.client.create_run(
                 self.experiment_id, run_name=f"{trial.trial_id}",
                 tags={_PARENT: self.parent_run_id, TAG_TRIAL: trial.trial_id, TAG_ROLE: "trial",
-                      "chemtune.method": str(config.get("method", "")), "chemtune.task": self.task, **self.tags},
+                      "chemtune.method": str(config.get("method") or config.get("arch", "")), "chemtune.task": self.task, **self.tags},
             )
             run_id = run.info.run_id
             for key, value in config.items():
