@@ -269,7 +269,8 @@ class MLflowTrialCallback(tune.Callback):
                     with tracking_uri_scope(self.uri), mlflow.start_run(run_id=run_id):
                         info = mlflow.pyfunc.log_model(
                             name="model", python_model=task.pyfunc(), artifacts={"model": str(local)},
-                            pip_requirements=list(task.pip_requirements),
+                            pip_requirements=list(task.pip_requirements)
+                            + (["chemprop==2.3.1"] if (local / "dmpnn.json").is_file() else []),
                         )
                 self.client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
 
