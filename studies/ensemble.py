@@ -65,7 +65,8 @@ def register_ensemble(name: str, model_name: str, tracking_uri: str, top: int, a
     with tempfile.TemporaryDirectory(prefix="chemtune-ensemble-") as tmp:
         folders, tables = {}, {"valid": [], "test": []}
         for i, (_, row) in enumerate(members.iterrows()):
-            root = Path(mlflow.artifacts.download_artifacts(row["model_uri"], dst_path=f"{tmp}/m{i}", tracking_uri=tracking_uri))
+            with tracking_uri_scope(tracking_uri):  # models:/m-... resolves through the fluent client's store
+                root = Path(mlflow.artifacts.download_artifacts(row["model_uri"], dst_path=f"{tmp}/m{i}"))
             folders[f"member{i}"] = str(_model_folder(root))
             for split in tables:
                 path = client.download_artifacts(row["run_id"], f"{split}_predictions.csv", f"{tmp}/m{i}")
