@@ -99,8 +99,8 @@ def distributed_trainable(trainable: Callable[[dict[str, Any]], Any], spec: "Res
         spec: Per-worker CPUs/GPUs and the number of workers.
 
     Returns:
-        The driver trainable. It reserves no CPU itself (it only waits on the Train run), so cap concurrent
-        trials with :func:`cluster.resources.max_concurrent`, which counts every worker of a trial.
+        The driver trainable. It reserves no CPU itself (it only waits on the Train run), so the runner limits
+        concurrent trials with :func:`cluster.resources.limit_search`, which counts every worker of a trial.
     """
     from ray import tune
 

@@ -2,7 +2,9 @@
 
 The job's driver runs ``chemtune launch STUDY --address auto`` on the head node. Its runtime environment
 ships the study file (``working_dir``) and, unless chemtune is installed on the cluster image, the chemtune
-packages themselves (``py_modules``). Tracking settings travel as environment variables; secrets do not:
+packages themselves (``py_modules``). Tracking settings (``MLFLOW_TRACKING_URI``, ``CHEMTUNE_*``) travel once, as variables on the driver's command
+line: ``chemtune launch`` hands them on to its trials itself, and Ray refuses a driver whose ``ray.init``
+repeats a variable of the job's runtime environment. Secrets do not travel at all:
 ``*_PASSWORD``, ``*_TOKEN`` and ``*_SECRET*`` variables are never put in the runtime environment (the Ray
 dashboard shows it to anyone who can list jobs) — give them to the cluster's nodes from a secret instead.
 """
@@ -17,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from trainables.errors import StudyError
 
@@ -60,9 +63,9 @@ def runtime_env(
         if _SECRET.search(key):
             raise StudyError(f"{key}: secrets are not passed in a job's runtime environment; set it on the cluster")
     env_vars.update(env or {})
-    # CHEMTUNE_* go on the entrypoint's command line instead (see `entrypoint`): `chemtune launch` hands them to
-    # its trials through ray.init's runtime env, and Ray refuses a driver env that repeats a job's variable.
-    env_vars = {k: v for k, v in env_vars.items() if not k.startswith("CHEMTUNE_")}
+    # The driver's settings go on the entrypoint's command line instead (see `entrypoint`): `chemtune launch`
+    # hands them to its trials through ray.init's runtime env, and Ray refuses a driver env that repeats a job's.
+    env_vars = {k: v for k, v in env_vars.items() if not _driver_setting(k)}
     spec: dict[str, Any] = {"working_dir": str(study_dir), "env_vars": env_vars,
                             "excludes": ["__pycache__", "*.pyc", "chemtune-runs"]}
     if ship_code:
@@ -72,16 +75,28 @@ def runtime_env(
     return spec
 
 
-def entrypoint(study_file: str, restart: bool = False, env: dict[str, str] | None = None) -> str:
-    """The job's shell command: ``CHEMTUNE_*=... python -m studies.cli launch STUDY --address auto``.
+def _driver_setting(key: str) -> bool:
+    return key == "MLFLOW_TRACKING_URI" or key.startswith("CHEMTUNE_")
 
-    ``python -m studies.cli`` works whether chemtune is installed on the cluster or shipped as ``py_modules``.
+
+def entrypoint(study_file: str, restart: bool = False, env: dict[str, str] | None = None,
+               tracking_uri: str | None = None) -> str:
+    """The job's shell command: ``MLFLOW_TRACKING_URI=... CHEMTUNE_*=... python -m studies.cli launch STUDY``.
+
+    The variables keep their local meaning there (the study's ``tracking.tracking_uri`` wins over
+    ``MLFLOW_TRACKING_URI``); ``tracking_uri`` (``chemtune submit --tracking-uri``) wins over both, as
+    ``chemtune launch --tracking-uri`` does. ``python -m studies.cli`` works whether chemtune is installed
+    on the cluster or shipped as ``py_modules``.
     """
     settings = {k: v for k, v in {**os.environ, **(env or {})}.items()
-                if k.startswith("CHEMTUNE_") and FORWARDED_ENV.match(k) and not _SECRET.search(k)}
+                if _driver_setting(k) and FORWARDED_ENV.match(k) and not _SECRET.search(k)}
+    for key, value in [*settings.items(), ("--tracking-uri", tracking_uri or "")]:
+        if "://" in value and urlsplit(value).password:  # the entrypoint is shown to anyone listing jobs
+            raise StudyError(f"{key}: a password in a URI would show in the job's entrypoint; put it in "
+                             "MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials) on the cluster instead")
     prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in sorted(settings.items()))
-    return f"{prefix}python -m studies.cli launch {shlex.quote(study_file)} --address auto" + (
-        " --restart" if restart else "")
+    flags = (f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else "") + (" --restart" if restart else "")
+    return f"{prefix}python -m studies.cli launch {shlex.quote(study_file)} --address auto{flags}"
 
 
 def submit(
@@ -93,6 +108,7 @@ def submit(
     pip: list[str] | None = None,
     restart: bool = False,
     submission_id: str | None = None,
+    tracking_uri: str | None = None,
 ) -> str:
     """Submit ``chemtune launch STUDY --address auto`` as a Ray job; return its id.
 
@@ -104,6 +120,7 @@ def submit(
         pip: Extra pip packages for the job.
         restart: Pass ``--restart`` to ``chemtune launch``.
         submission_id: Job id to use (default: Ray picks one).
+        tracking_uri: MLflow tracking URI for the study (``--tracking-uri`` of ``chemtune launch``).
     """
     from studies.spec import load_study
 
@@ -112,7 +129,7 @@ def submit(
     with tempfile.TemporaryDirectory(prefix="chemtune-job-") as tmp:
         shutil.copy(study_path, Path(tmp) / study_path.name)
         return _client(address).submit_job(
-            entrypoint=entrypoint(study_path.name, restart, env),
+            entrypoint=entrypoint(study_path.name, restart, env, tracking_uri),
             runtime_env=runtime_env(Path(tmp), ship_code, env, pip),
             submission_id=submission_id, metadata={"chemtune_study": spec.name},
         )
@@ -131,6 +148,7 @@ def logs(job_id: str, address: str) -> str:
 def wait(job_id: str, address: str, timeout: float = 3600, interval: float = 2.0) -> str:
     """Poll until the job ends; return its final status (raise ``TimeoutError`` after ``timeout`` s)."""
     deadline = time.monotonic() + timeout
+    state = "unknown"
     while time.monotonic() < deadline:
         state = status(job_id, address)
         if state in _TERMINAL:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from studies.tracking import TAG_ROLE, TAG_STUDY
+from studies.store import PARENT_TAG as _PARENT, TAG_ROLE, TAG_STUDY
 
 if TYPE_CHECKING:
     from studies.spec import StudySpec
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["fit_baselines", "TAG_BASELINE"]
 
 TAG_BASELINE = "chemtune.baseline"
-_PARENT = "mlflow.parentRunId"
 
 
 def _done(client: MlflowClient, experiment_id: str, parent_run_id: str) -> set[str]:

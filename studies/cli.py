@@ -12,19 +12,33 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from trainables.errors import ChemtuneError  # noqa: E402
+# Nothing heavy at import time (`chemtune --help` stays under a second): each verb imports what it
+# needs; rich, MLflow, Ray and the tasks (torch) load only when used.
 
 __all__ = ["main", "build_parser"]
 
-_console = Console(highlight=False, soft_wrap=True, width=shutil.get_terminal_size((180, 24)).columns)
 _LISTS = ("datasets", "models", "methods", "spaces", "tasks", "selections")
 
 
+class _LazyConsole:
+    """rich's Console, created on first use."""
+
+    _console = None
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        if _LazyConsole._console is None:
+            from rich.console import Console
+
+            _LazyConsole._console = Console(highlight=False, soft_wrap=True,
+                                            width=shutil.get_terminal_size((180, 24)).columns)
+        return getattr(_LazyConsole._console, name)
+
+
+_console = _LazyConsole()
+
+
 def _tracking_uri(args: argparse.Namespace) -> str:
-    from studies.tracking import StudyPaths, resolve_tracking_uri
+    from studies.store import StudyPaths, resolve_tracking_uri
 
     return resolve_tracking_uri(args.tracking_uri, StudyPaths.default(args.root))
 
@@ -32,9 +46,13 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from studies.runner import prepare
     from studies.spec import load_study
+    from studies.store import StudyPaths
 
     spec = load_study(args.study)
-    prepared = prepare(spec)
+    # The store `launch` would use (a teacher named models:/... is looked up there); nothing is created.
+    uri = (args.tracking_uri or spec.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+           or StudyPaths.default(args.root).mlflow_uri)
+    prepared = prepare(spec, uri)
     for report in prepared.reports:
         _console.print(report.summary())
     sizes = ", ".join(f"{k}={v}" for k, v in prepared.summary.items())
@@ -48,8 +66,12 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
     spec = load_study(args.study)
     result = launch(spec, address=args.address, tracking_uri=args.tracking_uri, root=args.root, restart=args.restart)
-    _print_board(result.leaderboard.head(10), f"study {spec.name}: {len(result.leaderboard)} trials, "
+    board = result.leaderboard
+    trials = int((board["role"] == "trial").sum()) if not board.empty else 0  # not the baseline rows
+    _print_board(board.head(10), f"study {spec.name}: {trials} trials, "
                  f"{result.num_errors} failed (MLflow run {result.parent_run_id})")
+    if result.report is not None:
+        _console.print(f"report: {result.report} (also on the study's MLflow run; `chemtune ui` to browse)")
     return 0 if result.best_config is not None else 1
 
 
@@ -62,7 +84,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from studies.tracking import leaderboard
+    from studies.results import leaderboard
 
     board = leaderboard(args.name, _tracking_uri(args), args.metric, args.top)
     if args.format == "csv":
@@ -75,50 +97,109 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _print_board(board, title: str) -> None:  # noqa: ANN001 - a DataFrame
-    table = Table(title=title)
-    hidden = {"run_id", "model_uri"}
+    from rich.table import Table
+
+    from studies.results import format_value
+
+    metric, mode = board.attrs.get("metric"), board.attrs.get("mode")
+    caption = (f"sorted by {metric} ({'lower' if mode == 'min' else 'higher'} is better), complete trials first; "
+               "pruned = stopped early by ASHA (no test scores)") if metric else None
+    table = Table(title=title, caption=caption)
+    hidden = {"run_id", "model_uri", "optuna_trial", "status", "role"}  # baseline:/ensemble: rows say their role
     columns = [c for c in board.columns if c not in hidden and not c.endswith("_mse")]
     for column in columns:
-        table.add_column(column, justify="right" if board[column].dtype.kind in "fi" else "left")
+        numeric = board[column].dtype.kind in "fi" or column in ("epochs", "trainable_params")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=column in ("trial", "state"))
     for _, row in board.iterrows():
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row[c] for c in columns)])
+        table.add_row(*[f"{row[c]:.1f}" if c == "wall_s" else format_value(row[c]) for c in columns])
     _console.print(table)
 
 
-def _cmd_register(args: argparse.Namespace) -> int:
-    from studies.tracking import register_best
+def _cmd_report(args: argparse.Namespace) -> int:
+    from studies.report import optuna_url_for, refresh_study
 
+    out = refresh_study(args.name, _tracking_uri(args), optuna_url_for(args.name, args.root),
+                        args.output or Path(f"{args.name}-report.html"))
+    _console.print(f"wrote {out} (self-contained; also logged to the study's MLflow run as report.html)")
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from studies.results import is_test_metric, register_best
+
+    if args.metric and is_test_metric(args.metric):
+        _console.print(f"[yellow]warning:[/] selecting on {args.metric}: the test split is then used to choose "
+                       "the model and no longer estimates its error; prefer a valid_ metric")
+    if args.top < 1:
+        _console.print(f"[red]error:[/] --top {args.top}: give 1 (the best trial) or more (an ensemble)")
+        return 2
     if args.top > 1:  # one pyfunc averaging the top-N trials (studies/ensemble.py)
         from studies.ensemble import register_ensemble
 
-        version = register_ensemble(args.name, args.model_name, _tracking_uri(args), args.top, args.alias, args.metric)
+        version = register_ensemble(args.name, args.model_name, _tracking_uri(args), args.top, args.alias or None,
+                                    args.metric)
     else:
-        version = register_best(args.name, args.model_name, _tracking_uri(args), args.alias, args.metric)
+        version = register_best(args.name, args.model_name, _tracking_uri(args), args.alias or None, args.metric,
+                                force=args.force)
     alias = f" (alias @{args.alias})" if args.alias else ""
     _console.print(f"registered {args.model_name} version {version.version}{alias}: models:/{args.model_name}/{version.version}")
     return 0
+
+
+def _user_error(message: str) -> Exception:
+    from trainables.errors import ChemtuneError
+
+    return ChemtuneError(message)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import mlflow
     import pandas as pd
 
-    from studies.tracking import tracking_uri_scope
+    from studies.store import tracking_uri_scope
 
-    frame = pd.read_csv(args.input)
+    if not args.input.is_file():
+        raise _user_error(f"{args.input}: file not found")
+    try:  # blank lines are rows too: they are reported with their line numbers, not dropped
+        frame = pd.read_csv(args.input, skip_blank_lines=False, dtype={args.smiles_column: str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise _user_error(f"{args.input}: not a readable CSV ({err})") from None
     if args.smiles_column not in frame.columns:
-        raise ChemtuneError(f"{args.input}: no column {args.smiles_column!r}; the file has {list(frame.columns)}")
+        raise _user_error(f"{args.input}: no column {args.smiles_column!r}; the file has {list(frame.columns)} "
+                          "(choose one with --smiles-column)")
+    smiles = frame[args.smiles_column].fillna("").astype(str).str.strip()
+    blank = smiles == ""
     with tracking_uri_scope(_tracking_uri(args)):
         model = mlflow.pyfunc.load_model(args.model_uri)
-    out = model.predict(frame[[args.smiles_column]].rename(columns={args.smiles_column: "smiles"}))
-    out.to_csv(args.output, index=False)
-    bad = int((out["error"] != "").sum()) if "error" in out else 0
-    _console.print(f"wrote {len(out)} predictions to {args.output} ({bad} invalid SMILES, see the error column)")
+    out = model.predict(pd.DataFrame({"smiles": smiles[~blank].tolist()}))
+    if len(out) != int((~blank).sum()):
+        raise _user_error(f"{args.model_uri}: returned {len(out)} rows for {int((~blank).sum())} inputs")
+    out.index = frame.index[~blank]
+    new = [c for c in out.columns if c not in ("smiles",)]
+    result = frame.copy()
+    for column in new:  # the input's columns first, unchanged; the model's beside them
+        name = column if column not in frame.columns else f"predicted_{column}"
+        result[name] = out[column].reindex(frame.index)
+    if "error" in result:
+        result.loc[blank, "error"] = "blank SMILES"
+    result.to_csv(args.output, index=False)
+    lines = frame.index + 2  # line 1 is the header
+    invalid = ~blank & (result["error"].fillna("") != "") if "error" in result else blank & False
+
+    def where(mask) -> str:  # noqa: ANN001
+        numbers = [str(n) for n in lines[mask][:10]]
+        return ", ".join(numbers) + (", …" if int(mask.sum()) > 10 else "")
+
+    _console.print(f"wrote {len(result)} rows to {args.output} ({int((~blank & ~invalid).sum())} predicted)")
+    if blank.any():
+        _console.print(f"[yellow]{int(blank.sum())} blank SMILES[/] at lines {where(blank)}")
+    if invalid.any():
+        _console.print(f"[yellow]{int(invalid.sum())} invalid SMILES[/] at lines {where(invalid)} (see the error column)")
     return 0
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from studies.tracking import StudyPaths
+    from studies.store import StudyPaths
 
     paths = StudyPaths.default(args.root)
     cmd = ["mlflow", "ui", "--backend-store-uri", paths.mlflow_uri, "--default-artifact-root", paths.artifacts,
@@ -128,6 +209,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
     from search_spaces import SPACES
     from trainables import TASKS
     from trainables.data.datasets import DATASETS
@@ -153,7 +236,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_submit(args: argparse.Namespace) -> int:
     from cluster.jobs import submit
 
-    job_id = submit(args.study, args.address, ship_code=not args.installed, restart=args.restart)
+    job_id = submit(args.study, args.address, ship_code=not args.installed, restart=args.restart,
+                    tracking_uri=args.tracking_uri)
     print(job_id)
     return 0
 
@@ -161,8 +245,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from cluster.jobs import status, wait
 
-    print(wait(args.job_id, args.address) if args.wait else status(args.job_id, args.address))
-    return 0
+    try:
+        state = wait(args.job_id, args.address, timeout=args.timeout) if args.wait else status(args.job_id, args.address)
+    except TimeoutError as err:
+        _console.print(f"[red]error:[/] {err}", markup=True)
+        return 1
+    print(state)
+    return 1 if state in ("FAILED", "STOPPED") else 0  # scripts see a failed study
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
@@ -173,63 +262,91 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; list choices come from the registries."""
+    """The argument parser; ``list`` choices name the registries."""
     parser = argparse.ArgumentParser(prog="chemtune", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func, help: str) -> argparse.ArgumentParser:  # noqa: ANN001
+    def command(name: str, func, help: str, store: bool = True) -> argparse.ArgumentParser:  # noqa: ANN001
         p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func)
-        p.add_argument("--root", default=None, help="embedded store folder (default $CHEMTUNE_HOME or ./chemtune-runs)")
+        p.set_defaults(func=func, root=None)
+        if store:  # only the verbs that read or write the embedded store
+            p.add_argument("--root", default=None, help="embedded store folder (default $CHEMTUNE_HOME or ./chemtune-runs)")
         return p
 
+    def tracking(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded store)")
+
+    study_help = "study YAML file (see the README's study file reference)"
+    name_help = "study name (the `name:` in its YAML; also the MLflow experiment)"
+    jobs_help = "Ray dashboard / Jobs API, e.g. http://HOST:8265"
     p = command("validate", _cmd_validate, "check a study file and its data (the checks launch runs first)")
-    p.add_argument("study", type=Path)
-    p = command("launch", _cmd_launch, "run a study on Ray Tune, tracked in MLflow")
-    p.add_argument("study", type=Path)
+    p.add_argument("study", type=Path, help=study_help)
+    p.add_argument("--tracking-uri", default=None, help="MLflow store of a models:/ teacher (default: as launch)")
+    p = command("launch", _cmd_launch, "run a study on Ray Tune, tracked in MLflow; ends with a report")
+    p.add_argument("study", type=Path, help=study_help)
     p.add_argument("--address", default=None, help="Ray cluster (auto, ray://HOST:10001); default: local Ray")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or local)")
+    tracking(p)
     p.add_argument("--restart", action="store_true", help="start over if this study was launched before")
     p = command("resume", _cmd_resume, "continue an interrupted study from its checkpoints")
-    p.add_argument("name")
-    p.add_argument("--address", default=None)
-    p = command("leaderboard", _cmd_leaderboard, "trials of a study, best first")
-    p.add_argument("name")
-    p.add_argument("--metric", default=None, help="sort by this metric (default: the study's)")
-    p.add_argument("--top", type=int, default=None)
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--tracking-uri", default=None)
-    p = command("register", _cmd_register, "register the best trial's model in the MLflow model registry")
-    p.add_argument("name")
-    p.add_argument("--model-name", required=True)
+    p.add_argument("name", help=name_help)
+    p.add_argument("--address", default=None, help="Ray cluster (default: the one the study was launched on, else local)")
+    p = command("leaderboard", _cmd_leaderboard, "trials of a study: complete ones best first, then pruned, then failed")
+    p.add_argument("name", help=name_help)
+    p.add_argument("--metric", default=None, help="sort by this logged metric, e.g. valid_r2 (default: the study's)")
+    p.add_argument("--top", type=int, default=None, help="show only the first N rows")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
+    tracking(p)
+    p = command("report", _cmd_report, "one self-contained HTML page for a study (also logged to its MLflow run)")
+    p.add_argument("name", help=name_help)
+    p.add_argument("-o", "--output", type=Path, default=None, help="where to write it (default: NAME-report.html)")
+    tracking(p)
+    p = command("register", _cmd_register, "register the best complete trial's model in the MLflow model registry")
+    p.add_argument("name", help=name_help)
+    p.add_argument("--model-name", required=True, help="registered model name (created if new)")
     p.add_argument("--alias", default="champion", help="alias for the new version ('' for none)")
-    p.add_argument("--metric", default=None)
-    p.add_argument("--top", type=int, default=1, help="N > 1: register one model averaging the top-N trials")
-    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--metric", default=None, help="choose the best trial by this metric (default: the study's; "
+                   "a test_ metric is allowed with a warning)")
+    p.add_argument("--top", type=int, default=1, help="N > 1: register one model averaging the top-N complete trials")
+    p.add_argument("--force", action="store_true", help="register a trial that is already a version of this model")
+    tracking(p)
     p = command("predict", _cmd_predict, "predict with an MLflow model (models:/NAME@champion, runs:/ID/model)")
-    p.add_argument("model_uri")
-    p.add_argument("input", type=Path, help="CSV with a SMILES column")
-    p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--smiles-column", default="smiles")
-    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("model_uri", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model")
+    p.add_argument("input", type=Path, help="CSV with a SMILES column; its other columns are kept in the output")
+    p.add_argument("-o", "--output", type=Path, required=True, help="CSV to write: the input plus prediction columns")
+    p.add_argument("--smiles-column", default="smiles", help="the input's SMILES column (default smiles)")
+    tracking(p)
     p = command("ui", _cmd_ui, "MLflow UI over the embedded store")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
-    p = command("submit", _cmd_submit, "run a study on a Ray cluster as a Ray job (prints the job id)")
-    p.add_argument("study", type=Path)
-    p.add_argument("--address", required=True, help="Ray dashboard / Jobs API, e.g. http://HOST:8265")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback only)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p = command("submit", _cmd_submit, "run a study on a Ray cluster as a Ray job (prints the job id)", store=False)
+    p.add_argument("study", type=Path, help=study_help)
+    p.add_argument("--address", required=True, help=jobs_help)
     p.add_argument("--installed", action="store_true", help="chemtune is installed on the cluster: do not upload it")
     p.add_argument("--restart", action="store_true", help="start over if this study was launched before")
-    p = command("status", _cmd_status, "status of a submitted study job")
-    p.add_argument("job_id")
-    p.add_argument("--address", required=True, help="Ray dashboard / Jobs API, e.g. http://HOST:8265")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for the job (default: the study's, "
+                   "else $MLFLOW_TRACKING_URI of this shell, else the cluster's)")
+    p = command("status", _cmd_status, "status of a submitted study job (exit 1 if FAILED or STOPPED)", store=False)
+    p.add_argument("job_id", help="the id `chemtune submit` printed")
+    p.add_argument("--address", required=True, help=jobs_help)
     p.add_argument("--wait", action="store_true", help="wait until the job ends; print its final status")
-    p = command("logs", _cmd_logs, "output of a submitted study job")
-    p.add_argument("job_id")
-    p.add_argument("--address", required=True, help="Ray dashboard / Jobs API, e.g. http://HOST:8265")
-    p = command("list", _cmd_list, "what is registered")
-    p.add_argument("what", choices=_LISTS)
+    p.add_argument("--timeout", type=float, default=24 * 3600, help="seconds --wait waits at most")
+    p = command("logs", _cmd_logs, "output of a submitted study job", store=False)
+    p.add_argument("job_id", help="the id `chemtune submit` printed")
+    p.add_argument("--address", required=True, help=jobs_help)
+    p = command("list", _cmd_list, "what is registered", store=False)
+    p.add_argument("what", choices=_LISTS, help="which registry: " + ", ".join(_LISTS))
     return parser
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """chemtune's bad-input errors, and MLflow's for a wrong model URI or alias (when loaded at all:
+    checking never imports the tasks)."""
+    errors = sys.modules.get("trainables.errors")
+    if errors is not None and isinstance(err, errors.ChemtuneError):
+        return True
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+    return mlflow_exceptions is not None and isinstance(err, mlflow_exceptions.MlflowException)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,8 +354,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ChemtuneError as err:
-        _console.print(f"[red]error:[/] {err}", markup=True)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - a user mistake is one line; anything else a traceback
+        if not _is_user_error(err):
+            raise
+        from rich.markup import escape
+
+        message = str(err)
+        if type(err).__module__.startswith("mlflow"):  # MLflow appends server detail after the first line
+            message = (getattr(err, "message", None) or message).strip().splitlines()[0]
+        _console.print(f"[red]error:[/] {escape(message or type(err).__name__)}", markup=True)
         return 2
 
 

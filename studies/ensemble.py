@@ -16,13 +16,11 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from studies.tracking import TAG_ROLE, TAG_STUDY, _parent_run, leaderboard, tracking_uri_scope
+from studies.results import leaderboard, study_run
+from studies.store import PARENT_TAG, TAG_ROLE, TAG_STUDY, tracking_uri_scope
 from trainables.errors import StudyError
 
 __all__ = ["register_ensemble", "ensemble_metrics"]
-
-_PARENT = "mlflow.parentRunId"
-
 
 def _model_folder(root: Path) -> Path:
     """The saved ``model/`` folder inside a downloaded chemtune pyfunc (LM or D-MPNN)."""
@@ -51,17 +49,20 @@ def ensemble_metrics(frames: list[pd.DataFrame]) -> tuple[dict[str, float], pd.D
 
 def register_ensemble(name: str, model_name: str, tracking_uri: str, top: int, alias: str | None = "champion",
                       metric: str | None = None) -> Any:
-    """Average the top-``top`` finished trials (by the study metric) into one registered model version."""
+    """Average the top-``top`` complete trials (by ``metric``, default the study's) into one registered model
+    version. Only complete trials compete: a pruned trial's score is from an earlier epoch and it has no test
+    predictions."""
     from trainables.ensemble import EnsemblePyfunc
 
     board = leaderboard(name, tracking_uri, metric)
-    ok = board[(board.get("role", "trial") == "trial") & (board["status"] == "FINISHED") & board["model_uri"].notna()
+    ok = board[(board["role"] == "trial") & (board["state"] == "complete") & board["model_uri"].notna()
                & board.get("test_rmse", pd.Series(np.nan, index=board.index)).notna()] if not board.empty else board
     if len(ok) < top:
-        raise StudyError(f"study {name!r} has {len(ok)} finished trial(s) with a model and test predictions; --top {top} needs {top}")
+        raise StudyError(f"study {name!r} has {len(ok)} complete trial(s) with a model and test predictions; "
+                         f"--top {top} needs {top}")
     members = ok.head(top)
     client = MlflowClient(tracking_uri)
-    experiment_id, parent = _parent_run(client, name)
+    experiment_id, parent = study_run(client, name)
     with tempfile.TemporaryDirectory(prefix="chemtune-ensemble-") as tmp:
         folders, tables = {}, {"valid": [], "test": []}
         for i, (_, row) in enumerate(members.iterrows()):
@@ -75,11 +76,12 @@ def register_ensemble(name: str, model_name: str, tracking_uri: str, top: int, a
         for split, frames in tables.items():
             m, _ = ensemble_metrics(frames)
             metrics.update({f"{split}_{k}": v for k, v in m.items()})
-        first = client.get_run(members.iloc[0]["run_id"]).data.tags
-        split_tags = {k: v for k, v in first.items() if k.startswith("split_hash.")}
+        member_tags = [client.get_run(run_id).data.tags for run_id in members["run_id"]]
+        split_tags = {k: v for k, v in member_tags[0].items() if k.startswith("split_hash.")}
         run = client.create_run(experiment_id, run_name=f"ensemble-top{top}", tags={
-            _PARENT: parent.info.run_id, TAG_ROLE: "ensemble", "chemtune.ensemble": f"top{top}", TAG_STUDY: name,
-            "chemtune.method": "+".join(str(m) for m in members["method"]), "chemtune.task": "property", **split_tags})
+            PARENT_TAG: parent.info.run_id, TAG_ROLE: "ensemble", "chemtune.ensemble": f"top{top}", TAG_STUDY: name,
+            "chemtune.method": "+".join(t.get("chemtune.method", "") for t in member_tags),
+            "chemtune.task": "property", **split_tags})
         run_id = run.info.run_id
         try:
             client.log_param(run_id, "members", ",".join(members["run_id"]))

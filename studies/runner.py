@@ -15,22 +15,24 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
-from cluster.resources import max_concurrent, with_trial_resources
+from cluster.resources import limit_search, with_trial_resources
 from search_spaces import SPACES
-from studies.progress import ProgressCallback
+from studies.progress import ProgressCallback, print_data_summary, quiet
+from studies.report import refresh_study
+from studies.trials import ChemtuneOptunaSearch, stopped_early
 from studies.spec import StudySpec, parse_study
 from mlflow.tracking import MlflowClient
 
 from studies.tracking import (
     MLflowTrialCallback, StudyPaths, StudyTracker, close_study_run, leaderboard, resolve_tracking_uri, save_state,
+    tracking_uri_scope,
 )
 from trainables import TASKS, Prepared, TuneReporter
 from trainables.errors import StudyError
 from trainables.io import atomic_write_text
 
-__all__ = ["StudyResult", "launch", "resume", "prepare", "run_trial"]
+__all__ = ["StudyResult", "launch", "resume", "prepare", "run_trial", "trial_env"]
 
 
 @dataclass
@@ -44,6 +46,7 @@ class StudyResult:
     best_config: dict[str, Any] | None
     leaderboard: pd.DataFrame
     num_errors: int
+    report: Path | None = None  # the HTML report (also an artifact of the study run)
 
 
 def run_trial(config: dict[str, Any], *, payload: Any, spec: StudySpec) -> None:
@@ -58,19 +61,52 @@ def run_trial(config: dict[str, Any], *, payload: Any, spec: StudySpec) -> None:
     TASKS.get(spec.task).train(config, payload, spec, reporter)
 
 
-def prepare(spec: StudySpec) -> Prepared:
-    """Everything ``launch`` checks before any trial: the search space and the data."""
+def prepare(spec: StudySpec, tracking_uri: str | None = None) -> Prepared:
+    """Everything ``launch`` checks before any trial: the search space and the data.
+
+    ``tracking_uri`` is the study's MLflow store: a teacher named ``models:/...`` is looked up there,
+    not in MLflow's default store of the current folder.
+    """
     SPACES.get(spec.search_space).define_by_run(spec.fixed, spec.ranges)
-    return TASKS.get(spec.task).prepare(spec)
+    if tracking_uri is None:
+        return TASKS.get(spec.task).prepare(spec)
+    with tracking_uri_scope(tracking_uri):
+        return TASKS.get(spec.task).prepare(spec)
+
+
+def _job_env_vars() -> dict[str, str]:
+    """Environment variables the Ray job (``ray job submit``, a KubeRay RayJob) already gives every process."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # set by Ray's job supervisor for the job's driver
+    if not raw:
+        return {}
+    return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+
+
+def trial_env(tracking_uri: str, job_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Settings the trials need from the driver: ``CHEMTUNE_*`` and the study's tracking URI, each set once.
+
+    Trials read models from MLflow too (a teacher, a phase-1 base model), so they use the driver's store.
+    A variable the job's runtime environment already carries with the same value is left to the job (Ray
+    refuses a driver env that repeats a job's key); with a different value the trials would silently see
+    the job's, so that is an error naming the key.
+    """
+    wanted = {k: v for k, v in os.environ.items() if k.startswith("CHEMTUNE_")} | {"MLFLOW_TRACKING_URI": tracking_uri}
+    job_env = _job_env_vars() if job_env is None else job_env
+    clash = sorted(k for k in wanted if k in job_env and job_env[k] != wanted[k])
+    if clash:
+        raise StudyError(
+            f"the Ray job's runtime environment sets {', '.join(clash)} to a different value than this study "
+            "uses (study file, --tracking-uri or the driver's environment): set each in one place only, e.g. "
+            "in the study's tracking: section or in the cluster's container env, not in the job's runtime env"
+        )
+    return {k: v for k, v in wanted.items() if k not in job_env}
 
 
 def _init_ray(address: str | None, tracking_uri: str) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    # Trials read models from MLflow too (a teacher, a phase-1 base model): same store as the driver.
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith("CHEMTUNE_")} | {"MLFLOW_TRACKING_URI": tracking_uri}
-    runtime_env = {"env_vars": env_vars}
+    runtime_env = {"env_vars": trial_env(tracking_uri)}
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:  # embedded default: a local Ray on this machine
@@ -79,10 +115,10 @@ def _init_ray(address: str | None, tracking_uri: str) -> None:
 
 def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: StudyPaths, optuna_url: str) -> tune.Tuner:
     space = SPACES.get(spec.search_space).define_by_run(spec.fixed, spec.ranges)
-    searcher = OptunaSearch(
+    searcher = ChemtuneOptunaSearch(
         space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
         storage=optuna.storages.RDBStorage(optuna_url), seed=spec.seed,
-        points_to_evaluate=[dict(p) for p in spec.enqueue] or None,
+        points_to_evaluate=[dict(p) for p in spec.enqueue] or None, max_epochs=spec.max_epochs,
     )
     scheduler = ASHAScheduler(
         time_attr="training_iteration", max_t=spec.max_epochs,
@@ -90,14 +126,18 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
     )
     trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
     callbacks = [
-        MLflowTrialCallback(tracker.uri, tracker.experiment_id, tracker.parent_run_id, spec.task, prepared.tags),
-        ProgressCallback(spec.metric, spec.direction, spec.num_trials),
+        MLflowTrialCallback(tracker.uri, tracker.experiment_id, tracker.parent_run_id, spec.task, prepared.tags,
+                            metric=spec.metric, mode=spec.direction, max_epochs=spec.max_epochs),
+        ProgressCallback(spec.metric, spec.direction, spec.num_trials, spec.max_epochs),
     ]
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=spec.num_trials, metric=spec.metric,
-            mode=spec.direction, max_concurrent_trials=max_concurrent(spec.resources, ray.cluster_resources()),
+            search_alg=limit_search(searcher, spec.resources), scheduler=scheduler, num_samples=spec.num_trials,
+            metric=spec.metric, mode=spec.direction,
+            # No cap from the resources present at launch: Tune queues trials against the cluster, so an
+            # autoscaling cluster that starts with no workers grows to run them (cap only when asked).
+            max_concurrent_trials=spec.resources.max_concurrent_trials,
             # A trial process is reused by the next trial: no new interpreter importing torch each time.
             reuse_actors=spec.resources.num_workers == 1,
         ),
@@ -123,15 +163,21 @@ def _fit(tuner: tune.Tuner, tracker: StudyTracker) -> tune.ResultGrid:
         tracker.close(status)
 
 
-def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid) -> StudyResult:
-    scored = [r for r in results if r.error is None and r.metrics and spec.metric in r.metrics]
+def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid, optuna_url: str | None,
+            paths: StudyPaths) -> StudyResult:
+    # Only complete trials compete: one ASHA stopped has a partial (earlier-epoch) score.
+    scored = [r for r in results if r.error is None and r.metrics and spec.metric in r.metrics
+              and not stopped_early(r.metrics, spec.max_epochs)]
     sign = 1 if spec.direction == "min" else -1
     best = min(scored, key=lambda r: sign * r.metrics[spec.metric]).config if scored else None
     board = leaderboard(spec.name, tracker.uri)
-    if not board.empty:
-        tracker.client.log_text(tracker.parent_run_id, board.to_csv(index=False), "leaderboard.csv")
+    report = None
+    try:  # leaderboard table, Optuna's plots and the HTML report on the study run
+        report = refresh_study(spec.name, tracker.uri, optuna_url, paths.root / "reports" / f"{spec.name}.html")
+    except Exception as err:  # noqa: BLE001 - the study's results stand without their views
+        tracker.client.set_tag(tracker.parent_run_id, "chemtune.report_error", repr(err)[:500])
     return StudyResult(spec.name, tracker.parent_run_id, tracker.experiment_id, tracker.uri, best, board,
-                       results.num_errors)
+                       results.num_errors, report)
 
 
 def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | None = None,
@@ -152,11 +198,13 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
             f"study {spec.name!r} was launched before ({state_file}); run `chemtune resume {spec.name}` "
             "or launch with --restart to start over"
         )
-    prepared = prepare(spec)  # bad data fails here, before Ray starts
+    uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
+    prepared = prepare(spec, uri)  # bad data fails here, before Ray starts
+    quiet()
+    print_data_summary(prepared)
     optuna_url = spec.tracking.optuna_storage or paths.optuna_url
     if restart:
         _forget(spec, paths, optuna_url)
-    uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
     _init_ray(address, uri)
     tracker = StudyTracker(uri, spec, paths)
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
@@ -166,7 +214,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
                                   "optuna_url": optuna_url, "address": address})
     _baselines(spec, prepared, tracker)
     results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url), tracker)
-    result = _result(spec, tracker, results)
+    result = _result(spec, tracker, results, optuna_url, paths)
     if spec.seed_repeats and result.best_config is not None:  # mean +/- std of the best config (studies/seeds.py)
         from studies.seeds import repeat_best
 
@@ -209,7 +257,7 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
         raise StudyError(f"no study named {name!r} was launched from {paths.root}")
     state = json.loads(paths.state_file(name).read_text())
     spec = parse_study(yaml.safe_load(paths.study_file(name).read_text()), str(paths.study_file(name)))
-    prepared = prepare(spec)
+    prepared = prepare(spec, state["tracking_uri"])
     experiment_dir = str(Path(spec.tracking.storage_path or paths.tune_storage) / spec.name)
     if not tune.Tuner.can_restore(experiment_dir):
         raise StudyError(f"{experiment_dir}: no Ray Tune experiment to resume")
@@ -218,4 +266,5 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
     _baselines(spec, prepared, tracker)
     tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
-    return _result(spec, tracker, _fit(tuner, tracker))
+    quiet()
+    return _result(spec, tracker, _fit(tuner, tracker), state.get("optuna_url"), paths)

@@ -6,25 +6,29 @@ embedded SQLite store never sees concurrent writers.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
-import pandas as pd
-from mlflow.entities import RunStatus
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
+from studies.results import leaderboard, register_best
+from studies.store import (
+    PARENT_TAG, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL, StudyPaths, resolve_tracking_uri, save_state,
+    tracking_uri_scope,
+)
+from studies.trials import optuna_trial, stopped_early, trial_name
 from trainables import TASKS
-from trainables.errors import StudyError
-from trainables.io import atomic_write_json
 
 if TYPE_CHECKING:
     from studies.spec import StudySpec
@@ -35,66 +39,22 @@ __all__ = [
     "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "save_state", "close_study_run", "tracking_uri_scope",
 ]
 
-TAG_STUDY, TAG_ROLE, TAG_TRIAL = "chemtune.study", "chemtune.role", "chemtune.trial_id"
-_RAY_KEYS = {"time_this_iter_s", "time_total_s", "training_iteration"}
-_PARENT = "mlflow.parentRunId"
+# What Ray adds to every result: not chemtune's metrics, so never logged (nor charted before valid_rmse).
+_RAY_KEYS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "trial_id", "experiment_tag", "iterations_since_restore",
+             "time_since_restore", "timesteps_since_restore", "should_checkpoint"}
+_PARENT = PARENT_TAG
+# The served model's input column per task: the registered model carries it as its signature.
+_SIGNATURE_INPUT = {"property": "smiles"}
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class StudyPaths:
-    """The embedded store: ``root`` holds MLflow's SQLite file and artifacts, Optuna's database,
-    Ray Tune's storage and each study's state (``studies/NAME.yaml`` + ``NAME.json``)."""
-
-    root: Path
-
-    @classmethod
-    def default(cls, root: str | os.PathLike[str] | None = None) -> "StudyPaths":
-        return cls(Path(root or os.environ.get("CHEMTUNE_HOME", "chemtune-runs")).expanduser().resolve())
-
-    @property
-    def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow.db'}"
-
-    @property
-    def artifacts(self) -> str:
-        return (self.root / "artifacts").as_uri()
-
-    @property
-    def optuna_url(self) -> str:
-        return f"sqlite:///{self.root / 'optuna.db'}"
-
-    @property
-    def tune_storage(self) -> str:
-        return str(self.root / "ray")
-
-    def study_file(self, name: str) -> Path:
-        return self.root / "studies" / f"{name}.yaml"
-
-    def state_file(self, name: str) -> Path:
-        return self.root / "studies" / f"{name}.json"
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
-def resolve_tracking_uri(explicit: str | None, paths: StudyPaths) -> str:
-    """``--tracking-uri`` or the study's ``tracking.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else SQLite."""
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return uri
-
-
-@contextmanager
-def tracking_uri_scope(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``uri`` for a block only.
-
-    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which would silently redirect
-    every later study of this process; this restores both afterwards.
-    """
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)  # None unsets the variable again
+def _tag_number(trial: Any) -> int | None:
+    ot_trial = optuna_trial(trial.trial_id) if trial is not None else None
+    return None if ot_trial is None else ot_trial.number
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +71,19 @@ def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
         k: float(v) for k, v in metrics.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k not in _RAY_KEYS
     }
+
+
+def _signature(task: str) -> Any:
+    """Input: the one string column the task's model reads; output: its prediction table."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    column = _SIGNATURE_INPUT.get(task)
+    if column is None:  # a task with inference parameters (retro's beams) keeps MLflow's defaults
+        return None
+    outputs = Schema([ColSpec("string", "smiles"), ColSpec("string", "canonical_smiles", required=False),
+                      ColSpec("double", "prediction", required=False), ColSpec("string", "error")])
+    return ModelSignature(inputs=Schema([ColSpec("string", column)]), outputs=outputs)
 
 
 class StudyTracker:
@@ -140,7 +113,9 @@ class StudyTracker:
             run = self.client.create_run(
                 self.experiment_id, run_name=spec.name,
                 tags={TAG_STUDY: spec.name, TAG_ROLE: "study", "chemtune.task": spec.task,
-                      "chemtune.metric": spec.metric, "chemtune.mode": spec.direction},
+                      "chemtune.metric": spec.metric, "chemtune.mode": spec.direction,
+                      # lets the leaderboard sort other metrics without importing the task
+                      "chemtune.maximize": ",".join(sorted(TASKS.get(spec.task).maximize))},
             )
             self.parent_run_id = run.info.run_id
 
@@ -175,14 +150,23 @@ def close_study_run(client: MlflowClient, parent_run_id: str, status: str) -> No
 
 
 class MLflowTrialCallback(tune.Callback):
-    """One nested MLflow run per Tune trial: params, per-epoch metrics, final metrics, the model.
+    """One nested MLflow run per Tune trial: params, per-epoch metrics, final metrics, the model;
+    and the study's parent run kept current: the best value so far and a link to its trial.
 
-    Pickles without its client (Tune saves callbacks with the experiment for ``resume``).
+    Runs are named ``t03 lora r16 lr=1e-3`` (Optuna's trial number first, tagged as
+    ``chemtune.optuna_trial``); the Optuna trial gets the run id as user attribute ``mlflow_run_id``,
+    so optuna-dashboard and MLflow point at each other. A trial ASHA stopped early is tagged
+    ``chemtune.state=pruned`` (Optuna marks it PRUNED). Pickles without its client (Tune saves
+    callbacks with the experiment for ``resume``).
     """
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, task: str, tags: dict[str, str]) -> None:
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, task: str, tags: dict[str, str],
+                 metric: str | None = None, mode: str = "min", max_epochs: int | None = None) -> None:
         self.uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.task, self.tags = task, tags
+        self.metric, self.mode, self.max_epochs = metric, mode, max_epochs
+        self.best: dict[str, Any] | None = None  # value, run_id, name of the best complete trial
+        self.counts = {"complete": 0, "pruned": 0, "failed": 0}
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
 
@@ -208,14 +192,19 @@ class MLflowTrialCallback(tune.Callback):
             self.client.update_run(run_id, status="RUNNING")
         else:
             config = trial.config
-            run = self.client.create_run(
-                self.experiment_id, run_name=f"{trial.trial_id}",
-                tags={_PARENT: self.parent_run_id, TAG_TRIAL: trial.trial_id, TAG_ROLE: "trial",
-                      "chemtune.method": str(config.get("method") or config.get("arch", "")), "chemtune.task": self.task, **self.tags},
-            )
+            ot_trial = optuna_trial(trial.trial_id)
+            number = None if ot_trial is None else ot_trial.number
+            tags = {_PARENT: self.parent_run_id, TAG_TRIAL: trial.trial_id, TAG_ROLE: "trial",
+                    "chemtune.method": str(config.get("method") or config.get("arch", "")), "chemtune.task": self.task, **self.tags}
+            if number is not None:
+                tags[TAG_NUMBER] = str(number)
+            run = self.client.create_run(self.experiment_id, run_name=trial_name(number, config), tags=tags)
             run_id = run.info.run_id
             for key, value in config.items():
                 self.client.log_param(run_id, key, str(value)[:500])
+            if ot_trial is not None:
+                ot_trial.set_user_attr("mlflow_run_id", run_id)
+                ot_trial.set_user_attr("ray_trial_id", trial.trial_id)
         self._runs[trial.trial_id] = run_id
         return run_id
 
@@ -225,32 +214,67 @@ class MLflowTrialCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self.run_id(trial)
         step = int(result.get("training_iteration", 0))
-        for key, value in _numeric(result).items():
-            self.client.log_metric(run_id, key, value, step=step)
+        metrics = _numeric(result)
+        if metrics:
+            self.client.log_batch(run_id, metrics=[Metric(k, v, _now_ms(), step) for k, v in metrics.items()])
         node = result.get("node_ip")
         if node and step == 1:
             self.client.set_tag(run_id, "chemtune.node_ip", str(node))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
-        epochs = int((trial.last_result or {}).get("epoch", 0))
+        result = trial.last_result or {}
+        epochs = int(result.get("epoch", 0))
         self.client.set_tag(run_id, "chemtune.epochs", str(epochs))
+        pruned = self.max_epochs is not None and stopped_early(result, self.max_epochs)
+        self.client.set_tag(run_id, TAG_STATE, "pruned" if pruned else "complete")
+        if pruned:
+            self.client.set_tag(run_id, "chemtune.pruned_at_epoch", str(epochs))
         try:
             self._log_checkpoint(run_id, trial)
         except Exception as err:  # noqa: BLE001 - a trial is not lost because its model could not be logged
             self.client.set_tag(run_id, "chemtune.model_error", repr(err)[:500])
             self.client.set_terminated(run_id, "FAILED")
+            self._update_study("failed")
         else:
             self.client.set_terminated(run_id, "FINISHED")
+            self._update_study("pruned" if pruned else "complete", run_id, trial, result)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
         if trial.error_file and os.path.exists(trial.error_file):
             self.client.log_artifact(run_id, trial.error_file)
         self.client.set_terminated(run_id, "FAILED")
+        self._update_study("failed")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.client.set_tag(self.run_id(trial), "chemtune.recovered", "true")
+
+    def _update_study(self, state: str, run_id: str | None = None, trial: Any = None,
+                      result: Mapping[str, Any] | None = None) -> None:
+        """The parent run carries the study: counts, and the best complete trial so far (a metric
+        the chart view shows at the top level, tags, and a description linking to the trial)."""
+        try:
+            self.counts[state] += 1
+            done = sum(self.counts.values())
+            metrics = [Metric(f"trials_{k}", float(v), _now_ms(), done) for k, v in self.counts.items()]
+            value = (result or {}).get(self.metric) if self.metric else None
+            if state == "complete" and isinstance(value, (int, float)) and math.isfinite(value):
+                better = self.best is None or (value < self.best["value"] if self.mode == "min" else value > self.best["value"])
+                if better:
+                    self.best = {"value": float(value), "run_id": run_id,
+                                 "name": self.client.get_run(run_id).info.run_name, "number": _tag_number(trial)}
+                    link = f"#/experiments/{self.experiment_id}/runs/{run_id}"
+                    for key, tag in (("chemtune.best_run_id", run_id), ("chemtune.best_trial", self.best["name"]),
+                                     ("chemtune.best_run_link", link),
+                                     ("mlflow.note.content", f"Best {self.metric} = {value:.4g}: trial "
+                                      f"[{self.best['name']}]({link}) (run `{run_id}`)")):
+                        self.client.set_tag(self.parent_run_id, key, tag)
+            if self.best is not None:
+                metrics.append(Metric(f"best_{self.metric}", self.best["value"], _now_ms(), done))
+            self.client.log_batch(self.parent_run_id, metrics=metrics)
+        except Exception as err:  # noqa: BLE001 - the study summary never fails a trial
+            log.warning("could not update the study run: %r", err)
 
     def _log_checkpoint(self, run_id: str, trial: Any) -> None:
         checkpoint = trial.checkpoint
@@ -271,77 +295,6 @@ class MLflowTrialCallback(tune.Callback):
                             name="model", python_model=task.pyfunc(), artifacts={"model": str(local)},
                             pip_requirements=list(task.pip_requirements)
                             + (["chemprop==2.3.1"] if (local / "dmpnn.json").is_file() else []),
+                            signature=_signature(self.task),
                         )
                 self.client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
-
-
-def _parent_run(client: MlflowClient, name: str) -> tuple[str, Any]:
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()],
-        filter_string=f"tags.`{TAG_STUDY}` = '{name}' and tags.`{TAG_ROLE}` = 'study'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )
-    if not runs:
-        raise StudyError(f"no study named {name!r} in the tracking store {client.tracking_uri}")
-    return runs[0].info.experiment_id, runs[0]
-
-
-def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: int | None = None) -> pd.DataFrame:
-    """Trials of the latest run of study ``name``, best first by ``metric`` (default: the study's)."""
-    client = MlflowClient(tracking_uri)
-    experiment_id, parent = _parent_run(client, name)
-    metric = metric or parent.data.tags["chemtune.metric"]
-    mode = parent.data.tags.get("chemtune.mode", "min") if metric == parent.data.tags["chemtune.metric"] else (
-        "max" if metric.rsplit("_", 1)[-1] in TASKS.get(parent.data.tags["chemtune.task"]).maximize else "min"
-    )
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{_PARENT}` = '{parent.info.run_id}'")
-    rows = []
-    for run in runs:
-        m, tags = run.data.metrics, run.data.tags
-        role = tags.get(TAG_ROLE, "trial")
-        label = tags.get(TAG_TRIAL) if role == "trial" else f"{role}:{tags.get('chemtune.' + role, '')}"
-        row = {"trial": label, "run_id": run.info.run_id, "status": run.info.status,
-               "method": tags.get("chemtune.method"), "epochs": m.get("epoch"), "role": role}
-        row.update({k: v for k, v in m.items() if k.startswith(("valid_", "test_"))})
-        row["trainable_params"] = m.get("trainable_params")
-        row["wall_s"] = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
-        row["model_uri"] = tags.get("chemtune.model_uri")
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    if metric not in frame.columns and not metric.startswith(("valid_", "test_")):
-        raise StudyError(f"metric {metric!r} was not logged; choose from {sorted(c for c in frame.columns if '_' in c)}")
-    if metric not in frame.columns:  # no trial reported it yet (all failed, say)
-        frame[metric] = float("nan")
-    first = ["trial", "run_id", "status", "method", "epochs"]
-    scores = sorted(c for c in frame.columns if c.startswith("valid_")) + sorted(c for c in frame.columns if c.startswith("test_"))
-    frame = frame[first + scores + [c for c in frame.columns if c not in first and c not in scores]]
-    frame = frame.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")
-    frame.insert(0, "rank", range(1, len(frame) + 1))
-    frame = frame.reset_index(drop=True)
-    return frame.head(top) if top else frame
-
-
-def register_best(name: str, model_name: str, tracking_uri: str, alias: str | None = "champion",
-                  metric: str | None = None) -> Any:
-    """Register the best finished trial's model of study ``name``; set ``alias`` on the new version."""
-    board = leaderboard(name, tracking_uri, metric)
-    candidates = board[(board["status"] == "FINISHED") & board["model_uri"].notna()] if not board.empty else board
-    if candidates.empty:
-        raise StudyError(f"study {name!r} has no finished trial with a logged model")
-    best = candidates.iloc[0]
-    client = MlflowClient(tracking_uri)
-    with tracking_uri_scope(tracking_uri):
-        version = mlflow.register_model(
-            best["model_uri"], model_name,
-            tags={TAG_STUDY: name, "chemtune.trial_id": str(best["trial"])},
-        )
-    if alias:
-        client.set_registered_model_alias(model_name, alias, version.version)
-    return version
-
-
-def save_state(paths: StudyPaths, name: str, state: dict[str, Any]) -> None:
-    """Atomically record where a study's runs live (for ``chemtune resume``)."""
-    atomic_write_json(paths.state_file(name), state)

@@ -26,7 +26,7 @@ def _need(program: str) -> None:
     try:
         _pg_bin(program)
     except FileNotFoundError as err:
-        pytest.fail(f"{err}: the cluster tests need PostgreSQL (.ci/run installs it)")
+        pytest.fail(f"the cluster tests need PostgreSQL's server programs: {err}")
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,7 @@ from typing import Any
 import mlflow
 import optuna
 import pytest
-import yaml
 
-from cluster import jobs
 from support.local_cluster import LocalMlflowServer, LocalPostgres, LocalRayCluster
 from studies.spec import parse_study
 
@@ -139,32 +137,6 @@ def test_two_worker_torchtrainer_trial(on_cluster: LocalRayCluster, mlflow_serve
     assert len(history) == 2  # one report per epoch, from rank 0 only
     assert child.data.metrics["test_rmse"] > 0
     assert result.leaderboard["model_uri"].iloc[0]  # rank 0's checkpoint reached MLflow as a model
-
-
-def test_job_submission(on_cluster: LocalRayCluster, mlflow_server: LocalMlflowServer, study_dict: Any,
-                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """`chemtune submit` -> job id; `chemtune status --wait`; `chemtune logs`; the study landed on the server."""
-    from studies.cli import main
-
-    study = tmp_path / "job-study.yaml"
-    study.write_text(yaml.safe_dump(study_dict("cluster-job", tmp_path / "tune", num_trials=2)))
-    monkeypatch.setenv("CHEMTUNE_HOME", str(tmp_path / "home"))  # forwarded to the job (not a secret)
-    address = on_cluster.dashboard_url
-    assert main(["submit", str(study), "--address", address]) == 0
-    job_id = capsys.readouterr().out.strip()
-    assert jobs.status(job_id, address) in {"PENDING", "RUNNING", "SUCCEEDED"}
-    assert jobs.wait(job_id, address, timeout=400) in {"SUCCEEDED", "FAILED"}
-    assert main(["status", job_id, "--address", address]) == 0
-    final = capsys.readouterr().out.strip()
-    assert main(["logs", job_id, "--address", address]) == 0
-    log = capsys.readouterr().out
-    assert final == "SUCCEEDED", log[-3000:]
-    assert "cluster-job" in log
-    assert mlflow_server.admin_password not in log  # credentials never reach a log
-    client = mlflow.MlflowClient(mlflow_server.url)
-    experiment = client.get_experiment_by_name("cluster-job")
-    assert len(client.search_runs([experiment.experiment_id])) == 3  # the parent and two trials
-    assert (tmp_path / "home").is_dir()  # the job's state went where CHEMTUNE_HOME said
 
 
 def test_gpu_fractions_pack_without_oversubscribing(on_cluster: LocalRayCluster, tmp_path: Path) -> None:

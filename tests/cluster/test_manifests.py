@@ -29,8 +29,25 @@ def test_cluster_launcher_has_a_gpu_group_scaling_from_zero() -> None:
     gpu = config["available_node_types"]["gpu_worker"]
     assert gpu["min_workers"] == 0 and gpu["max_workers"] >= 1
     assert gpu["node_config"]["InstanceType"].startswith(("g", "p"))
-    assert any("chemtune" in c for c in config["setup_commands"])
-    assert any("torch==2.13.0" in c for c in config["setup_commands"])
+    assert config["docker"]["image"] == "${CHEMTUNE_IMAGE}"  # the image the guide builds; torch and chemtune in it
+    assert "--gpus all" in config["docker"]["worker_run_options"]
+
+
+def _images(doc: Any) -> list[str]:
+    if isinstance(doc, dict):
+        return [v for k, v in doc.items() if k == "image" and isinstance(v, str)] + [
+            i for v in doc.values() for i in _images(v)]
+    return [i for v in doc for i in _images(v)] if isinstance(doc, list) else []
+
+
+def test_manifests_run_the_image_the_guide_builds() -> None:
+    """Every Ray node runs ``${CHEMTUNE_IMAGE}``, the placeholder the guide replaces (nothing else builds one)."""
+    for path in ("kuberay/raycluster.yaml", "kuberay/rayjob.yaml", "ray/aws-gpu.yaml"):
+        images = _images(_load(path))
+        assert images and set(images) == {"${CHEMTUNE_IMAGE}"}, path
+        assert "envsubst '$CHEMTUNE_IMAGE' < cluster/" + path in (CLUSTER / path).read_text()
+    guide = (CLUSTER / "README.md").read_text()
+    assert "docker build -t \"$CHEMTUNE_IMAGE\" ." in guide and "docker push \"$CHEMTUNE_IMAGE\"" in guide
 
 
 def test_kuberay_cluster_and_job() -> None:
@@ -39,10 +56,18 @@ def test_kuberay_cluster_and_job() -> None:
     (gpu,) = cluster["spec"]["workerGroupSpecs"]
     assert gpu["minReplicas"] == 0
     assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    for container in (gpu["template"]["spec"]["containers"][0],
+                      cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]):
+        # The secrets the guide creates reach every node as environment variables, and nothing else does.
+        assert {e["secretRef"]["name"] for e in container["envFrom"]} == {"chemtune-mlflow", "chemtune-optuna"}
     job = _load("kuberay/rayjob.yaml")
     assert job["kind"] == "RayJob"
     assert job["spec"]["entrypoint"].startswith("chemtune launch ") and "--address auto" in job["spec"]["entrypoint"]
     assert job["spec"]["shutdownAfterJobFinishes"] is True
+    # Settings once: in the containers' env (driver and trials inherit it), not again in the job's runtime env.
+    assert "runtimeEnvYAML" not in job["spec"]
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {e["name"] for e in head["env"]} >= {"MLFLOW_TRACKING_URI", "CHEMTUNE_HOME"}
 
 
 def test_mlflow_server_on_postgres_with_auth_and_no_secrets_in_files() -> None:

@@ -45,3 +45,30 @@ def test_multi_worker_trials_scale_per_worker() -> None:
     assert max_concurrent(spec, {"CPU": 32, "GPU": 4}) == 2  # 2 trials x 2 workers fill 4 GPUs
     cpu_only = scaling_config(ResourcesSpec(cpus_per_trial=1, num_workers=2))
     assert not cpu_only.use_gpu and cpu_only.resources_per_worker == {"CPU": 1}
+
+
+def test_multi_worker_limit_follows_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multi-worker trials reserve nothing in Tune: their limit is re-counted from the nodes present."""
+    import ray
+    from ray.tune.search import Searcher
+
+    from cluster import resources
+
+    class Proposals(Searcher):
+        def suggest(self, trial_id: str) -> dict:
+            return {"lr": 0.001}
+
+    searcher = Proposals(metric="valid_rmse", mode="min")
+    assert resources.limit_search(searcher, ResourcesSpec(cpus_per_trial=1)) is searcher  # Tune queues these
+    assert resources.limit_search(searcher, ResourcesSpec(num_workers=2, max_concurrent_trials=3)) is searcher
+    cluster = {"CPU": 0.0}  # an autoscaling cluster before its first worker
+    monkeypatch.setattr(ray, "cluster_resources", lambda: dict(cluster))
+    clock = [0.0]
+    monkeypatch.setattr(resources.time, "monotonic", lambda: clock[0])
+    limited = resources.limit_search(searcher, ResourcesSpec(cpus_per_trial=2, num_workers=2))
+    clock[0] = 10.0
+    assert limited.suggest("t1") is not None  # one trial, whose pending workers make the autoscaler add a node
+    assert limited.suggest("t2") is None
+    cluster["CPU"] = 16.0  # two 8-CPU nodes joined: 4 trials of 2 x 2 CPUs fit
+    clock[0] = 20.0
+    assert [limited.suggest(f"t{i}") is not None for i in range(3, 7)] == [True, True, True, False]

@@ -40,7 +40,7 @@ def test_ensemble_of_an_lm_and_a_dmpnn(tmp_path: Path) -> None:
         callback.on_trial_result(0, [], trial, {**final, "training_iteration": 1})
         callback.on_trial_complete(0, [], trial)
 
-    with pytest.raises(StudyError, match=r"has 2 finished trial\(s\) .*--top 3 needs 3"):
+    with pytest.raises(StudyError, match=r"has 2 complete trial\(s\) .*--top 3 needs 3"):
         register_ensemble(spec.name, "lipo-ens", tracker.uri, top=3)
     version = register_ensemble(spec.name, "lipo-ens", tracker.uri, top=2)
 

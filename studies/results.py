@@ -1,0 +1,198 @@
+"""A study's results as a user reads them: the leaderboard, and the winner in the model registry.
+
+Imports MLflow and pandas only (no Ray, no torch), so ``chemtune leaderboard`` answers in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pandas as pd
+
+from studies.store import PARENT_TAG, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
+
+__all__ = ["leaderboard", "register_best", "study_run", "metric_direction", "is_test_metric", "format_value"]
+
+log = logging.getLogger(__name__)
+# How the table groups trials before sorting by the metric: only complete trials compete.
+_STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "failed": 3, "killed": 4}
+
+
+def _error(message: str) -> Exception:
+    # trainables' package import loads the tasks (torch): only when there is an error to raise.
+    from trainables.errors import StudyError
+
+    return StudyError(message)
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+def study_run(client: Any, name: str) -> tuple[str, Any]:
+    """The latest parent run of study ``name``: ``(experiment_id, run)``."""
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.`{TAG_STUDY}` = '{name}' and tags.`{TAG_ROLE}` = 'study'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    if not runs:
+        raise _error(f"no study named {name!r} in the tracking store {client.tracking_uri}")
+    return runs[0].info.experiment_id, runs[0]
+
+
+def is_test_metric(metric: str) -> bool:
+    return metric.startswith("test_")
+
+
+def metric_direction(metric: str, parent_tags: dict[str, str]) -> str:
+    """``min`` or ``max`` for ``metric``: the study's mode for its own metric, else the task's rule
+    (recorded on the study run as ``chemtune.maximize`` so this needs no task import)."""
+    if metric == parent_tags.get("chemtune.metric"):
+        return parent_tags.get("chemtune.mode", "min")
+    if "chemtune.maximize" in parent_tags:
+        maximize = set(filter(None, parent_tags["chemtune.maximize"].split(",")))
+    else:  # a study tracked before the tag existed
+        from trainables import TASKS
+
+        maximize = set(TASKS.get(parent_tags["chemtune.task"]).maximize)
+    return "max" if metric.split("_", 1)[-1] in maximize else "min"
+
+
+def _state(run: Any) -> str:
+    status = run.info.status
+    if status == "FINISHED":
+        return run.data.tags.get(TAG_STATE, "complete")
+    return {"RUNNING": "running", "FAILED": "failed", "KILLED": "killed"}.get(status, status.lower())
+
+
+def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: int | None = None) -> pd.DataFrame:
+    """Trials of the latest run of study ``name``: complete trials first, best first by ``metric``
+    (default: the study's), then trials ASHA pruned, then failed ones.
+
+    Columns: ``rank, trial, role`` (``trial``, or a ``baseline`` / ``ensemble`` row beside them), ``state,
+    epochs``, the valid then test scores, ``trainable_params, wall_s, note`` (why a score is missing), then
+    ``optuna_trial, run_id, status`` (MLflow's) and ``model_uri``. ``frame.attrs`` holds
+    ``metric`` and ``mode`` (what the table is sorted by).
+    """
+    client = _client(tracking_uri)
+    experiment_id, parent = study_run(client, name)
+    tags = parent.data.tags
+    metric = metric or tags["chemtune.metric"]
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    rows = []
+    for run in runs:
+        m, t = run.data.metrics, run.data.tags
+        state = _state(run)
+        epochs = m.get("epoch")
+        role = t.get(TAG_ROLE, "trial")
+        if role != "trial":  # a peer baseline or an ensemble beside the trials: baseline:random_forest, ensemble:top3
+            name = f"{role}:{t.get('chemtune.' + role, '')}"
+        else:  # chemtune names its trial runs (tNN ...); a run from before that is known by its Tune id
+            name = run.info.run_name if TAG_NUMBER in t else t.get(TAG_TRIAL, run.info.run_name)
+        row: dict[str, Any] = {"trial": name, "role": role, "state": state,
+                               "epochs": None if epochs is None else int(epochs)}
+        row.update({k: v for k, v in m.items() if k.startswith(("valid_", "test_"))})
+        row["trainable_params"] = None if m.get("trainable_params") is None else int(m["trainable_params"])
+        row["wall_s"] = round(((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000, 1)
+        row["note"] = {
+            "pruned": f"stopped by ASHA after epoch {row['epochs']}: no test evaluation",
+            "failed": "failed: see the run's error file",
+            "running": "still running", "killed": "killed before it finished",
+        }.get(state, "")
+        row["optuna_trial"] = int(t[TAG_NUMBER]) if t.get(TAG_NUMBER, "").isdigit() else None
+        row["run_id"], row["status"] = run.info.run_id, run.info.status
+        row["model_uri"] = t.get("chemtune.model_uri")
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    scores = sorted(c for c in frame.columns if c.startswith("valid_")) + sorted(
+        c for c in frame.columns if c.startswith("test_"))
+    if metric not in scores:
+        if not metric.startswith(("valid_", "test_")):
+            hint = [s for s in scores if s.split("_", 1)[1] == metric]
+            raise _error(f"metric {metric!r} was not logged; choose from {', '.join(scores) or '(none yet)'}"
+                             + (f" (did you mean {hint[0]}?)" if hint else ""))
+        frame[metric] = float("nan")  # no trial reported it yet (all failed, say)
+        scores.append(metric)
+    mode = metric_direction(metric, tags)
+    first = ["trial", "role", "state", "epochs"]
+    last = ["trainable_params", "wall_s", "note", "optuna_trial", "run_id", "status", "model_uri"]
+    frame = frame[first + scores + last]
+    order = frame["state"].map(lambda s: _STATE_ORDER.get(s, 5))
+    value = frame[metric] if mode == "min" else -frame[metric]
+    frame = frame.assign(_o=order, _v=value).sort_values(["_o", "_v"], na_position="last", kind="stable")
+    frame = frame.drop(columns=["_o", "_v"]).reset_index(drop=True)
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    frame.attrs.update(metric=metric, mode=mode)
+    return frame.head(top) if top else frame
+
+
+def format_value(value: Any) -> str:
+    """Numbers as a person reads them: counts with thousands separators, scores with 4 digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
+        return f"{int(value):,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
+    return str(value)
+
+
+def _description(name: str, row: pd.Series, metric: str, parent: Any) -> str:
+    scores = ", ".join(f"{k}={format_value(row[k])}" for k in row.index
+                       if k.startswith(("valid_", "test_")) and format_value(row[k]))
+    hashes = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in sorted(parent.data.tags.items())
+                       if k.startswith("split_hash."))
+    return (f"chemtune study {name!r}, trial {row['trial']} (Optuna trial {row['optuna_trial']}, "
+            f"MLflow run {row['run_id']}), selected by {metric}. Scores: {scores}. Split hashes: {hashes}.")
+
+
+def register_best(name: str, model_name: str, tracking_uri: str, alias: str | None = "champion",
+                  metric: str | None = None, force: bool = False) -> Any:
+    """Register the best complete trial's model of study ``name``; set ``alias`` on the new version.
+
+    A trial already registered under ``model_name`` is refused unless ``force`` (a second version
+    of the same weights only hides which one is meant). Selecting on a test metric is allowed but
+    logged as a warning: test is for reporting, not for choosing.
+    """
+    import mlflow
+
+    from studies.store import tracking_uri_scope
+
+    board = leaderboard(name, tracking_uri, metric)
+    metric = board.attrs.get("metric", metric)
+    if metric and is_test_metric(metric):
+        log.warning("selecting on %s: the test split then no longer estimates the chosen model's error", metric)
+    candidates = (board[(board["role"] == "trial") & (board["state"] == "complete") & board["model_uri"].notna()]
+                  if not board.empty else board)
+    if candidates.empty:
+        raise _error(f"study {name!r} has no complete trial with a logged model")
+    best = candidates.iloc[0]
+    client = _client(tracking_uri)
+    _, parent = study_run(client, name)
+    if not force:
+        for version in client.search_model_versions(f"name = '{model_name}'"):
+            if version.run_id == best["run_id"] or version.tags.get("chemtune.run_id") == best["run_id"]:
+                raise _error(
+                    f"trial {best['trial']} of study {name!r} is already version {version.version} of "
+                    f"{model_name!r}; pass --force to register it again")
+    tags = {TAG_STUDY: name, TAG_TRIAL: str(best["trial"]), "chemtune.run_id": str(best["run_id"]),
+            TAG_NUMBER: str(best["optuna_trial"]), "chemtune.metric": str(metric)}
+    tags.update({k: v for k, v in parent.data.tags.items() if k.startswith("split_hash.")})
+    tags.update({k: format_value(best[k]) for k in best.index if k.startswith(("valid_", "test_")) and format_value(best[k])})
+    with tracking_uri_scope(tracking_uri):
+        version = mlflow.register_model(best["model_uri"], model_name, tags=tags)
+    client.update_model_version(model_name, version.version, description=_description(name, best, metric, parent))
+    if client.get_registered_model(model_name).description in (None, ""):
+        client.update_registered_model(model_name, description=f"chemtune models from study {name!r}")
+    if alias:
+        client.set_registered_model_alias(model_name, alias, version.version)
+    return version

@@ -1,0 +1,90 @@
+"""Where a study's records live: the embedded store's folders, the MLflow URI, the tags that mark runs.
+
+Light on purpose (no Ray, no torch): the CLI's read-only verbs import only this, ``studies.results``
+and MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "StudyPaths", "resolve_tracking_uri", "tracking_uri_scope", "save_state",
+    "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "TAG_NUMBER", "TAG_STATE", "PARENT_TAG",
+]
+
+TAG_STUDY, TAG_ROLE, TAG_TRIAL = "chemtune.study", "chemtune.role", "chemtune.trial_id"
+TAG_NUMBER = "chemtune.optuna_trial"  # Optuna's trial number: what optuna-dashboard shows
+TAG_STATE = "chemtune.state"  # complete | pruned (stopped early by ASHA) | failed
+PARENT_TAG = "mlflow.parentRunId"
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """The embedded store: ``root`` holds MLflow's SQLite file and artifacts, Optuna's database,
+    Ray Tune's storage and each study's state (``studies/NAME.yaml`` + ``NAME.json``)."""
+
+    root: Path
+
+    @classmethod
+    def default(cls, root: str | os.PathLike[str] | None = None) -> "StudyPaths":
+        return cls(Path(root or os.environ.get("CHEMTUNE_HOME", "chemtune-runs")).expanduser().resolve())
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def artifacts(self) -> str:
+        return (self.root / "artifacts").as_uri()
+
+    @property
+    def optuna_url(self) -> str:
+        return f"sqlite:///{self.root / 'optuna.db'}"
+
+    @property
+    def tune_storage(self) -> str:
+        return str(self.root / "ray")
+
+    def study_file(self, name: str) -> Path:
+        return self.root / "studies" / f"{name}.yaml"
+
+    def state_file(self, name: str) -> Path:
+        return self.root / "studies" / f"{name}.json"
+
+
+def resolve_tracking_uri(explicit: str | None, paths: StudyPaths) -> str:
+    """``--tracking-uri`` or the study's ``tracking.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else SQLite."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+@contextmanager
+def tracking_uri_scope(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a block only.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which would silently redirect
+    every later study of this process; this restores both afterwards.
+    """
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # None unsets the variable again
+
+
+def save_state(paths: StudyPaths, name: str, state: dict[str, Any]) -> None:
+    """Atomically record where a study's runs live (for ``chemtune resume``)."""
+    from trainables.io import atomic_write_json
+
+    atomic_write_json(paths.state_file(name), state)

@@ -1,0 +1,82 @@
+"""Trial concurrency follows the cluster: a worker node joining mid-study runs trials at once with the first.
+
+The cluster starts as the shipped configs do (a 0-CPU head and one small worker); the study sets no
+``max_concurrent_trials``. Before the fix, the cap was computed once at launch from the resources present
+then (one CPU: one trial at a time), so a node added later (by an autoscaler, here by hand) sat idle.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+
+from studies.spec import parse_study
+from support.local_cluster import LocalRayCluster, NodeSpec, wait_for
+from tests.conftest import tiny_study
+
+pytestmark = pytest.mark.slow
+
+
+def _peak(intervals: list[tuple[float, float]], after: float = 0.0) -> int:
+    """Most intervals open at once, counting only moments at or after ``after``."""
+    moments = [max(s, after) for s, e in intervals if e > after]
+    return max((sum(s <= t < e for s, e in intervals) for t in moments), default=0)
+
+
+def test_concurrency_rises_when_a_node_joins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import ray
+
+    from studies.runner import launch
+
+    ray.shutdown()  # not a driver of another module's cluster
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p), "OMP_NUM_THREADS": "1"}
+    spec = parse_study(tiny_study(name="grow", num_trials=8, max_epochs=2, dataset={"limit": 200},
+                                  model={"max_length": 32}, fixed={"method": "bitfit", "batch_size": 32},
+                                  scheduler={"grace_period": 2}, resources={"cpus_per_trial": 1}))
+    assert spec.resources.max_concurrent_trials is None
+    outcome: dict[str, Any] = {}
+    with LocalRayCluster([NodeSpec(num_cpus=1)], head=NodeSpec(num_cpus=0), env=env) as cluster:
+        def run() -> None:
+            try:
+                outcome["result"] = launch(spec, address=cluster.address, root=tmp_path / "home")
+            except BaseException as err:  # noqa: BLE001 - re-raised below
+                outcome["error"] = err
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+
+            def first_trial_done() -> bool:
+                if "error" in outcome:
+                    raise outcome["error"]
+                client = mlflow.MlflowClient(uri)
+                experiment = client.get_experiment_by_name("grow")
+                runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+                return any("mlflow.parentRunId" in r.data.tags for r in runs)
+
+            wait_for(first_trial_done, 600, "the first trial on one worker")
+            cluster.add_worker(NodeSpec(num_cpus=1))  # what an autoscaler does when trials queue
+            joined = time.time()
+            thread.join(900)
+        finally:
+            ray.shutdown()
+        assert not thread.is_alive(), "study still running after 900 s"
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
+    assert result.num_errors == 0 and len(result.leaderboard) == 8
+    client = mlflow.MlflowClient(result.tracking_uri)
+    children = client.search_runs([result.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    intervals = [(r.info.start_time / 1000, r.info.end_time / 1000) for r in children]
+    assert _peak([i for i in intervals if i[0] < joined]) == 1  # one CPU: one trial at a time
+    assert _peak(intervals, after=joined) == 2  # the new node's CPU ran a trial beside the first node's
