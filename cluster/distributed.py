@@ -13,14 +13,13 @@ Tune, so ASHA, Optuna, the MLflow callback and trial resume see exactly what a o
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from studies.spec import ResourcesSpec
+    from trainables.spec import ResourcesSpec
 
-__all__ = ["TrainReporter", "distributed_trainable", "in_train_worker", "scaling_config"]
+__all__ = ["distributed_trainable", "in_train_worker", "scaling_config"]
 
 _DONE = "__chemtune_train_done__"
 
@@ -32,34 +31,6 @@ def in_train_worker() -> bool:
     except ImportError:  # Ray without Train V2
         return False
     return _in_ray_train_worker()
-
-
-class TrainReporter:
-    """The :class:`~trainables.base.Reporter` of a Ray Train worker: all ranks report, rank 0 checkpoints."""
-
-    def __init__(self) -> None:
-        self._restored: Path | None = None
-        self._looked = False
-
-    def report(self, metrics: Mapping[str, Any], checkpoint_dir: Path | None = None) -> None:
-        import ray.train
-
-        context = ray.train.get_context()
-        rank = context.get_world_rank()
-        metrics = {**metrics, "train_world_size": context.get_world_size()}
-        checkpoint = None
-        if checkpoint_dir is not None and rank == 0:  # one copy of the (identical) DDP weights
-            checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir))
-        ray.train.report(dict(metrics), checkpoint=checkpoint)
-
-    def resume_dir(self) -> Path | None:
-        import ray.train
-
-        if not self._looked:
-            checkpoint = ray.train.get_checkpoint()
-            self._restored = Path(checkpoint.to_directory()) if checkpoint else None
-            self._looked = True
-        return self._restored
 
 
 def scaling_config(spec: "ResourcesSpec") -> Any:
@@ -74,7 +45,7 @@ def scaling_config(spec: "ResourcesSpec") -> Any:
 
 
 def _train_loop(loop_config: dict[str, Any]) -> None:
-    """Runs on every Train worker: the study's trainable, whose reporter hands over to :class:`TrainReporter`."""
+    """Runs on every Train worker: the study's trainable, whose reporter hands over to :class:`studies.tune_adapter.TrainReporter`."""
     loop_config["trainable"](loop_config["config"])
 
 
@@ -95,7 +66,7 @@ def distributed_trainable(trainable: Callable[[dict[str, Any]], Any], spec: "Res
 
     Args:
         trainable: The study's Tune function trainable (``config -> None``); it must report through
-            :class:`~trainables.base.TuneReporter`, which hands over to :class:`TrainReporter` in a worker.
+            :class:`studies.tune_adapter.TuneReporter`, which hands over to :class:`studies.tune_adapter.TrainReporter` in a worker.
         spec: Per-worker CPUs/GPUs and the number of workers.
 
     Returns:

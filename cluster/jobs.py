@@ -17,6 +17,7 @@ import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -103,6 +104,7 @@ def submit(
     study_path: str | os.PathLike[str],
     address: str,
     *,
+    load_study: Callable[[Path], Any],
     ship_code: bool = True,
     env: dict[str, str] | None = None,
     pip: list[str] | None = None,
@@ -115,6 +117,8 @@ def submit(
     Args:
         study_path: The study file; validated here first, so a bad file fails before anything is uploaded.
         address: The Ray dashboard, e.g. ``http://HOST:8265``.
+        load_study: Reads and validates the study (``studies.spec.load_study``: cluster code does not
+            import the study layer, which sits above it).
         ship_code: Upload the chemtune packages with the job (see :func:`runtime_env`).
         env: Extra non-secret environment variables for the job.
         pip: Extra pip packages for the job.
@@ -122,8 +126,6 @@ def submit(
         submission_id: Job id to use (default: Ray picks one).
         tracking_uri: MLflow tracking URI for the study (``--tracking-uri`` of ``chemtune launch``).
     """
-    from studies.spec import load_study
-
     study_path = Path(study_path)
     spec = load_study(study_path)
     with tempfile.TemporaryDirectory(prefix="chemtune-job-") as tmp:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from studies.spec import ResourcesSpec
+    from trainables.spec import ResourcesSpec
 
 __all__ = ["trial_resources", "with_trial_resources", "max_concurrent", "limit_search"]
 

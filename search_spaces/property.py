@@ -1,23 +1,22 @@
-"""The ``property`` space: fine-tuning method and optimiser knobs, LoRA's rank when it applies."""
+"""The ``property`` space: the property task's knobs and the fine-tuning methods' own (LoRA's only for LoRA)."""
 
 from __future__ import annotations
 
-from search_spaces.base import SPACES, Param, SearchSpace
+from search_spaces.base import SPACES, Param, SearchSpace, params_of, plugin_params
 from trainables.methods import METHODS
+from trainables.property import PropertyKnobs
 
-__all__ = ["PROPERTY"]
+__all__ = ["PROPERTY", "property_params"]
+
+
+def property_params() -> list[Param]:
+    """The task's knobs (data selection aside) and each method's knobs, for its method only."""
+    return params_of(PropertyKnobs, omit=("selection",)) + plugin_params(
+        "method", METHODS.names(), lambda name: [METHODS.get(name).knobs])
+
 
 PROPERTY = SearchSpace(
-    (
-        Param("method", "categorical", choices=METHODS.names, help="fine-tuning method"),
-        Param("lr", "float", 1e-5, 3e-3, log=True, help="peak learning rate (AdamW, linear warmup/decay)"),
-        Param("weight_decay", "float", 0.0, 0.1, help="AdamW weight decay"),
-        Param("batch_size", "categorical", choices=(16, 32, 64), help="molecules per step"),
-        Param("head_dropout", "float", 0.0, 0.5, help="dropout in the regression head"),
-        Param("lora_r", "int", 2, 64, log=True, when={"method": ["lora"]}, help="LoRA rank"),
-        Param("lora_alpha", "float", 1.0, 128.0, log=True, when={"method": ["lora"]}, help="LoRA scaling alpha"),
-        Param("lora_dropout", "float", 0.0, 0.3, when={"method": ["lora"]}, help="dropout on the LoRA path"),
-    ),
+    tuple(property_params()),
     help="property regression: method, learning rate, weight decay, batch size, head dropout, LoRA",
 )
 SPACES.register("property", PROPERTY, help=PROPERTY.help)

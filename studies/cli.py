@@ -227,7 +227,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         help_text = registry.help(name)
         if args.what == "spaces":
             space = SPACES.get(name)
-            help_text += "".join(f"\n  {p.name}: {p.describe()}" + (f" - {p.help}" if p.help else "") for p in space.params)
+            help_text += "".join(f"\n  {p.name}: {p.describe()}" + (f" - {p.help}" if p.help else "") for p in space.declared)
         table.add_row(name, help_text)
     _console.print(table)
     return 0
@@ -235,9 +235,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from cluster.jobs import submit
+    from studies.spec import load_study
 
-    job_id = submit(args.study, args.address, ship_code=not args.installed, restart=args.restart,
-                    tracking_uri=args.tracking_uri)
+    job_id = submit(args.study, args.address, load_study=load_study, ship_code=not args.installed,
+                    restart=args.restart, tracking_uri=args.tracking_uri)
     print(job_id)
     return 0
 

@@ -22,13 +22,14 @@ from studies.progress import ProgressCallback, print_data_summary, quiet
 from studies.report import refresh_study
 from studies.trials import ChemtuneOptunaSearch, stopped_early
 from studies.spec import StudySpec, parse_study
+from studies.tune_adapter import trial_reporter
 from mlflow.tracking import MlflowClient
 
 from studies.tracking import (
     MLflowTrialCallback, StudyPaths, StudyTracker, close_study_run, leaderboard, resolve_tracking_uri, save_state,
     tracking_uri_scope,
 )
-from trainables import TASKS, Prepared, TuneReporter
+from trainables import TASKS, Prepared
 from trainables.errors import StudyError
 from trainables.io import atomic_write_text
 
@@ -53,12 +54,9 @@ def run_trial(config: dict[str, Any], *, payload: Any, spec: StudySpec) -> None:
     """The Ray Tune function trainable: the task's plain core with a Tune (or Ray Train) reporter."""
     import torch
 
-    from cluster.distributed import TrainReporter, in_train_worker
-
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
     # Several workers per trial run this same function inside Ray Train (cluster.distributed).
-    reporter = TrainReporter() if in_train_worker() else TuneReporter()
-    TASKS.get(spec.task).train(config, payload, spec, reporter)
+    TASKS.get(spec.task).train(config, payload, spec.trial_spec(), trial_reporter())
 
 
 def prepare(spec: StudySpec, tracking_uri: str | None = None) -> Prepared:

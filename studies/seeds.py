@@ -29,7 +29,7 @@ def _train(config: dict[str, Any], payload: Any, spec: "StudySpec") -> dict[str,
     from trainables import TASKS, NullReporter
 
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_trial)))
-    final = TASKS.get(spec.task).train(config, payload, spec, NullReporter())
+    final = TASKS.get(spec.task).train(config, payload, spec.trial_spec(), NullReporter())
     return {k: float(v) for k, v in final.items() if k.startswith(("valid_", "test_"))}
 
 

@@ -1,143 +1,44 @@
-"""The study file: a validated pydantic model, with errors that name the key and the problem."""
+"""Loading a study file: the schema (``trainables.spec``) plus the checks that need the search spaces.
+
+The schema names are re-exported here so that ``from studies.spec import StudySpec`` keeps working.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainables.errors import StudyError
+from trainables.spec import (
+    DatasetSpec, ModelSpec, ResourcesSpec, SchedulerSpec, TableSpec, TrackingSpec, TrialSpec,
+    StudySpec as _StudySchema,
+)
 
 __all__ = [
-    "DatasetSpec", "ModelSpec", "ResourcesSpec", "SchedulerSpec", "TrackingSpec", "TableSpec", "BaselinesSpec",
-    "StudySpec", "load_study", "parse_study",
+    "DatasetSpec", "ModelSpec", "ResourcesSpec", "SchedulerSpec", "TrackingSpec", "TableSpec", "TrialSpec",
+    "BaselinesSpec", "StudySpec", "load_study", "parse_study",
 ]
 
 
-def _registry(kind: str) -> Any:
-    # Imported late: the registries import this module's types for their signatures.
-    if kind == "dataset":
-        from trainables.data.datasets import DATASETS as registry
-    elif kind == "split":
-        from trainables.data.splits import SPLITTERS as registry
-    elif kind == "model":
-        from trainables.models.backbones import BACKBONES as registry
-    elif kind == "task":
-        from trainables import TASKS as registry
-    else:
-        from search_spaces import SPACES as registry
-    return registry
+def _registered_space(value: str) -> str:
+    from search_spaces import SPACES
+
+    SPACES.get(value)
+    return value
 
 
-def _registered(kind: str) -> AfterValidator:
-    """A validator that accepts only names registered as ``kind`` (the error lists the choices)."""
-
-    def check(value: str) -> str:
-        _registry(kind).get(value)
-        return value
-
-    return AfterValidator(check)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class TableSpec(_Strict):
-    """An external CSV of labelled molecules (for example a selection pool)."""
-
-    path: str = Field(description="CSV file")
-    smiles_column: str = Field("smiles", description="column holding SMILES")
-    target_column: str = Field("target", description="column holding the label")
-
-
-class DatasetSpec(_Strict):
-    """Which data, how it is split, and how much bad input is tolerated."""
-
-    name: Annotated[str, _registered("dataset")] = Field(description="registered dataset (chemtune list datasets)")
-    path: str | None = Field(None, description="file or folder; default: $CHEMTUNE_DATA_DIR or download")
-    smiles_column: str = Field("smiles", description="for csv: the SMILES column")
-    target_column: str = Field("target", description="for csv: the label column")
-    id_column: str | None = Field(None, description="for csv: an optional identifier column")
-    split: Annotated[str, _registered("split")] = Field("scaffold", description="registered splitter: random or scaffold")
-    seed: int = Field(0, description="seed of the split")
-    fractions: dict[str, float] = Field(
-        default_factory=lambda: {"valid": 0.1, "test": 0.1},
-        description="shares of valid, test and (optional) pool; train gets the rest",
-    )
-    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="stop if more rows than this share are bad")
-    limit: int | None = Field(None, gt=0, description="use only the first N valid rows (smoke runs)")
-
-    @field_validator("fractions")
-    @classmethod
-    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = set(v) - {"valid", "test", "pool"}
-        if unknown:
-            raise ValueError(f"unknown split(s) {sorted(unknown)}; use valid, test, pool")
-        if any(x < 0 for x in v.values()) or sum(v.values()) >= 1:
-            raise ValueError("fractions must be >= 0 and sum to less than 1 (train gets the rest)")
-        return v
-
-
-class ModelSpec(_Strict):
-    """The pretrained backbone."""
-
-    name: Annotated[str, _registered("model")] = Field(description="registered backbone (chemtune list models), or 'hf' with path")
-    path: str | None = Field(None, description="hub id or local directory (for 'hf', or a local copy)")
-    trust_remote_code: bool = Field(False, description="allow the hub model's own code (MoLFormer needs it)")
-    max_length: int = Field(256, gt=8, description="longest token sequence; longer SMILES are truncated")
-
-    @model_validator(mode="after")
-    def _hf_needs_path(self) -> "ModelSpec":
-        if self.name == "hf" and not self.path:
-            raise ValueError("model 'hf' needs model.path (a hub id or a local directory)")
-        local = self.path and (self.path.startswith(("/", ".", "~")) or os.sep in self.path.strip("/").split("/", 1)[-1])
-        if local and not Path(self.path).expanduser().exists():
-            raise ValueError(f"model.path {self.path!r}: no such directory")
-        return self
-
-
-class ResourcesSpec(_Strict):
-    """Per-trial resources on the Ray cluster."""
-
-    cpus_per_trial: float = Field(1, gt=0, description="CPUs each trial reserves")
-    gpus_per_trial: float = Field(0, ge=0, description="GPUs each trial reserves; fractions pack trials on one GPU")
-    num_workers: int = Field(1, ge=1, description="Ray Train workers per trial (several GPUs per trial)")
-    max_concurrent_trials: int | None = Field(None, ge=1, description="cap on trials running at once")
-
-    @model_validator(mode="after")
-    def _gpu_shapes(self) -> "ResourcesSpec":
-        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
-            raise ValueError("gpus_per_trial above 1 must be a whole number")
-        return self
-
-
-class SchedulerSpec(_Strict):
-    """ASHA early stopping over epochs."""
-
-    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
-    reduction_factor: float = Field(3, gt=1, description="ASHA's eta")
-
-
-class TrackingSpec(_Strict):
-    """Where results go; each defaults to the embedded store under ./chemtune-runs."""
-
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: env or local SQLite)")
-    storage_path: str | None = Field(None, description="Ray Tune storage (shared dir or URI on a cluster)")
-    optuna_storage: str | None = Field(None, description="Optuna RDB URL (default: SQLite beside MLflow)")
-    experiment: str | None = Field(None, description="MLflow experiment (default: the study name)")
-
-
-class BaselinesSpec(_Strict):
+class BaselinesSpec(BaseModel):
     """Peer baselines fitted once per study on its own splits (property studies; see trainables.baselines).
 
     ``None`` means the task's default: a property study fits the random forest; chemprop (an
     optional extra, minutes on CPU) only when asked for.
     """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     random_forest: bool | None = Field(None, description="random forest on Morgan counts + RDKit 2D descriptors")
     chemprop: bool | None = Field(None, description="chemprop D-MPNN with its CLI defaults (needs chemtune[chemprop])")
@@ -150,48 +51,19 @@ class BaselinesSpec(_Strict):
         return [n for n, d in defaults.items() if (getattr(self, n) if getattr(self, n) is not None else d)]
 
 
-class StudySpec(_Strict):
-    """A hyperparameter study: task, data, model, search space and budget."""
+class StudySpec(_StudySchema):
+    """A hyperparameter study, checked against its search space and its task's options; with the
+    study-level extras that run beside the trials (baselines, seed repeats)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study name (letters, digits, _ . -)")
-    task: Annotated[str, _registered("task")] = Field(description="registered task (property, retro, ...)")
-    dataset: DatasetSpec
-    model: ModelSpec
-    search_space: Annotated[str, _registered("space")] = Field(description="registered search space (chemtune list spaces)")
-    fixed: dict[str, Any] = Field(default_factory=dict, description="parameters held constant")
-    ranges: dict[str, Any] = Field(
-        default_factory=dict, description="narrowed ranges: [low, high] for numbers, a list for choices"
-    )
-    enqueue: list[dict[str, Any]] = Field(
-        default_factory=list, description="configurations (full or partial) to try first, e.g. one per method"
-    )
-    options: dict[str, Any] = Field(default_factory=dict, description="task options (see the task's help)")
-    pool: TableSpec | None = Field(None, description="external pool for data-selection methods")
-    num_trials: int = Field(8, ge=1, description="trials Optuna proposes")
-    max_epochs: int = Field(5, ge=1, description="epochs per trial (ASHA's max_t)")
-    metric: str = Field("valid_rmse", description="metric the search optimises (a valid_* metric)")
-    mode: Literal["min", "max"] | None = Field(None, description="default: min for losses/errors, max otherwise")
-    seed: int = Field(0, description="seed of the sampler and of every trial")
-    max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its last checkpoint)")
-    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    search_space: Annotated[str, AfterValidator(_registered_space)]
     baselines: BaselinesSpec = Field(default_factory=BaselinesSpec, description="peer baselines on the same split")
     seed_repeats: int = Field(0, ge=0, description="after the search, re-train the best configuration with this many other seeds")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "StudySpec":
+    def _fits_the_space(self) -> "StudySpec":
         from search_spaces import SPACES
         from trainables import TASKS
-        from trainables.data.datasets import DATASETS
 
-        task = TASKS.get(self.task)
-        kind = DATASETS.get(self.dataset.name).kind
-        if kind != task.data_kind:
-            raise ValueError(f"task {self.task!r} needs a {task.data_kind} dataset; {self.dataset.name!r} holds {kind}")
-        if self.metric.split("_", 1)[-1] not in task.metrics or not self.metric.startswith("valid_"):
-            allowed = ", ".join(f"valid_{m}" for m in task.metrics)
-            raise ValueError(f"metric {self.metric!r} is not one the {self.task} task reports; choose {allowed}")
         space = SPACES.get(self.search_space)
         space.validate_overrides(self.fixed, self.ranges)
         for i, point in enumerate(self.enqueue):
@@ -199,7 +71,8 @@ class StudySpec(_Strict):
                 space.validate_overrides(point, {})
             except StudyError as err:
                 raise ValueError(f"enqueue[{i}]: {err}") from None
-        task.validate(self)
+        self._searched = frozenset(space.names)
+        TASKS.get(self.task).validate(self)
         self._check_baselines()
         self._check_dmpnn(space)
         return self
@@ -224,15 +97,6 @@ class StudySpec(_Strict):
 
             if not chemprop_available():
                 raise ValueError(f"baselines.chemprop: chemprop is not installed; {INSTALL_HINT}")
-
-    @property
-    def direction(self) -> Literal["min", "max"]:
-        """Optimisation direction of :attr:`metric`."""
-        if self.mode:
-            return self.mode
-        from trainables import TASKS
-
-        return "max" if self.metric.split("_", 1)[-1] in TASKS.get(self.task).maximize else "min"
 
 
 def _format(err: ValidationError, source: str) -> str:

@@ -13,9 +13,9 @@ from trainables.io import atomic_dir
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
-    from studies.spec import StudySpec
+    from trainables.spec import StudySpec, TrialSpec
 
-__all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "TuneReporter", "restore_training_state"]
+__all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "restore_training_state"]
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Reporter(Protocol):
 
 
 class NullReporter:
-    """The do-nothing twin of :class:`TuneReporter`: keeps the history, and the last checkpoint if asked.
+    """The do-nothing twin of the Ray reporters (``studies.tune_adapter``): keeps the history, and the last checkpoint if asked.
 
     Args:
         keep_dir: Copy each reported checkpoint here (atomically); ``None`` discards them.
@@ -64,30 +64,6 @@ class NullReporter:
 
     def resume_dir(self) -> Path | None:
         return self._resume
-
-
-class TuneReporter:
-    """Reports to the running Ray Tune trial; checkpoints are persisted by Tune's storage.
-
-    A trial with several Ray Train workers reports through ``cluster.distributed.TrainReporter``.
-    """
-
-    def __init__(self) -> None:
-        self._restored: Path | None = None
-
-    def report(self, metrics: Mapping[str, Any], checkpoint_dir: Path | None = None) -> None:
-        from ray import tune
-
-        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        tune.report(dict(metrics), checkpoint=checkpoint)
-
-    def resume_dir(self) -> Path | None:
-        from ray import tune
-
-        if self._restored is None:
-            checkpoint = tune.get_checkpoint()
-            self._restored = Path(checkpoint.to_directory()) if checkpoint else None
-        return self._restored
 
 
 def restore_training_state(reporter: Reporter, accelerator: Any, model: Any, optimizer: Any, scheduler: Any
@@ -116,22 +92,24 @@ class Task:
     Attributes:
         data_kind: The dataset kind it reads (``"molecules"`` or ``"reactions"``).
         metrics: Metric names it reports as ``valid_<m>`` every epoch (and ``test_<m>`` at the end).
-        maximize: The subset of ``metrics`` where larger is better.
+        maximize: The metrics (of ``metrics`` and ``test_metrics``) where larger is better.
         prepare: ``StudySpec -> Prepared``; runs once before any trial and raises on bad data.
-        train: ``(config, payload, spec, reporter) -> final metrics``; the plain function core.
+        train: ``(config, payload, trial_spec, reporter) -> final metrics``; the plain function core.
         validate: ``StudySpec -> None``; raises ``ValueError`` for bad task options.
         pyfunc: The ``mlflow.pyfunc.PythonModel`` class that serves a checkpoint's ``model/`` folder.
         pip_requirements: What that MLflow model needs installed.
+        test_metrics: Metrics it reports on test only, as ``test_<m>`` (e.g. beam-search top-5).
     """
 
     data_kind: str
     metrics: tuple[str, ...]
     maximize: frozenset[str]
     prepare: Callable[["StudySpec"], Prepared]
-    train: Callable[[dict[str, Any], Any, "StudySpec", Reporter], dict[str, float]]
+    train: Callable[[dict[str, Any], Any, "TrialSpec", Reporter], dict[str, float]]
     validate: Callable[["StudySpec"], None] = lambda spec: None
     pyfunc: Callable[[], Any] | None = None
     pip_requirements: tuple[str, ...] = ("chemtune", "torch", "transformers", "rdkit", "pandas")
+    test_metrics: tuple[str, ...] = ()
 
 
 TASKS: Registry[Task] = Registry("task")

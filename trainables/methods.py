@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
 from peft.utils.constants import (
@@ -13,18 +13,35 @@ from peft.utils.constants import (
     TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3_TARGETS,
     TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS,
 )
+from pydantic import Field
 from torch import nn
 
+from trainables.knobs import KnobSet, Search
 from trainables.registry import Registry
 
-__all__ = ["METHODS", "Method", "apply_method", "count_parameters", "export_backbone", "resolve_targets"]
+__all__ = ["METHODS", "Method", "LoraKnobs", "apply_method", "count_parameters", "export_backbone", "resolve_targets"]
 
 
 @dataclass(frozen=True)
 class Method:
-    """A registered fine-tuning method: ``apply(backbone, config) -> backbone`` sets what trains."""
+    """A registered fine-tuning method: ``apply(backbone, config) -> backbone`` sets what trains.
+
+    ``knobs`` declares the method's own knobs (read from the trial config); ``None`` if it has none.
+    """
 
     apply: Callable[[nn.Module, dict[str, Any]], nn.Module]
+    knobs: type[KnobSet] | None = None
+
+
+class LoraKnobs(KnobSet):
+    """Knobs of ``method: lora``."""
+
+    lora_r: Annotated[int, Search(2, 64, log=True)] = Field(8, ge=1, description="LoRA rank")
+    lora_alpha: Annotated[float | None, Search(1.0, 128.0, log=True)] = Field(
+        None, gt=0, description="LoRA scaling alpha (default: twice the rank)")
+    lora_dropout: Annotated[float, Search(0.0, 0.3)] = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
+    lora_targets: list[str] | None = Field(
+        None, description="module names LoRA wraps (default: PEFT's mapping, else the attention q/v projections)")
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -76,12 +93,12 @@ def _bitfit(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
 
 
 def _lora(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
-    rank = int(config.get("lora_r", 8))
+    knobs = LoraKnobs.from_config(config)
     lora = LoraConfig(
-        r=rank,
-        lora_alpha=float(config.get("lora_alpha", 2 * rank)),
-        lora_dropout=float(config.get("lora_dropout", 0.0)),
-        target_modules=config.get("lora_targets") or resolve_targets(backbone, LORA_TARGETS),
+        r=knobs.lora_r,
+        lora_alpha=knobs.lora_alpha or 2 * knobs.lora_r,
+        lora_dropout=knobs.lora_dropout,
+        target_modules=knobs.lora_targets or resolve_targets(backbone, LORA_TARGETS),
         bias="none",
     )
     return get_peft_model(backbone, lora)
@@ -96,5 +113,5 @@ def _ia3(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
 
 METHODS.register("full", Method(_full), help="every backbone parameter trains")
 METHODS.register("bitfit", Method(_bitfit), help="only bias terms of the backbone (and the head) train")
-METHODS.register("lora", Method(_lora), help="low-rank adapters on attention projections (PEFT)")
+METHODS.register("lora", Method(_lora, LoraKnobs), help="low-rank adapters on attention projections (PEFT)")
 METHODS.register("ia3", Method(_ia3), help="(IA)^3 learned rescaling vectors (PEFT)")

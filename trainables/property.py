@@ -10,13 +10,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from pydantic import Field, field_validator
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
@@ -29,23 +30,77 @@ from trainables.data.splits import split_hash, split_indices
 from trainables.data.tables import MoleculeTable, read_property_csv
 from trainables.errors import DataError
 from trainables.io import atomic_write_json
-from trainables.methods import apply_method, count_parameters, export_backbone
+from trainables.knobs import KnobSet, Search
+from trainables.methods import METHODS, apply_method, count_parameters, export_backbone
 from trainables.models.backbones import load_backbone
 from trainables.models.regression import HeadConfig, RegressionModel, pad_batch
 from trainables.selectors import SELECTORS, Selector, check_selection
 
 if TYPE_CHECKING:
-    from studies.spec import StudySpec
+    from trainables.spec import StudySpec, TrialSpec
 
-__all__ = ["PropertyData", "PropertyTrainer", "prepare_property", "train_property", "regression_metrics"]
+__all__ = [
+    "PropertyData", "PropertyKnobs", "LMExtraKnobs", "ArchKnobs", "PropertyTrainer", "prepare_property",
+    "train_property", "regression_metrics",
+]
 
 METRICS = ("mse", "rmse", "mae", "r2")
-DEFAULTS: dict[str, Any] = {
-    "method": "full", "lr": 5e-5, "weight_decay": 0.01, "batch_size": 32, "head_dropout": 0.1,
-    "warmup_ratio": 0.06, "grad_accum": 1, "selection": "none",
-    "augment_copies": 0, "tta": 1,  # SMILES enumeration (trainables.augment): off unless searched/fixed
-    "pooling": "mean", "head_hidden": 256, "head_lr_mult": 1.0,  # head knobs (spaces property_plus/_mix)
-}
+
+
+class PropertyKnobs(KnobSet):
+    """Knobs of the ``property`` task (the method's and the selector's own knobs are declared with them)."""
+
+    method: Annotated[str, Search(choices=METHODS.names)] = Field("full", description="fine-tuning method")
+    lr: Annotated[float, Search(1e-5, 3e-3, log=True)] = Field(
+        5e-5, gt=0, description="peak learning rate (AdamW, linear warmup/decay)")
+    weight_decay: Annotated[float, Search(0.0, 0.1)] = Field(0.01, ge=0, description="AdamW weight decay")
+    batch_size: Annotated[int, Search(choices=(16, 32, 64))] = Field(32, ge=1, description="molecules per step")
+    head_dropout: Annotated[float, Search(0.0, 0.5)] = Field(0.1, ge=0, lt=1, description="dropout in the regression head")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of the steps with linear learning-rate warmup")
+    grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
+    selection: Annotated[str, Search(choices=SELECTORS.names)] = Field(
+        "none", description="data-selection method (none: the train split as is)")
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        METHODS.get(v)
+        return v
+
+    @field_validator("selection")
+    @classmethod
+    def _selection(cls, v: str) -> str:
+        SELECTORS.get(v)
+        return v
+
+
+DEFAULTS: dict[str, Any] = PropertyKnobs.defaults()
+
+
+class LMExtraKnobs(KnobSet):
+    """Language-model knobs beyond the ``property`` space (spaces ``property_plus`` and ``property_mix``):
+    SMILES enumeration (trainables.augment) and the regression head. Off / as before unless searched or fixed."""
+
+    augment_copies: Annotated[int, Search(0, 4)] = Field(
+        0, ge=0, description="randomized SMILES per molecule added each epoch (0: none)")
+    tta: Annotated[int, Search(1, 8)] = Field(
+        1, ge=1, description="test-time augmentation: mean over this many SMILES, canonical included")
+    pooling: Annotated[Literal["mean", "cls"], Search(choices=("mean", "cls"))] = Field(
+        "mean", description="token states -> molecule embedding")
+    head_hidden: Annotated[int, Search(choices=(128, 256, 512))] = Field(
+        256, ge=1, description="width of the regression head's hidden layer")
+    head_lr_mult: Annotated[float, Search(1.0, 100.0, log=True)] = Field(
+        1.0, gt=0, description="head learning rate = lr x this")
+
+
+class ArchKnobs(KnobSet):
+    """Which model family a property trial trains (space ``property_mix``; ``dmpnn`` fixes it)."""
+
+    arch: Annotated[Literal["lm", "dmpnn"], Search(choices=("lm", "dmpnn"))] = Field(
+        "lm", description="model family: the study's language model or chemprop's D-MPNN")
+
+
+LM_EXTRA_DEFAULTS: dict[str, Any] = LMExtraKnobs.defaults()
 
 
 @dataclass
@@ -100,13 +155,13 @@ class PropertyTrainer:
     """One configuration: model, data loaders, optimiser and the epoch loop.
 
     Args:
-        config: Hyperparameters (see ``DEFAULTS`` and the ``property`` search space).
+        config: Hyperparameters (:class:`PropertyKnobs` and the method's and selector's knobs).
         data: The prepared splits.
-        spec: The study (model, epochs, seed).
+        spec: The trial's view of the study (model, epochs, seed).
     """
 
-    def __init__(self, config: dict[str, Any], data: PropertyData, spec: "StudySpec") -> None:
-        self.config = {**DEFAULTS, **config}
+    def __init__(self, config: dict[str, Any], data: PropertyData, spec: "TrialSpec") -> None:
+        self.config = {**DEFAULTS, **LM_EXTRA_DEFAULTS, **config}
         self.spec, self.data = spec, data
         self.seed = spec.seed
         set_seed(self.seed)
@@ -287,7 +342,7 @@ class PropertyTrainer:
         save_tta(path, int(self.config["tta"]), self.seed)
 
 
-def train_property(config: dict[str, Any], data: PropertyData, spec: "StudySpec", reporter: Reporter) -> dict[str, float]:
+def train_property(config: dict[str, Any], data: PropertyData, spec: "TrialSpec", reporter: Reporter) -> dict[str, float]:
     """Train and evaluate one configuration; the plain function core of the ``property`` task."""
     if config.get("arch", "lm") == "dmpnn":  # chemprop's D-MPNN instead of a language model
         from trainables.property_dmpnn import train_dmpnn

@@ -22,16 +22,16 @@ import torch
 from trainables.base import Reporter, restore_training_state
 from trainables.io import atomic_write_json
 from trainables.models.chemprop_api import import_chemprop
-from trainables.models.dmpnn import DmpnnConfig, build_mpnn, molecule_dataset, predict_mpnn
+from trainables.models.dmpnn import DmpnnConfig, DmpnnKnobs, build_mpnn, molecule_dataset, predict_mpnn
 
 if TYPE_CHECKING:
-    from studies.spec import StudySpec
+    from trainables.spec import TrialSpec
     from trainables.property import PropertyData
 
 __all__ = ["DmpnnTrainer", "train_dmpnn", "DmpnnPredictor", "DMPNN_DEFAULTS"]
 
-# chemprop train's defaults for the training knobs (dmpnn_lr is chemprop's max_lr).
-DMPNN_DEFAULTS: dict[str, Any] = {"dmpnn_lr": 1e-3, "dmpnn_batch_size": 64, "dmpnn_warmup_epochs": 2}
+# The declared knobs (chemprop train's defaults; dmpnn_lr is chemprop's max_lr).
+DMPNN_DEFAULTS: dict[str, Any] = DmpnnKnobs.defaults()
 
 
 class _Plain:
@@ -45,7 +45,7 @@ class _Plain:
 class DmpnnTrainer:
     """One D-MPNN configuration: chemprop's model and Noam-like schedule, chemtune's epoch loop."""
 
-    def __init__(self, config: dict[str, Any], data: "PropertyData", spec: "StudySpec") -> None:
+    def __init__(self, config: dict[str, Any], data: "PropertyData", spec: "TrialSpec") -> None:
         self.cp = import_chemprop("arch: dmpnn")
         self.config = {**DMPNN_DEFAULTS, **config}
         self.spec, self.data, self.seed = spec, data, spec.seed
@@ -130,7 +130,7 @@ def _write_predictions(path: Path, table: Any, pred: np.ndarray) -> None:
     )
 
 
-def train_dmpnn(config: dict[str, Any], data: "PropertyData", spec: "StudySpec", reporter: Reporter) -> dict[str, float]:
+def train_dmpnn(config: dict[str, Any], data: "PropertyData", spec: "TrialSpec", reporter: Reporter) -> dict[str, float]:
     """The ``arch: dmpnn`` branch of the property task's plain core."""
     return DmpnnTrainer(config, data, spec).fit(reporter)
 

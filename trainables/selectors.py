@@ -15,7 +15,7 @@ import numpy as np
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
-    from studies.spec import StudySpec
+    from trainables.spec import StudySpec
     from trainables.base import Reporter
     from trainables.property import PropertyTrainer
 
@@ -51,6 +51,8 @@ class Selector(Protocol):
 
 class AllTrainRows:
     """No selection: every train row, every epoch."""
+
+    knobs = None  # a selector's knob model (``trainables.knobs.KnobSet``); search spaces derive from it
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._n = 0
@@ -90,14 +92,8 @@ def check_selection(spec: "StudySpec", n_pool: int | None = None) -> None:
     elif "selection" in spec.ranges:
         names = list(spec.ranges["selection"])
     else:
-        names = [n for n in SELECTORS.names() if n != "none"] if "selection" in _space_names(spec) else ["none"]
+        names = [n for n in SELECTORS.names() if n != "none"] if "selection" in spec.searched else ["none"]
     for name in names:
         check = getattr(SELECTORS.get(name), "check_study", None)
         if check is not None:
             check(spec, n_pool, name)
-
-
-def _space_names(spec: "StudySpec") -> list[str]:
-    from search_spaces import SPACES
-
-    return SPACES.get(spec.search_space).names

@@ -50,3 +50,10 @@ def test_list_choices_come_from_the_registries(capsys: pytest.CaptureFixture) ->
     assert all(name in out for name in METHODS.names())
     with pytest.raises(SystemExit):
         build_parser().parse_args(["list", "widgets"])
+
+
+def test_list_spaces_prints_ranges_and_the_fixable_knobs(capsys: pytest.CaptureFixture) -> None:
+    assert main(["list", "spaces"]) == 0
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())  # the table wraps long lines
+    assert "lr: float [1e-05, 0.003] log" in out
+    assert "grad_accum: int = 1 (fixed only)" in out and "lissa_batch: int = 64 (fixed only)" in out

@@ -14,7 +14,7 @@ from trainables.errors import DataError
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
-    from studies.spec import DatasetSpec
+    from trainables.spec import DatasetSpec
 
 __all__ = ["DATASETS", "Dataset", "LIPOPHILICITY_URL", "resolve_file"]
 

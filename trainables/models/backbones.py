@@ -21,7 +21,7 @@ from trainables.models.tokenizer import BERT_SPECIALS, build_vocab, smiles_token
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
-    from studies.spec import ModelSpec
+    from trainables.spec import ModelSpec
 
 __all__ = ["BACKBONES", "Backbone", "rxnfp_bert_dir", "load_backbone"]
 

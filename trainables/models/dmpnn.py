@@ -7,15 +7,36 @@ as ``chemprop train`` does) and the ``dmpnn`` property model (trained by chemtun
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
+from trainables.knobs import KnobSet, Search
 from trainables.models.chemprop_api import import_chemprop
 
-__all__ = ["DmpnnConfig", "build_mpnn", "molecule_dataset", "predict_mpnn", "AGGREGATIONS"]
+__all__ = ["DmpnnConfig", "DmpnnKnobs", "build_mpnn", "molecule_dataset", "predict_mpnn", "AGGREGATIONS"]
 
 AGGREGATIONS = ("mean", "sum", "norm")
+
+
+class DmpnnKnobs(KnobSet):
+    """The D-MPNN trial's knobs (``dmpnn_*`` keys of the trial config); defaults are ``chemprop train``'s (2.3.1)."""
+
+    dmpnn_depth: Annotated[int, Search(2, 6)] = Field(3, ge=1, description="message-passing steps")
+    dmpnn_hidden_size: Annotated[int, Search(choices=(200, 300, 600, 900))] = Field(
+        300, ge=1, description="message hidden size")
+    dmpnn_dropout: Annotated[float, Search(0.0, 0.4)] = Field(
+        0.0, ge=0, lt=1, description="dropout in message passing and the FFN")
+    dmpnn_ffn_num_layers: Annotated[int, Search(1, 3)] = Field(1, ge=1, description="FFN layers")
+    dmpnn_ffn_hidden_size: Annotated[int, Search(choices=(300, 600, 1200))] = Field(
+        300, ge=1, description="FFN width")
+    dmpnn_aggregation: Annotated[Literal["mean", "sum", "norm"], Search(choices=AGGREGATIONS)] = Field(
+        "norm", description="atoms -> molecule")
+    dmpnn_lr: Annotated[float, Search(1e-4, 3e-3, log=True)] = Field(
+        1e-3, gt=0, description="peak learning rate of the Noam-like schedule")
+    dmpnn_batch_size: Annotated[int, Search(choices=(32, 64))] = Field(64, ge=1, description="molecules per step")
+    dmpnn_warmup_epochs: int = Field(2, ge=0, description="epochs of linear learning-rate warmup")
 
 
 @dataclass(frozen=True)

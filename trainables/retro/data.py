@@ -26,7 +26,7 @@ from trainables.errors import DataError
 from trainables.io import atomic_path
 
 if TYPE_CHECKING:
-    from studies.spec import DatasetSpec
+    from trainables.spec import DatasetSpec
 
 __all__ = [
     "Reactions", "ReactionSplits", "canonical_set", "read_smi", "read_reaction_csv",

@@ -23,7 +23,7 @@ from trainables.models.tokenizer import BART_SPECIALS, BERT_SPECIALS, build_voca
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
-    from studies.spec import ModelSpec
+    from trainables.spec import ModelSpec
 
 __all__ = ["SEQ2SEQ", "load_seq2seq", "bart_config", "decoder_start_id"]
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch.utils.data import DataLoader
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -29,6 +29,7 @@ from trainables.base import TASKS, Prepared, Reporter, Task, restore_training_st
 from trainables.data.datasets import DATASETS
 from trainables.errors import DataError, StudyError
 from trainables.io import atomic_write_json
+from trainables.knobs import KnobSet, Search
 from trainables.methods import count_parameters
 from trainables.models.regression import pad_batch
 from trainables.retro.data import Reactions, ReactionSplits, randomize_smiles, reactions_hash
@@ -36,18 +37,41 @@ from trainables.retro.models import SEQ2SEQ, decoder_start_id, load_seq2seq
 from trainables.retro.scoring import TOPK, score_topk
 from trainables.retro.predictor import generate, save_retro_model
 from trainables.retro.teacher import TeacherLabels, mix_labels, teacher_from_csv, teacher_from_model
-from trainables.retro.treatments import apply_treatment, parse_treatment
+from trainables.retro.treatments import TREATMENT_CHOICES, apply_treatment, parse_treatment
 
 if TYPE_CHECKING:
-    from studies.spec import StudySpec
+    from trainables.spec import StudySpec, TrialSpec
 
-__all__ = ["RetroOptions", "RetroData", "RetroTrainer", "prepare_retro", "train_retro", "METRICS", "retro_pyfunc"]
+__all__ = ["RetroKnobs", "RetroOptions", "RetroData", "RetroTrainer", "prepare_retro", "train_retro", "METRICS", "retro_pyfunc"]
 
 METRICS = ("top1", "token_acc", "loss")
-DEFAULTS: dict[str, Any] = {
-    "treatment": "full", "lr": 5e-4, "weight_decay": 0.0, "batch_size": 64, "label_smoothing": 0.0,
-    "augment_prob": 0.0, "gamma": 0.0, "lora_rank": 8, "adapter_dim": 128, "warmup": 0.1,
-}
+
+
+class RetroKnobs(KnobSet):
+    """Knobs of the ``retro`` task (a treatment's own knobs are declared with it, in ``treatments``)."""
+
+    treatment: Annotated[str, Search(choices=TREATMENT_CHOICES)] = Field(
+        "full", description="which parts train: full, frozen stacks, MLP adapters, LoRA (combined with '+')")
+    gamma: Annotated[float, Search(0.0, 1.0, step=0.1)] = Field(
+        0.0, ge=0, le=1, description="share of eligible train labels replaced by the teacher's")
+    lr: Annotated[float, Search(1e-5, 3e-3, log=True)] = Field(
+        5e-4, gt=0, description="peak learning rate (AdamW, one-cycle schedule)")
+    label_smoothing: Annotated[float, Search(0.0, 0.2)] = Field(
+        0.0, ge=0, lt=1, description="label smoothing of the token cross-entropy")
+    augment_prob: Annotated[float, Search(0.0, 1.0)] = Field(
+        0.0, ge=0, le=1, description="share of train products fed as randomized SMILES each epoch")
+    batch_size: Annotated[int, Search(choices=(16, 32, 64, 128))] = Field(64, ge=1, description="reactions per step")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup: float = Field(0.1, gt=0, lt=1, description="share of the one-cycle schedule spent warming up")
+
+    @field_validator("treatment")
+    @classmethod
+    def _treatment(cls, v: str) -> str:
+        parse_treatment(v)
+        return v
+
+
+DEFAULTS: dict[str, Any] = RetroKnobs.defaults()
 
 
 class RetroOptions(BaseModel):
@@ -128,12 +152,12 @@ class RetroTrainer:
     """One configuration: model and treatment, mixed labels, loaders, optimiser and the epoch loop.
 
     Args:
-        config: Hyperparameters (see ``DEFAULTS`` and the ``retro`` search space).
+        config: Hyperparameters (:class:`RetroKnobs` and the treatment's knobs).
         data: The prepared reactions.
-        spec: The study (model, epochs, seed, options).
+        spec: The trial's view of the study (model, epochs, seed, options).
     """
 
-    def __init__(self, config: dict[str, Any], data: RetroData, spec: "StudySpec") -> None:
+    def __init__(self, config: dict[str, Any], data: RetroData, spec: "TrialSpec") -> None:
         self.config = {**DEFAULTS, **config}
         self.spec, self.data, self.seed = spec, data, spec.seed
         self.opts = parse_options(spec.options)
@@ -321,14 +345,12 @@ class RetroTrainer:
                           "teacher": [self.mixed.labels[i] for i in idx]}).to_csv(path / "teacher_replaced.csv", index=False)
 
 
-def train_retro(config: dict[str, Any], data: RetroData, spec: "StudySpec", reporter: Reporter) -> dict[str, float]:
+def train_retro(config: dict[str, Any], data: RetroData, spec: "TrialSpec", reporter: Reporter) -> dict[str, float]:
     """Train and evaluate one configuration; the plain function core of the ``retro`` task."""
     return RetroTrainer(config, data, spec).fit(reporter)
 
 
 def _validate(spec: "StudySpec") -> None:
-    from search_spaces import SPACES
-
     opts = parse_options(spec.options)
     if spec.model.name not in SEQ2SEQ:
         raise StudyError(f"model.name: the retro task needs a seq2seq model, one of {SEQ2SEQ.names()}; got {spec.model.name!r}")
@@ -338,8 +360,8 @@ def _validate(spec: "StudySpec") -> None:
         raise DataError(f"options.teacher_csv: {opts.teacher_csv}: file not found")
     if "treatment" in spec.fixed:
         parse_treatment(spec.fixed["treatment"])
-    space = SPACES.get(spec.search_space)
-    if "gamma" in space.names and not (opts.teacher_csv or opts.teacher_uri) and spec.fixed.get("gamma") != 0:
+    gamma = spec.fixed.get("gamma", None if "gamma" in spec.searched else DEFAULTS["gamma"])
+    if gamma != 0 and not (opts.teacher_csv or opts.teacher_uri):
         raise StudyError("fixed.gamma: without a teacher (options.teacher_csv or options.teacher_uri) fix gamma: 0")
 
 
@@ -352,7 +374,8 @@ def retro_pyfunc() -> Any:
 
 TASKS.register(
     "retro",
-    Task(data_kind="reactions", metrics=METRICS, maximize=frozenset({"top1", "token_acc"}),
-         prepare=prepare_retro, train=train_retro, validate=_validate, pyfunc=retro_pyfunc),
+    Task(data_kind="reactions", metrics=METRICS, maximize=frozenset({"top1", "token_acc", "top3", "top5", "top10"}),
+         prepare=prepare_retro, train=train_retro, validate=_validate, pyfunc=retro_pyfunc,
+         test_metrics=("top3", "top5", "top10", "invalid", "invalid_beams")),
     help="retrosynthesis: seq2seq product -> reactants, beam-search top-k (treatments, LoRA, adapters, gamma)",
 )

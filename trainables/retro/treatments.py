@@ -18,19 +18,21 @@ import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
 
 from trainables.errors import StudyError
+from trainables.knobs import KnobSet, Search
 from trainables.registry import Registry
 
 __all__ = [
     "TREATMENTS", "TREATMENT_CHOICES", "Seq2SeqModel", "Adapters", "parse_treatment", "apply_treatment",
-    "attention_output_projections", "lora_treatments",
+    "attention_output_projections", "lora_treatments", "LoraTreatmentKnobs", "AdapterKnobs", "treatment_knobs",
 ]
 
 # Leaf names of attention output projections: BART/T5/Llama-like, BERT (attention.output.dense).
@@ -43,6 +45,21 @@ class Treatment:
 
     apply: Callable[["Seq2SeqModel", dict[str, Any]], None]
     order: int  # freezing first, then LoRA (wraps the model), then adapters
+    knobs: type[KnobSet] | None = None  # the atom's own knobs (read from the trial config)
+
+
+class LoraTreatmentKnobs(KnobSet):
+    """Knobs of the ``lora_*`` treatments."""
+
+    lora_rank: Annotated[int, Search(2, 64, log=True)] = Field(8, ge=1, description="LoRA rank")
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA scaling alpha (default: twice the rank)")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
+
+
+class AdapterKnobs(KnobSet):
+    """Knobs of the ``adapter_*`` treatments."""
+
+    adapter_dim: int = Field(128, ge=1, description="bottleneck width of the MLP adapters")
 
 
 TREATMENTS: Registry[Treatment] = Registry("treatment")
@@ -168,10 +185,10 @@ def _lora(stacks: tuple[str, ...]) -> Callable[[Seq2SeqModel, dict[str, Any]], N
         base = m.base()
         trainable = {n for n, p in base.named_parameters() if p.requires_grad}
         targets = [name for s in stacks for name in attention_output_projections(base, s)]
-        rank = int(config.get("lora_rank", 8))
+        knobs = LoraTreatmentKnobs.from_config(config)
         lora = LoraConfig(
-            r=rank, lora_alpha=float(config.get("lora_alpha", 2 * rank)),
-            lora_dropout=float(config.get("lora_dropout", 0.0)), target_modules=targets, bias="none",
+            r=knobs.lora_rank, lora_alpha=knobs.lora_alpha or 2 * knobs.lora_rank,
+            lora_dropout=knobs.lora_dropout, target_modules=targets, bias="none",
         )
         m.model = get_peft_model(base, lora)  # freezes every base parameter ...
         frozen = {id(p) for s in stacks for p in _stack_params(base, s)}
@@ -184,7 +201,7 @@ def _lora(stacks: tuple[str, ...]) -> Callable[[Seq2SeqModel, dict[str, Any]], N
 
 def _adapter(where: set[str]) -> Callable[[Seq2SeqModel, dict[str, Any]], None]:
     def apply(m: Seq2SeqModel, config: dict[str, Any]) -> None:
-        m.add_adapters(where, int(config.get("adapter_dim", 128)))
+        m.add_adapters(where, AdapterKnobs.from_config(config).adapter_dim)
 
     return apply
 
@@ -192,12 +209,12 @@ def _adapter(where: set[str]) -> Callable[[Seq2SeqModel, dict[str, Any]], None]:
 TREATMENTS.register("full", Treatment(lambda m, c: None, 0), help="every parameter trains")
 TREATMENTS.register("freeze_encoder", Treatment(_freeze("encoder"), 0), help="encoder frozen")
 TREATMENTS.register("freeze_decoder", Treatment(_freeze("decoder"), 0), help="decoder and LM head frozen")
-TREATMENTS.register("lora_encoder", Treatment(_lora(("encoder",)), 1), help="LoRA on encoder attention outputs")
-TREATMENTS.register("lora_decoder", Treatment(_lora(("decoder",)), 1), help="LoRA on decoder attention outputs")
-TREATMENTS.register("lora_both", Treatment(_lora(("encoder", "decoder")), 1), help="LoRA on all attention outputs")
-TREATMENTS.register("adapter_mid", Treatment(_adapter({"mid"}), 2), help="MLP adapter between encoder and decoder")
-TREATMENTS.register("adapter_end", Treatment(_adapter({"end"}), 2), help="MLP adapter before the LM head")
-TREATMENTS.register("adapter_all", Treatment(_adapter({"mid", "end"}), 2), help="both MLP adapters")
+TREATMENTS.register("lora_encoder", Treatment(_lora(("encoder",)), 1, LoraTreatmentKnobs), help="LoRA on encoder attention outputs")
+TREATMENTS.register("lora_decoder", Treatment(_lora(("decoder",)), 1, LoraTreatmentKnobs), help="LoRA on decoder attention outputs")
+TREATMENTS.register("lora_both", Treatment(_lora(("encoder", "decoder")), 1, LoraTreatmentKnobs), help="LoRA on all attention outputs")
+TREATMENTS.register("adapter_mid", Treatment(_adapter({"mid"}), 2, AdapterKnobs), help="MLP adapter between encoder and decoder")
+TREATMENTS.register("adapter_end", Treatment(_adapter({"end"}), 2, AdapterKnobs), help="MLP adapter before the LM head")
+TREATMENTS.register("adapter_all", Treatment(_adapter({"mid", "end"}), 2, AdapterKnobs), help="both MLP adapters")
 
 # The combinations the ``retro`` search space offers (any other ``+`` combination is valid too).
 TREATMENT_CHOICES: tuple[str, ...] = (
@@ -220,6 +237,12 @@ def parse_treatment(name: str) -> list[str]:
     if sum(a.startswith("lora_") for a in atoms) > 1:
         raise StudyError(f"treatment {name!r}: use one of lora_encoder, lora_decoder, lora_both")
     return atoms
+
+
+def treatment_knobs(name: str) -> list[type[KnobSet]]:
+    """The knob models of a combination's atoms (each once)."""
+    found = [TREATMENTS.get(a).knobs for a in parse_treatment(name)]
+    return [k for i, k in enumerate(found) if k is not None and k not in found[:i]]
 
 
 def lora_treatments() -> list[str]:

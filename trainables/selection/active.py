@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -22,11 +22,12 @@ from torch import nn
 
 from trainables.errors import StudyError
 from trainables.models.regression import pad_batch
+from trainables.knobs import Search
 from trainables.selection.common import Knobs, write_selection_csv
 from trainables.selectors import SELECTORS
 
 if TYPE_CHECKING:
-    from studies.spec import StudySpec
+    from trainables.spec import StudySpec
     from trainables.base import Reporter
     from trainables.property import PropertyTrainer
 
@@ -90,10 +91,12 @@ class ActiveKnobs(Knobs):
 
     pool_knobs: ClassVar[tuple[str, ...]] = ("n_select", "rounds")
 
-    acquisition: Literal["uncertainty", "random"] = Field("uncertainty", description="MC-dropout std, or random")
-    mc_passes: int = Field(20, ge=2, description="stochastic forward passes (T) per molecule")
-    n_select: int = Field(50, ge=1, description="pool molecules added per round")
-    rounds: int = Field(2, ge=1, description="acquisition rounds (at most max_epochs - 1)")
+    acquisition: Annotated[Literal["uncertainty", "random"], Search(choices=("uncertainty", "random"))] = Field(
+        "uncertainty", description="MC-dropout uncertainty, or the random baseline with the same budget")
+    mc_passes: Annotated[int, Search(5, 50, when={"acquisition": ["uncertainty"]})] = Field(
+        20, ge=2, description="MC-dropout passes T")
+    n_select: Annotated[int, Search(16, 512, log=True)] = Field(50, ge=1, description="pool molecules added per round")
+    rounds: Annotated[int, Search(1, 4)] = Field(2, ge=1, description="acquisition rounds (below max_epochs)")
     mc_batch: int = Field(64, ge=1, description="molecules per MC-dropout forward (times mc_passes rows)")
 
     def pool_demand(self) -> int:
@@ -114,6 +117,7 @@ class ActiveKnobs(Knobs):
 class ActiveSelector:
     """Train rows plus the pool molecules acquired so far; acquires at the start of round epochs."""
 
+    knobs = ActiveKnobs
     check_study = ActiveKnobs.check_study
 
     def __init__(self, config: dict[str, Any]) -> None:

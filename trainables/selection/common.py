@@ -9,40 +9,27 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from trainables.errors import StudyError
 from trainables.io import atomic_path
+from trainables.knobs import KnobSet
 from trainables.models.regression import pad_batch
 
 if TYPE_CHECKING:
-    from studies.spec import StudySpec
+    from trainables.spec import StudySpec
     from trainables.property import PropertyTrainer
 
 __all__ = ["Knobs", "study_values", "embed_ids", "write_selection_csv"]
 
 
-class Knobs(BaseModel):
-    """Base of a selector's knobs, read from the trial config (unknown keys belong to others).
+class Knobs(KnobSet):
+    """Base of a selector's knobs (declared once: the ``selection`` space derives from them).
 
     ``pool_knobs`` name the knobs that count pool molecules; ``needs_pool`` says whether the
     method chooses from the pool at all.
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
     needs_pool: ClassVar[bool] = True
     pool_knobs: ClassVar[tuple[str, ...]] = ()
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], where: str = "config") -> "Knobs":
-        """Validate ``config``'s knobs; raise :class:`StudyError` naming the knob and the rule."""
-        try:
-            return cls.model_validate(config)
-        except ValidationError as err:
-            lines = [f"{where}: bad {cls.__name__} setting"]
-            for e in err.errors():
-                lines.append(f"  {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}")
-            raise StudyError("\n".join(lines)) from None
 
     def pool_demand(self) -> int:
         """How many pool molecules this setting takes (checked against the pool size)."""

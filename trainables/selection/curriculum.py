@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from trainables.registry import Registry
+from trainables.knobs import Search
 from trainables.selection.common import Knobs, write_selection_csv
 from trainables.selectors import SELECTORS
 
@@ -78,9 +79,11 @@ class CurriculumKnobs(Knobs):
 
     needs_pool: ClassVar[bool] = False
 
-    curriculum_bins: int = Field(10, ge=1, description="difficulty bins")
-    curriculum_difficulty: str = Field("smiles_length", description="difficulty: " + ", ".join(DIFFICULTIES.names()))
-    curriculum_pacing: str = Field("linear", description="pacing function: " + ", ".join(PACINGS.names()))
+    curriculum_bins: Annotated[int, Search(2, 20)] = Field(10, ge=1, description="difficulty bins")
+    curriculum_difficulty: Annotated[str, Search(choices=DIFFICULTIES.names)] = Field(
+        "smiles_length", description="difficulty measure: " + ", ".join(DIFFICULTIES.names()))
+    curriculum_pacing: Annotated[str, Search(choices=PACINGS.names)] = Field(
+        "linear", description="how fast the threshold rises: " + ", ".join(PACINGS.names()))
 
     @field_validator("curriculum_difficulty")
     @classmethod
@@ -98,6 +101,7 @@ class CurriculumKnobs(Knobs):
 class CurriculumSelector:
     """Train rows whose binned difficulty is at or below the epoch's threshold."""
 
+    knobs = CurriculumKnobs
     check_study = CurriculumKnobs.check_study
 
     def __init__(self, config: dict[str, Any]) -> None:

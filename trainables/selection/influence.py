@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from trainables.errors import DataError, StudyError
 from trainables.io import atomic_path
 from trainables.registry import Registry
 from trainables.models.regression import RegressionModel, masked_mean, pad_batch
+from trainables.knobs import Search
 from trainables.selection.common import Knobs, embed_ids, write_selection_csv
 from trainables.selectors import SELECTORS
 
@@ -457,19 +458,28 @@ class InfluenceKnobs(Knobs):
 
     pool_knobs: ClassVar[tuple[str, ...]] = ("top_k",)
 
-    top_k: int = Field(100, ge=1, description="pool molecules to add (the most helpful by influence)")
-    influence_params: str = Field("head", description="parameter subset: " + ", ".join(SUBSETS.names()))
-    influence_layers: int = Field(1, ge=1, description="encoder layers (from the top) of influence_params 'last_layers'")
-    influence_solver: Literal["lissa", "exact"] = Field("lissa", description="inverse-HVP: LiSSA or explicit Hessian")
-    influence_train_on: Literal["train+topk", "topk"] = Field("train+topk", description="phase-3 training rows")
+    # Declaration order is the search order: a knob's ``when`` names earlier ones.
+    top_k: Annotated[int, Search(16, 2048, log=True)] = Field(
+        100, ge=1, description="pool molecules added by influence (the most helpful)")
+    influence_train_on: Annotated[Literal["train+topk", "topk"], Search(choices=("train+topk", "topk"))] = Field(
+        "train+topk", description="phase 3 trains on train + top-k, or on the top-k alone")
+    influence_params: Annotated[str, Search(choices=SUBSETS.names)] = Field(
+        "head", description="parameter subset the influence is taken over: " + ", ".join(SUBSETS.names()))
+    influence_layers: Annotated[int, Search(1, 4, when={"influence_params": ["last_layers"]})] = Field(
+        1, ge=1, description="encoder layers, from the top, in the 'last_layers' subset")
+    influence_solver: Annotated[Literal["lissa", "exact"], Search(choices=("lissa", "exact"),
+                                                                  when={"influence_params": ["head_out"]})] = Field(
+        "lissa", description="inverse-HVP by LiSSA, or the explicit Hessian (small subsets)")
+    influence_curvature: Annotated[Curvature, Search(choices=("gauss_newton", "hessian"))] = Field(
+        "gauss_newton", description="Gauss-Newton matrix (positive semi-definite), or the Hessian "
+                                    "(needs damping above its lowest eigenvalue)")
+    lissa_depth: Annotated[int, Search(50, 500, log=True)] = Field(100, ge=1, description="LiSSA recursion depth")
+    lissa_damping: Annotated[float, Search(1e-3, 1.0, log=True)] = Field(
+        0.01, ge=0, description="damping added to the Hessian before inversion")
     influence_epochs: int = Field(1, ge=1, description="phase-1 epochs on the train split (no base_model_uri)")
-    lissa_depth: int = Field(100, ge=1, description="LiSSA recursion depth")
     lissa_scale: float | None = Field(None, gt=0, description="LiSSA scale (default: 1.5x top Hessian eigenvalue)")
-    lissa_damping: float = Field(0.01, ge=0, description="damping added to the Hessian")
     lissa_repeats: int = Field(1, ge=1, description="LiSSA estimates averaged")
     lissa_batch: int = Field(64, ge=1, description="train samples per Hessian-vector product")
-    influence_curvature: Curvature = Field(
-        "gauss_newton", description="Gauss-Newton matrix (positive semi-definite: LiSSA converges) or the Hessian")
 
     def pool_demand(self) -> int:
         return self.top_k
@@ -513,6 +523,7 @@ def _load_base_model(uri: str):
 class InfluenceSelector:
     """Phase 1 model, influence scores of the pool, then train on train + top-k (or top-k only)."""
 
+    knobs = InfluenceKnobs
     check_study = InfluenceKnobs.check_study
 
     def __init__(self, config: dict[str, Any]) -> None:
