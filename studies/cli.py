@@ -96,6 +96,15 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from studies.compare import compare
+
+    table, _ = compare(args.name, args.paper, _tracking_uri(args))
+    _print_board(table, f"study {args.name} vs paper table {args.paper} (valid-selected, test reported; "
+                 "logged as compare/" + args.paper + ".md on the study run)")
+    return 0
+
+
 def _print_board(board, title: str) -> None:  # noqa: ANN001 - a DataFrame
     from rich.table import Table
 
@@ -301,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("report", _cmd_report, "one self-contained HTML page for a study (also logged to its MLflow run)")
     p.add_argument("name", help=name_help)
     p.add_argument("-o", "--output", type=Path, default=None, help="where to write it (default: NAME-report.html)")
+    tracking(p)
+    p = command("compare", _cmd_compare, "a study's results in a paper table's layout, beside the published numbers")
+    p.add_argument("name", help=name_help)
+    p.add_argument("--paper", required=True, help="table in studies/papers/published.yaml (retro_table2, ...)")
     tracking(p)
     p = command("register", _cmd_register, "register the best complete trial's model in the MLflow model registry")
     p.add_argument("name", help=name_help)

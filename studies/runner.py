@@ -111,13 +111,24 @@ def _init_ray(address: str | None, tracking_uri: str) -> None:
         ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
 
 
-def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: StudyPaths, optuna_url: str) -> tune.Tuner:
+def _searcher(spec: StudySpec, optuna_url: str) -> OptunaSearch:
+    """TPE over the space (enqueued points first), or the study's grid with each row exactly once."""
+    storage = optuna.storages.RDBStorage(optuna_url)
+    if spec.sampler == "grid":
+        from studies.grid import grid_define_by_run, grid_sampler
+
+        space = grid_define_by_run(SPACES.get(spec.search_space), spec.grid, spec.fixed)
+        return ChemtuneOptunaSearch(space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
+                                    storage=storage, sampler=grid_sampler(spec), max_epochs=spec.max_epochs)
     space = SPACES.get(spec.search_space).define_by_run(spec.fixed, spec.ranges)
-    searcher = ChemtuneOptunaSearch(
-        space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
-        storage=optuna.storages.RDBStorage(optuna_url), seed=spec.seed,
+    return ChemtuneOptunaSearch(
+        space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name, storage=storage, seed=spec.seed,
         points_to_evaluate=[dict(p) for p in spec.enqueue] or None, max_epochs=spec.max_epochs,
     )
+
+
+def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: StudyPaths, optuna_url: str) -> tune.Tuner:
+    searcher = _searcher(spec, optuna_url)
     scheduler = ASHAScheduler(
         time_attr="training_iteration", max_t=spec.max_epochs,
         grace_period=min(spec.scheduler.grace_period, spec.max_epochs), reduction_factor=spec.scheduler.reduction_factor,

@@ -71,6 +71,14 @@ class StudySpec(_StudySchema):
                 space.validate_overrides(point, {})
             except StudyError as err:
                 raise ValueError(f"enqueue[{i}]: {err}") from None
+        if self.sampler == "grid" or self.grid:
+            from studies.grid import check_grid
+
+            if self.sampler != "grid":
+                raise ValueError("grid: set sampler: grid to run a grid")
+            if self.enqueue:
+                raise ValueError("enqueue: a grid study runs its grid; leave enqueue out")
+            check_grid(space, self.grid, self.fixed, self.ranges, self.num_trials)
         self._searched = frozenset(space.names)
         TASKS.get(self.task).validate(self)
         self._check_baselines()

@@ -73,7 +73,43 @@ TINY_STUDIES: dict[str, dict[str, Any]] = {
         task="retro", search_space="retro", metric="valid_top1",
         dataset={"name": "uspto50k", "path": str(_shared_data() / "uspto50k"), "limit": 48, "split": "random"},
         model={"name": "tiny-bart", "max_length": 128},
-        fixed={"gamma": 0, "batch_size": 16, "treatment": "lora_both+adapter_all"},
-        options={"val_subset": 8, "test_limit": 8},
+        fixed={"gamma": 0, "batch_size": 16, "treatment": "lora_all+mlp_all"},
+        options={"val_subset": 8, "test_limit": 8, "allow_random_init": True},  # LoRA on a random tiny-bart
     ),
 }
+
+
+# -- paper studies (studies/papers/, studies/uspto50k_gamma.yaml) ---------------------------------------
+
+@pytest.fixture
+def paper_data_dir(tmp_path, monkeypatch):
+    """$CHEMTUNE_DATA_DIR as a paper study expects it: the shared data, a Chemformer checkpoint, a teacher CSV."""
+    import pandas as pd
+    import torch
+
+    from tests.trainables.retro.test_chemformer import MolbartBART
+    from trainables.models.tokenizer import build_vocab
+    from trainables.retro.chemformer import MOLBART_SPECIALS
+
+    shared = _shared_data()
+    root = tmp_path / "data"
+    (root / "uspto50k").mkdir(parents=True)
+    for name in ("train.smi", "valid.smi", "test.smi"):
+        (root / "uspto50k" / name).symlink_to(shared / "uspto50k" / name)
+    (root / "lipophilicity").symlink_to(shared / "lipophilicity")
+    n = 16  # the smoke variants' dataset.limit; the teacher is right on every other row
+    with open(shared / "uspto50k" / "train.smi") as f:
+        pairs = [next(f).split(">>") for _ in range(n)]
+    products, reactants = [p.strip() for p, _ in pairs], [r.strip() for _, r in pairs]
+    preds = [r if i % 2 == 0 else reactants[(i + 1) % n] for i, r in enumerate(reactants)]
+    pd.DataFrame({"product": products, "prediction": preds}).to_csv(
+        root / "uspto50k" / "teacher_llasmol_train.csv", index=False)
+    (root / "chemformer").mkdir()
+    vocab = [MOLBART_SPECIALS[k] for k in ("pad", "unk", "bos", "eos", "mask")] + ["<SEP>"] + list(build_vocab(["CCO"], []))
+    (root / "chemformer" / "bart_vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.save({"state_dict": MolbartBART(len(vocab), 0).state_dict(), "hyper_parameters": {"num_heads": 4}},
+               root / "chemformer" / "chemformer_small.ckpt")
+    monkeypatch.setenv("CHEMTUNE_DATA_DIR", str(root))
+    return root
+
+

@@ -19,7 +19,9 @@ from torch import nn
 from trainables.knobs import KnobSet, Search
 from trainables.registry import Registry
 
-__all__ = ["METHODS", "Method", "LoraKnobs", "apply_method", "count_parameters", "export_backbone", "resolve_targets"]
+__all__ = [
+    "METHODS", "Method", "LoraKnobs", "apply_method", "count_parameters", "export_backbone", "resolve_targets", "ia3_targets",
+]
 
 
 @dataclass(frozen=True)
@@ -104,14 +106,42 @@ def _lora(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
     return get_peft_model(backbone, lora)
 
 
+# (IA)^3 rescales keys, values and the FFN's inner activations (the input of the FFN's second linear).
+_KEYS = ("key", "k_proj", "k", "Wk")
+_VALUES = ("value", "v_proj", "v", "Wv")
+_FFN_OUT = ("fc2", "dense_4h_to_h", "down_proj", "wo")
+
+
+def ia3_targets(model: nn.Module) -> tuple[list[str], list[str]]:
+    """``(target_modules, feedforward_modules)`` for (IA)^3: PEFT's mapping, else keys, values and FFN found by name.
+
+    Models PEFT has no mapping for (MoLFormer's remote code) are searched for their key and value
+    projections and the FFN's second linear (``output.dense`` outside the attention block, ``fc2``...).
+    Raise ``ValueError`` when any of the three is missing: (IA)^3 on queries/values only would be a
+    different method.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in IA3_TARGETS and model_type in IA3_FF:
+        return list(IA3_TARGETS[model_type]), list(IA3_FF[model_type])
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    keys = [n for n in names if n.rsplit(".", 1)[-1] in _KEYS]
+    values = [n for n in names if n.rsplit(".", 1)[-1] in _VALUES]
+    ffn = [n for n in names if n.rsplit(".", 1)[-1] in _FFN_OUT
+           or (n.endswith("output.dense") and not n.endswith("attention.output.dense"))]
+    missing = [what for what, found in (("keys", keys), ("values", values), ("the FFN", ffn)) if not found]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise ValueError(f"(IA)^3 on {type(model).__name__} (model_type {model_type!r}): could not find "
+                         f"{', '.join(missing)} among its linear layers {leaves}; (IA)^3 needs keys, values and the FFN")
+    return keys + values + ffn, ffn
+
+
 def _ia3(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
-    targets = resolve_targets(backbone, IA3_TARGETS)
-    model_type = getattr(backbone.config, "model_type", None)
-    feedforward = IA3_FF.get(model_type, [])
+    targets, feedforward = ia3_targets(backbone)
     return get_peft_model(backbone, IA3Config(target_modules=targets, feedforward_modules=feedforward))
 
 
 METHODS.register("full", Method(_full), help="every backbone parameter trains")
 METHODS.register("bitfit", Method(_bitfit), help="only bias terms of the backbone (and the head) train")
 METHODS.register("lora", Method(_lora, LoraKnobs), help="low-rank adapters on attention projections (PEFT)")
-METHODS.register("ia3", Method(_ia3), help="(IA)^3 learned rescaling vectors (PEFT)")
+METHODS.register("ia3", Method(_ia3), help="(IA)^3 rescaling of keys, values and the FFN (PEFT)")

@@ -92,13 +92,19 @@ class ModelSpec(_Strict):
     trust_remote_code: bool = Field(False, description="allow the hub model's own code (MoLFormer needs it)")
     max_length: int = Field(256, gt=8, description="longest token sequence; longer SMILES are truncated")
 
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, v: str | None) -> str | None:
+        # $VARS let a shared study file name a checkpoint on each cluster ($CHEMTUNE_DATA_DIR/chemformer/...).
+        return os.path.expandvars(v) if v else v
+
     @model_validator(mode="after")
     def _hf_needs_path(self) -> "ModelSpec":
         if self.name == "hf" and not self.path:
             raise ValueError("model 'hf' needs model.path (a hub id or a local directory)")
         local = self.path and (self.path.startswith(("/", ".", "~")) or os.sep in self.path.strip("/").split("/", 1)[-1])
         if local and not Path(self.path).expanduser().exists():
-            raise ValueError(f"model.path {self.path!r}: no such directory")
+            raise ValueError(f"model.path {self.path!r}: no such file or directory")
         return self
 
 
@@ -148,6 +154,10 @@ class StudySpec(_Strict):
     enqueue: list[dict[str, Any]] = Field(
         default_factory=list, description="configurations (full or partial) to try first, e.g. one per method"
     )
+    sampler: Literal["tpe", "grid"] = Field(
+        "tpe", description="tpe: Optuna TPE over the space; grid: each combination of `grid` exactly once")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="sampler grid: parameter -> values (a paper table's rows)")
     options: dict[str, Any] = Field(default_factory=dict, description="task options (see the task's help)")
     pool: TableSpec | None = Field(None, description="external pool for data-selection methods")
     num_trials: int = Field(8, ge=1, description="trials Optuna proposes")

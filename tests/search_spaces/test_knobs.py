@@ -79,7 +79,7 @@ def test_each_documented_knob_can_be_fixed(name: str):
     if space == "retro":
         study = {"name": "s", "task": "retro", "dataset": {"name": "uspto50k", "path": "/nowhere"},
                  "model": {"name": "tiny-bart"}, "search_space": "retro", "metric": "valid_top1",
-                 "fixed": {"gamma": 0, **fixed}}
+                 "fixed": {"gamma": 0, **fixed}, "options": {"allow_random_init": True}}
     elif space == "selection":
         study = tiny_selection_study(fixed.pop("selection"), limit=200, max_epochs=3, **fixed)
     else:

@@ -13,7 +13,7 @@ EXAMPLES = sorted((ROOT / "studies").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_studies_validate(path: Path) -> None:
+def test_example_studies_validate(path: Path, paper_data_dir: Path) -> None:  # teacher CSV, checkpoint
     spec = load_study(path)
     assert spec.name and spec.num_trials >= 1
 

@@ -14,10 +14,36 @@ from trainables.property import prepare_property, train_property
 from trainables.selection.curriculum import DIFFICULTIES, PACINGS, CurriculumSelector, binned_difficulty, eligible
 
 
-def test_bins_are_lower_edges_of_equal_width_bins():
+def test_bins_and_their_edges():
     d = np.array([0.0, 1.0, 2.4, 2.5, 7.0, 10.0])
-    # 4 bins of width 2.5 over [0, 10]: edges 0, 2.5, 5, 7.5
-    np.testing.assert_allclose(binned_difficulty(d, 4), [0.0, 0.0, 0.0, 2.5, 5.0, 7.5])
+    # 4 bins of width 2.5 over [0, 10]: edges 0, 2.5, 5, 7.5, 10 (the maximum closes the last bin)
+    np.testing.assert_allclose(binned_difficulty(d, 4, "lower"), [0.0, 0.0, 0.0, 2.5, 5.0, 7.5])
+    np.testing.assert_allclose(binned_difficulty(d, 4), [2.5, 2.5, 2.5, 5.0, 7.5, 10.0])
+
+
+def test_threshold_admits_exactly_the_bins_below_it():
+    """The paper's rule: threshold = d_min + (d_max - d_min) e / E; a molecule trains once its bin lies below it."""
+    d = np.arange(0.0, 101.0)  # lengths 0..100, 20 bins of width 5, E = 5 epochs
+    for epoch, share in enumerate([0.2, 0.4, 0.6, 0.8, 1.0]):
+        rows, threshold = eligible(d, 20, epoch, 5, PACINGS.get("linear"))
+        assert threshold == pytest.approx(100 * share)
+        # bins [0,5) ... : every molecule below the threshold, none at or above it (but the last epoch's max)
+        expected = np.flatnonzero(d < threshold) if share < 1 else np.arange(len(d))
+        np.testing.assert_array_equal(rows, expected)
+    # Skewed lengths, as in Lipophilicity: epoch 1 of 5 must not admit the bin the threshold cuts through.
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.normal(45, 12, 4000).round(), 10, 140)
+    rows, threshold = eligible(lengths, 20, 0, 5, PACINGS.get("linear"))
+    assert lengths[rows].max() < threshold
+    width = (lengths.max() - lengths.min()) / 20
+    assert set(np.flatnonzero(lengths < threshold - width).tolist()) <= set(rows.tolist())
+
+
+def test_more_epochs_than_bins_start_with_the_easiest_bin():
+    d = np.arange(0.0, 11.0)
+    rows, threshold = eligible(d, 2, 0, 10, PACINGS.get("linear"))  # threshold 1 is inside the first bin [0, 5)
+    assert threshold == pytest.approx(1.0)
+    np.testing.assert_array_equal(rows, np.arange(5))
 
 
 @pytest.mark.parametrize("pacing", ["linear", "root", "quadratic"])
@@ -32,8 +58,11 @@ def test_eligible_set_follows_the_formula(pacing):
         rows, threshold = eligible(difficulty, bins, epoch, epochs, PACINGS.get(pacing))
         expected_threshold = difficulty.min() + (difficulty.max() - difficulty.min()) * pace((epoch + 1) / epochs)
         assert threshold == pytest.approx(expected_threshold)
-        lower = edges[np.minimum(np.digitize(difficulty, edges) - 1, bins - 1)]
-        np.testing.assert_array_equal(rows, np.flatnonzero(lower <= expected_threshold + 1e-9))
+        upper = edges[np.minimum(np.digitize(difficulty, edges) - 1, bins - 1) + 1]
+        admitted = np.flatnonzero(upper <= expected_threshold + 1e-9)
+        if len(admitted) == 0:
+            admitted = np.flatnonzero(upper == upper.min())
+        np.testing.assert_array_equal(rows, admitted)
         assert len(rows) >= max(previous, 1)  # never empty, never shrinks
         previous = len(rows)
     assert previous == len(difficulty)  # the last epoch trains on everything

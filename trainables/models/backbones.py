@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from trainables.cache import cache_dir
 from trainables.errors import DataError
@@ -94,7 +94,12 @@ def _hf(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
     kwargs = {"trust_remote_code": spec.trust_remote_code}
     tokenizer = AutoTokenizer.from_pretrained(spec.path, **kwargs)
     tokenizer.model_max_length = min(tokenizer.model_max_length, spec.max_length)
-    return AutoModel.from_pretrained(spec.path, **kwargs), tokenizer
+    config = AutoConfig.from_pretrained(spec.path, **kwargs)
+    if hasattr(config, "deterministic_eval"):
+        # MoLFormer's linear attention redraws its random features per forward unless told not to in
+        # eval: valid/test and MC-dropout would then carry attention noise. Set before the model is built.
+        config.deterministic_eval = True
+    return AutoModel.from_pretrained(spec.path, config=config, **kwargs), tokenizer
 
 
 BACKBONES.register("tiny-bert", Backbone(_tiny_bert), help="2-layer BERT (hidden 64), random init, vocab from train SMILES")

@@ -19,13 +19,14 @@ from transformers import (
 )
 
 from trainables.models.backbones import BACKBONES, Backbone, rxnfp_bert_dir
+from trainables.retro.chemformer import convert_molbart_checkpoint, is_molbart_checkpoint
 from trainables.models.tokenizer import BART_SPECIALS, BERT_SPECIALS, build_vocab, smiles_tokenizer
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
     from trainables.spec import ModelSpec
 
-__all__ = ["SEQ2SEQ", "load_seq2seq", "bart_config", "decoder_start_id"]
+__all__ = ["SEQ2SEQ", "load_seq2seq", "bart_config", "decoder_start_id", "is_random_init"]
 
 SEQ2SEQ: Registry[Backbone] = Registry("seq2seq model")
 
@@ -42,6 +43,11 @@ def load_seq2seq(spec: "ModelSpec", smiles: Sequence[str], seed: int = 0) -> tup
         seed: Seed of a random initialisation.
     """
     return SEQ2SEQ.get(spec.name).load(spec, smiles, seed)
+
+
+def is_random_init(spec: "ModelSpec") -> bool:
+    """Whether the study's seq2seq model starts from random weights (a BART shape without ``model.path``)."""
+    return spec.name in _FROM_SCRATCH and not spec.path
 
 
 def decoder_start_id(model: PreTrainedModel) -> int:
@@ -82,10 +88,12 @@ def _set_generation(model: PreTrainedModel, start: int, eos: int, pad: int) -> P
 
 def _bart(d_model: int, layers: int, heads: int, ffn: int, min_positions: int, dropout: float = 0.1):
     def load(spec: "ModelSpec", smiles: Sequence[str], seed: int):
-        if spec.path:  # a converted checkpoint: transformers directory or hub id, with its tokenizer
+        if is_molbart_checkpoint(spec.path):  # a Chemformer (molbart) Lightning checkpoint, converted
+            return convert_molbart_checkpoint(spec.path, spec.max_length)
+        if spec.path:  # a transformers directory or hub id (BART, or a converted Chemformer), with its tokenizer
             tokenizer = AutoTokenizer.from_pretrained(spec.path)
             tokenizer.model_max_length = min(tokenizer.model_max_length, spec.max_length)
-            return BartForConditionalGeneration.from_pretrained(spec.path), tokenizer
+            return AutoModelForSeq2SeqLM.from_pretrained(spec.path), tokenizer
         tokenizer = _bart_tokenizer(smiles, spec.max_length)
         config = bart_config(tokenizer, d_model, layers, heads, ffn, max(min_positions, spec.max_length + 2), dropout)
         torch.manual_seed(seed)  # reproducible random init
@@ -113,6 +121,9 @@ def _hf_seq2seq(spec: "ModelSpec", smiles: Sequence[str], seed: int):
     return AutoModelForSeq2SeqLM.from_pretrained(spec.path, **kwargs), tokenizer
 
 
+_FROM_SCRATCH = {"tiny-bart", "chemformer-small"}
+
+
 def _register(name: str, load, help: str) -> None:  # noqa: ANN001 - a Backbone loader
     entry = Backbone(load)
     SEQ2SEQ.register(name, entry, help=help)
@@ -124,7 +135,7 @@ _register("tiny-bart", _bart(128, 2, 4, 256, 0, dropout=0.0),
 _register(
     "chemformer-small", _bart(512, 6, 8, 2048, 512),
     "seq2seq: BART shaped like Chemformer small (d_model 512, 6+6 layers, 8 heads, FFN 2048, GELU); "
-    "from scratch, or model.path = transformers checkpoint dir / hub id",
+    "from scratch, or model.path = a Chemformer (molbart) .ckpt (vocabulary file beside it) or a transformers dir / hub id",
 )
 _register(
     "rxnfp-bert2bert", _rxnfp_bert2bert,

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from trainables.models.regression import pad_batch
+from trainables.retro import chemformer as _chemformer  # noqa: F401  (registers model_type "chemformer")
 from trainables.retro.data import canonical_set
 
 __all__ = ["generate", "save_retro_model", "RetroPredictor"]
@@ -93,7 +94,7 @@ class RetroPredictor:
         wrapped = Seq2SeqModel(AutoModelForSeq2SeqLM.from_pretrained(path))
         if meta["adapters"]:
             spec = meta["adapters"]
-            wrapped.add_adapters(set(spec["where"]), spec["dim"])
+            wrapped.add_adapters(set(spec["where"]), spec["dim"], spec.get("kind", "bottleneck"))
             wrapped.adapters.load_state_dict(torch.load(path / "adapters.pt", map_location="cpu"))
         return cls(wrapped, AutoTokenizer.from_pretrained(path), meta["num_beams"])
 

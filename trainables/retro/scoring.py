@@ -30,7 +30,7 @@ class Scored:
     beams: list[list[str | None]]
 
 
-def rank_beams(beams: Sequence[str], dedupe: bool = True) -> list[str | None]:
+def rank_beams(beams: Sequence[str], dedupe: bool = False) -> list[str | None]:
     """Canonicalize beams in order; with ``dedupe`` a beam equal to an earlier valid one is dropped.
 
     Invalid beams keep their place (they are wrong answers that occupy a rank).
@@ -48,14 +48,15 @@ def rank_beams(beams: Sequence[str], dedupe: bool = True) -> list[str | None]:
 
 
 def score_topk(predictions: Sequence[Sequence[str]], targets: Sequence[str], ks: Sequence[int] = TOPK,
-               dedupe: bool = True) -> Scored:
+               dedupe: bool = False) -> Scored:
     """Top-k accuracy of beam predictions against reactant sets.
 
     Args:
         predictions: Per product, the beams in the model's order (best first).
         targets: Per product, the true reactants (any SMILES; canonicalized here).
         ks: The k of the reported ``top{k}`` metrics.
-        dedupe: Drop beams that canonicalize to an earlier beam's molecule set before ranking.
+        dedupe: Drop beams that canonicalize to an earlier beam's molecule set before ranking
+            (off by default: Chemformer does not deduplicate, and deduplication raises top-3/5).
 
     Returns:
         A :class:`Scored` with the metrics, the rank of the first hit and the ranked beams.

@@ -8,6 +8,7 @@ subset (``valid_*``); the last epoch adds beam-search top-1/3/5/10 and the inval
 from __future__ import annotations
 
 import math
+import os
 import random
 import tempfile
 import time
@@ -33,11 +34,11 @@ from trainables.knobs import KnobSet, Search
 from trainables.methods import count_parameters
 from trainables.models.regression import pad_batch
 from trainables.retro.data import Reactions, ReactionSplits, randomize_smiles, reactions_hash
-from trainables.retro.models import SEQ2SEQ, decoder_start_id, load_seq2seq
+from trainables.retro.models import SEQ2SEQ, decoder_start_id, is_random_init, load_seq2seq
 from trainables.retro.scoring import TOPK, score_topk
 from trainables.retro.predictor import generate, save_retro_model
-from trainables.retro.teacher import TeacherLabels, mix_labels, teacher_from_csv, teacher_from_model
-from trainables.retro.treatments import TREATMENT_CHOICES, apply_treatment, parse_treatment
+from trainables.retro.teacher import TeacherLabels, mix_labels, teacher_from_csv, teacher_from_model, teacher_top1
+from trainables.retro.treatments import TREATMENT_CHOICES, apply_treatment, needs_pretrained, validate_treatment
 
 if TYPE_CHECKING:
     from trainables.spec import StudySpec, TrialSpec
@@ -48,12 +49,12 @@ METRICS = ("top1", "token_acc", "loss")
 
 
 class RetroKnobs(KnobSet):
-    """Knobs of the ``retro`` task (a treatment's own knobs are declared with it, in ``treatments``)."""
+    """Knobs of the ``retro`` task (a treatment's own knobs are declared with its parts, in ``treatments``)."""
 
     treatment: Annotated[str, Search(choices=TREATMENT_CHOICES)] = Field(
-        "full", description="which parts train: full, frozen stacks, MLP adapters, LoRA (combined with '+')")
+        "full", description="which parts train: the paper's 15 rows (fix_*, lora_*, mlp_* combined with '+', or full)")
     gamma: Annotated[float, Search(0.0, 1.0, step=0.1)] = Field(
-        0.0, ge=0, le=1, description="share of eligible train labels replaced by the teacher's")
+        0.0, ge=0, le=1, description="share of the usable teacher labels swapped in (trials log gamma_effective over all rows)")
     lr: Annotated[float, Search(1e-5, 3e-3, log=True)] = Field(
         5e-4, gt=0, description="peak learning rate (AdamW, one-cycle schedule)")
     label_smoothing: Annotated[float, Search(0.0, 0.2)] = Field(
@@ -67,7 +68,7 @@ class RetroKnobs(KnobSet):
     @field_validator("treatment")
     @classmethod
     def _treatment(cls, v: str) -> str:
-        parse_treatment(v)
+        validate_treatment(v)
         return v
 
 
@@ -79,17 +80,28 @@ class RetroOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    teacher_csv: str | None = Field(None, description="CSV 'product,prediction' of teacher labels for gamma mixing")
+    teacher_csv: str | None = Field(
+        None, description="CSV 'product,prediction' of teacher labels for gamma mixing (the way to bring an LLM's "
+        "predictions, e.g. LlaSMol's top-1 on the train products); $VARS are expanded")
     teacher_uri: str | None = Field(
         None, description="MLflow model URI (models:/name/1, runs:/id/model) run with beam 1 on the train products"
     )
     augment_target: bool = Field(False, description="also randomize the reactant SMILES when a row is augmented")
     beam_size: int = Field(10, ge=10, description="beam width of the final test evaluation (>= 10 for top-10)")
-    dedupe_beams: bool = Field(True, description="drop beams that canonicalize to an earlier beam's molecules")
+    dedupe_beams: bool = Field(
+        False, description="rank valid top-1 on deduplicated beams; test always reports both (test_top{k}: "
+        "Chemformer's protocol, no deduplication; test_top{k}_dedup)")
+    allow_random_init: bool = Field(
+        False, description="allow freezing a stack or LoRA on a randomly initialised model (smoke tests only)")
     val_subset: int = Field(500, ge=1, description="fixed number of validation reactions scored every epoch")
     test_limit: int | None = Field(None, ge=1, description="score only the first N test reactions (smoke runs)")
     eval_batch_size: int = Field(64, ge=1, description="products per generate call")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+
+    @field_validator("teacher_csv")
+    @classmethod
+    def _expand(cls, v: str | None) -> str | None:
+        return os.path.expandvars(v) if v else v
 
     @model_validator(mode="after")
     def _one_teacher(self) -> "RetroOptions":
@@ -119,6 +131,7 @@ class RetroData:
     valid: Reactions
     test: Reactions
     teacher: TeacherLabels | None = None
+    teacher_top1: float | None = None  # the teacher's own top-1 on train (all rows), computed once
 
 
 def prepare_retro(spec: "StudySpec") -> Prepared:
@@ -138,13 +151,15 @@ def prepare_retro(spec: "StudySpec") -> Prepared:
         teacher = teacher_from_csv(opts.teacher_csv, train.products, train.rows)
     elif opts.teacher_uri:
         teacher = teacher_from_model(opts.teacher_uri, train.products, train.rows)
-    data = RetroData(splits.train, splits.valid, splits.test, teacher)
+    top1 = teacher_top1(train.reactants, teacher) if teacher is not None else None
+    data = RetroData(splits.train, splits.valid, splits.test, teacher, top1)
     reports = [report] + ([teacher.report] if teacher else [])
     tags = {f"split_hash.{n}": reactions_hash(getattr(data, n)) for n in ("train", "valid", "test")}
     summary = {f"n_{n}": len(getattr(data, n)) for n in ("train", "valid", "test")}
     if teacher is not None:
         summary["teacher_eligible"] = len(teacher.eligible)
         summary["teacher_unusable"] = teacher.report.n_excluded
+        summary["teacher_train_top1"] = top1
     return Prepared(payload=data, reports=reports, tags=tags, summary=summary)
 
 
@@ -259,13 +274,15 @@ class RetroTrainer:
         """Beam search on test: top-1/3/5/10, invalid share; predictions written to ``path``."""
         k = self.opts.beam_size
         beams = self.beams(self.encoded["test"], k, k)
-        scored = score_topk(beams, self.test.reactants, ks=TOPK, dedupe=self.opts.dedupe_beams)
+        scored = score_topk(beams, self.test.reactants, ks=TOPK, dedupe=False)  # the paper's protocol
+        dedup = score_topk(beams, self.test.reactants, ks=TOPK, dedupe=True)
         frame = pd.DataFrame({"row": self.test.rows, "product": self.test.products,
-                              "reactants": self.test.reactants, "rank": scored.ranks})
+                              "reactants": self.test.reactants, "rank": scored.ranks, "rank_dedup": dedup.ranks})
         for j in range(k):
             frame[f"prediction_{j + 1}"] = [b[j] if j < len(b) else "" for b in beams]
         frame.to_csv(path, index=False)
-        return {**scored.metrics, **self.teacher_forced(self.encoded["test"])}
+        return {**scored.metrics, **{f"top{k}_dedup": dedup.metrics[f"top{k}"] for k in TOPK},
+                **self.teacher_forced(self.encoded["test"])}
 
     # -- training -------------------------------------------------------------------------------
     def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
@@ -324,7 +341,10 @@ class RetroTrainer:
         if self.data.teacher is None:
             return {}
         issues = self.data.teacher.report.issues
-        return {"teacher_eligible": self.mixed.n_eligible, "teacher_replaced": len(self.mixed.replaced),
+        n = max(len(self.data.train), 1)
+        top1 = self.data.teacher_top1
+        return {**({"teacher_train_top1": top1} if top1 is not None else {}), "teacher_eligible": self.mixed.n_eligible, "teacher_replaced": len(self.mixed.replaced),
+                "gamma_effective": len(self.mixed.replaced) / n,  # over ALL train rows, not only the usable ones
                 "teacher_invalid": issues.get("invalid teacher prediction", {}).get("count", 0),
                 "teacher_missing": issues.get("no teacher prediction", {}).get("count", 0)}
 
@@ -359,10 +379,27 @@ def _validate(spec: "StudySpec") -> None:
     if opts.teacher_csv and not Path(opts.teacher_csv).is_file():
         raise DataError(f"options.teacher_csv: {opts.teacher_csv}: file not found")
     if "treatment" in spec.fixed:
-        parse_treatment(spec.fixed["treatment"])
+        validate_treatment(spec.fixed["treatment"])
+    if is_random_init(spec.model) and not opts.allow_random_init:
+        frozen = [t for t in _possible_treatments(spec) if needs_pretrained(t)]
+        if frozen:
+            raise StudyError(
+                f"model: {spec.model.name!r} without model.path starts from random weights, so freezing a stack or "
+                f"LoRA ({', '.join(frozen)}) is meaningless; set model.path to a Chemformer .ckpt or a transformers "
+                "checkpoint, or options.allow_random_init: true for a smoke test")
     gamma = spec.fixed.get("gamma", None if "gamma" in spec.searched else DEFAULTS["gamma"])
     if gamma != 0 and not (opts.teacher_csv or opts.teacher_uri):
         raise StudyError("fixed.gamma: without a teacher (options.teacher_csv or options.teacher_uri) fix gamma: 0")
+
+
+def _possible_treatments(spec: "StudySpec") -> list[str]:
+    """Every treatment a trial of the study can get: fixed, narrowed, enqueued or the space's choices."""
+    if "treatment" in spec.fixed:
+        return [spec.fixed["treatment"]]
+    found = list(spec.ranges.get("treatment", TREATMENT_CHOICES))
+    found += [p["treatment"] for p in spec.enqueue if "treatment" in p]
+    found += list((getattr(spec, "grid", None) or {}).get("treatment", []))
+    return list(dict.fromkeys(found))
 
 
 def retro_pyfunc() -> Any:

@@ -21,7 +21,7 @@ from trainables.errors import DataError
 from trainables.io import atomic_path
 from trainables.retro.data import canonical_set
 
-__all__ = ["TeacherLabels", "Mixed", "teacher_from_csv", "teacher_from_model", "mix_labels"]
+__all__ = ["TeacherLabels", "Mixed", "teacher_from_csv", "teacher_from_model", "mix_labels", "teacher_top1"]
 
 
 @dataclass
@@ -153,3 +153,15 @@ def mix_labels(labels: Sequence[str], teacher: TeacherLabels | None, gamma: floa
     for i in chosen:
         out[i] = teacher.predictions[i]  # type: ignore[assignment]
     return Mixed(out, chosen, len(eligible))
+
+
+def teacher_top1(labels: Sequence[str], teacher: TeacherLabels) -> float:
+    """The teacher's own top-1 on the train rows: share of ALL rows whose teacher label is the true one.
+
+    Both sides are canonical reactant sets (the data loader and the teacher alignment canonicalize),
+    so string equality is molecule-set equality. A missing or invalid teacher label counts as wrong.
+    """
+    if len(teacher.predictions) != len(labels):
+        raise ValueError(f"{len(teacher.predictions)} teacher predictions for {len(labels)} labels")
+    hits = sum(p is not None and p == canonical_set(t) for p, t in zip(teacher.predictions, labels))
+    return hits / max(len(labels), 1)

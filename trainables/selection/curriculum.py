@@ -2,9 +2,12 @@
 
 Difficulty is a registered function of the SMILES (length by default; heavy atoms, ring count).
 The range ``[d_min, d_max]`` of the train split is cut into ``curriculum_bins`` equal bins; a
-molecule counts as its bin's lower edge. At epoch ``e`` of ``E`` (1-based) the threshold is
-``d_min + (d_max - d_min) * pace(e / E)`` (``pace`` registered; ``linear`` is the identity) and
-the epoch trains on the train molecules at or below it, so the last epoch trains on all of them.
+molecule counts as its bin's *upper* edge (the hardest molecule the bin may hold). At epoch ``e`` of
+``E`` (1-based) the threshold is ``d_min + (d_max - d_min) * pace(e / E)`` (``pace`` registered;
+``linear`` is the identity, the paper's schedule) and the epoch trains on the molecules whose bin lies
+wholly at or below it, so the last epoch trains on all of them. (Comparing the lower edge instead admits
+the bin the threshold cuts through: one bin too many.) When the first threshold falls inside the first
+bin (more epochs than bins) the easiest bin is admitted, so no epoch is empty.
 """
 
 from __future__ import annotations
@@ -54,24 +57,27 @@ PACINGS.register("root", math.sqrt, help="fast start: sqrt(e/E)")
 PACINGS.register("quadratic", lambda f: f * f, help="slow start: (e/E)^2")
 
 
-def binned_difficulty(difficulty: np.ndarray, bins: int) -> np.ndarray:
-    """Each value replaced by the lower edge of its bin (``bins`` equal-width bins over the range)."""
+def binned_difficulty(difficulty: np.ndarray, bins: int, edge: str = "upper") -> np.ndarray:
+    """Each value replaced by the ``upper`` (default) or ``lower`` edge of its bin (equal-width bins)."""
     edges = np.linspace(difficulty.min(), difficulty.max(), bins + 1)
     which = np.clip(np.searchsorted(edges, difficulty, side="right") - 1, 0, bins - 1)
-    return edges[which]
+    return edges[which + 1] if edge == "upper" else edges[which]
 
 
 def eligible(difficulty: np.ndarray, bins: int, epoch: int, epochs: int,
              pace: Callable[[float], float]) -> tuple[np.ndarray, float]:
-    """Indices whose binned difficulty is at or below the threshold at 0-based ``epoch`` of ``epochs``.
+    """Indices whose bin's upper edge is at or below the threshold at 0-based ``epoch`` of ``epochs``.
 
     Returns:
         The indices and the threshold ``d_min + (d_max - d_min) * pace((epoch + 1) / epochs)``.
     """
     d_min, d_max = float(difficulty.min()), float(difficulty.max())
     threshold = d_min + (d_max - d_min) * pace((epoch + 1) / epochs)
-    binned = binned_difficulty(difficulty, bins)
-    return np.flatnonzero(binned <= threshold + 1e-9 * max(1.0, abs(threshold))), threshold
+    upper = binned_difficulty(difficulty, bins, "upper")
+    rows = np.flatnonzero(upper <= threshold + 1e-9 * max(1.0, abs(threshold)))
+    if len(rows) == 0:  # the threshold is inside the first bin: start with the easiest bin
+        rows = np.flatnonzero(upper <= upper.min())
+    return rows, threshold
 
 
 class CurriculumKnobs(Knobs):
@@ -144,4 +150,4 @@ class CurriculumSelector:
 
 
 SELECTORS.register("curriculum", CurriculumSelector,
-                   help="curriculum: train molecules at or below a difficulty threshold that rises each epoch")
+                   help="curriculum: train molecules whose difficulty bin lies below a threshold that rises each epoch")

@@ -49,7 +49,8 @@ def test_rxnfp_bert2bert_is_warm_started_on_both_sides(tmp_path):
 
 def _study(**changes):
     study = {"name": "s", "task": "retro", "dataset": {"name": "uspto50k", "path": "/nowhere"},
-             "model": {"name": "tiny-bart"}, "search_space": "retro", "fixed": {"gamma": 0}, "metric": "valid_top1"}
+             "model": {"name": "tiny-bart"}, "search_space": "retro", "fixed": {"gamma": 0, "treatment": "full"},
+             "metric": "valid_top1"}
     study.update(changes)
     return study
 
@@ -66,8 +67,32 @@ def test_study_validation_names_the_key():
     with pytest.raises(StudyError, match="options.teacher_csv: .*file not found"):
         parse_study(_study(options={"teacher_csv": "/nowhere/t.csv"}))
     with pytest.raises(StudyError, match="fixed.gamma: without a teacher"):
-        parse_study(_study(fixed={}))
+        parse_study(_study(fixed={"treatment": "full"}))
     with pytest.raises(StudyError, match="needs a reactions dataset"):
         parse_study(_study(dataset={"name": "lipophilicity"}))
     with pytest.raises(StudyError, match="metric 'valid_rmse'"):
         parse_study(_study(metric="valid_rmse"))
+
+
+def test_freezing_or_lora_on_random_weights_is_refused_unless_allowed():
+    with pytest.raises(StudyError, match=r"'tiny-bart' without model.path starts from random weights.*fix_decoder\+mlp_end"):
+        parse_study(_study(fixed={"gamma": 0, "treatment": "fix_decoder+mlp_end"}))
+    with pytest.raises(StudyError, match=r"random weights, so freezing a stack or LoRA \(fix_encoder, lora_all\)"):
+        parse_study(_study(fixed={"gamma": 0}, ranges={"treatment": ["full", "fix_encoder", "mlp_all", "lora_all"]}))
+    parse_study(_study(fixed={"gamma": 0, "treatment": "mlp_all"}))  # MLPs on a full fine-tune are fine
+    parse_study(_study(fixed={"gamma": 0, "treatment": "lora_all"}, options={"allow_random_init": True}))
+
+
+def test_chemformer_checkpoint_path_loads_the_converted_model(tmp_path):
+    from tests.trainables.retro.test_chemformer import MolbartBART
+    from trainables.retro.chemformer import ChemformerForConditionalGeneration, MOLBART_SPECIALS
+
+    vocab = [MOLBART_SPECIALS[k] for k in ("pad", "unk", "bos", "eos", "mask")] + ["<SEP>"] + list(build_vocab(SMILES, []))
+    (tmp_path / "bart_vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.save({"state_dict": MolbartBART(len(vocab), 0).state_dict(), "hyper_parameters": {"num_heads": 4}},
+               tmp_path / "chemformer.ckpt")
+    model, tokenizer = load_seq2seq(model_spec("chemformer-small", path=str(tmp_path / "chemformer.ckpt")), SMILES)
+    assert isinstance(model, ChemformerForConditionalGeneration) and tokenizer.bos_token == "^"
+    spec = parse_study(_study(model={"name": "chemformer-small", "path": str(tmp_path / "chemformer.ckpt")},
+                              fixed={"gamma": 0, "treatment": "fix_encoder+lora_decoder+mlp_end"}))
+    assert spec.fixed["treatment"] == "fix_encoder+lora_decoder+mlp_end"

@@ -30,7 +30,8 @@ def test_tiny_bart_overfits_64_reactions(shared_data: Path, tmp_path: Path) -> N
         (tmp_path / f"{split}.smi").write_text("\n".join(lines) + "\n")
     spec = parse_study({
         "name": "overfit", "task": "retro", "dataset": {"name": "uspto50k", "path": str(tmp_path)},
-        "model": {"name": "tiny-bart", "max_length": 64}, "search_space": "retro", "fixed": {"gamma": 0},
+        "model": {"name": "tiny-bart", "max_length": 64}, "search_space": "retro",
+        "fixed": {"gamma": 0, "treatment": "full"},
         "max_epochs": 12, "metric": "valid_top1", "seed": 0,
         "options": {"val_subset": 8, "beam_size": 10, "eval_batch_size": 64},
     })

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def test_two_trial_retro_study(tmp_path: Path) -> None:
     study = {**TINY_STUDIES["retro"], "name": "retro-e2e", "num_trials": 2, "max_epochs": 2,
-             "fixed": {"gamma": 0, "batch_size": 16}, "ranges": {"treatment": ["full", "lora_both+adapter_all"]},
+             "fixed": {"gamma": 0, "batch_size": 16}, "ranges": {"treatment": ["full", "lora_all+mlp_all"]},
              "scheduler": {"grace_period": 2}}
     try:
         result = launch(parse_study(study), root=tmp_path / "store")

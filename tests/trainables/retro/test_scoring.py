@@ -34,14 +34,15 @@ def test_ranks_invalid_share_and_topk():
 def test_duplicate_beams_are_dropped_only_with_dedupe():
     target = "CCN"
     beams = [["CCO", "OCC", "C(O)C", "NCC"]]  # three spellings of ethanol, then the answer
-    assert score_topk(beams, [target], ks=(1, 2, 3)).ranks.tolist() == [2]
-    without = score_topk(beams, [target], ks=(1, 2, 3), dedupe=False)
-    assert without.ranks.tolist() == [4]
-    assert without.metrics["top3"] == 0.0
+    assert score_topk(beams, [target], ks=(1, 2, 3), dedupe=True).ranks.tolist() == [2]
+    paper = score_topk(beams, [target], ks=(1, 2, 3))  # the default: Chemformer's protocol, no deduplication
+    assert paper.ranks.tolist() == [4]
+    assert paper.metrics["top3"] == 0.0
 
 
 def test_invalid_beams_keep_their_rank_and_never_match():
-    assert rank_beams(["xx", "CCO", "xx", "OCC"]) == [None, "CCO", None]
+    assert rank_beams(["xx", "CCO", "xx", "OCC"], dedupe=True) == [None, "CCO", None]
+    assert rank_beams(["xx", "CCO", "xx", "OCC"]) == [None, "CCO", None, "CCO"]
 
 
 def test_lengths_must_agree():

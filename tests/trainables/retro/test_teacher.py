@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from trainables.retro.data import canonical_set
-from trainables.retro.teacher import mix_labels, teacher_from_csv
+from trainables.retro.teacher import mix_labels, teacher_from_csv, teacher_top1
 
 PRODUCTS = [canonical_set(s) for s in ("CCOC(C)=O", "c1ccccc1Br", "CC(=O)Nc1ccccc1", "CCN(CC)CC", "OCCO")]
 LABELS = ["CC(=O)O.CCO", "Brc1ccccc1.Cl", "CC(=O)Cl.Nc1ccccc1", "CCBr.CCNCC", "OCC=O"]
@@ -52,3 +52,9 @@ def test_gamma_without_teacher():
     assert mix_labels(LABELS, None, 0.0, 0).labels == LABELS
     with pytest.raises(ValueError, match="needs a teacher"):
         mix_labels(LABELS, None, 0.5, 0)
+
+
+def test_teacher_top1_counts_all_rows(teacher):
+    # rows 0 and 4 agree with the gold label (other spellings), row 1 is wrong, rows 2-3 unusable: 2 of 5
+    assert teacher_top1(LABELS, teacher) == pytest.approx(2 / 5)
+    assert teacher_top1(LABELS[:1] * 5, teacher) == pytest.approx(1 / 5)
