@@ -271,6 +271,24 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from studies.health import diagnose, reconcile
+    from studies.tracking import StudyPaths
+
+    paths = StudyPaths.default(args.root)
+    if args.reconcile:
+        ended = reconcile(paths, args.name)
+        _console.print(f"marked {len(ended)} orphaned run(s) KILLED")
+    d = diagnose(paths, args.name)
+    _console.print(f"study {d.name}: driver {d.driver}")
+    _console.print("Optuna trials: " + (", ".join(f"{k} {v}" for k, v in sorted(d.optuna_states.items())) or "none"))
+    _console.print("MLflow trial runs: " + (", ".join(f"{k} {v}" for k, v in sorted(d.mlflow_states.items())) or "none"))
+    _console.print(f"orphaned runs (RUNNING, no live driver): {len(d.orphans)}" + "".join(f"\n  {o}" for o in d.orphans))
+    _console.print("last valid checkpoint per trial:" + ("".join(f"\n  {t}: {c}" for t, c in d.checkpoints.items()) or " none"))
+    _console.print("resume would: " + "; ".join(d.resume_plan))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``list`` choices name the registries."""
     parser = argparse.ArgumentParser(prog="chemtune", description=__doc__)
@@ -350,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", required=True, help=jobs_help)
     p = command("list", _cmd_list, "what is registered", store=False)
     p.add_argument("what", choices=_LISTS, help="which registry: " + ", ".join(_LISTS))
+    p = command("doctor", _cmd_doctor, "a study's health: trials by state, orphaned runs, checkpoints, what resume would do")
+    p.add_argument("name", help=name_help)
+    p.add_argument("--reconcile", action="store_true", help="mark runs left RUNNING by a dead driver KILLED")
     return parser
 
 

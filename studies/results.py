@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import pandas as pd
 
+from studies.names import check_name
 from studies.store import PARENT_TAG, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
 
 __all__ = ["leaderboard", "register_best", "study_run", "metric_direction", "is_test_metric", "format_value"]
@@ -35,6 +37,7 @@ def _client(tracking_uri: str) -> Any:
 
 def study_run(client: Any, name: str) -> tuple[str, Any]:
     """The latest parent run of study ``name``: ``(experiment_id, run)``."""
+    check_name("study", name)  # it goes into a filter string
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         filter_string=f"tags.`{TAG_STUDY}` = '{name}' and tags.`{TAG_ROLE}` = 'study'",
@@ -167,6 +170,7 @@ def register_best(name: str, model_name: str, tracking_uri: str, alias: str | No
 
     from studies.store import tracking_uri_scope
 
+    check_name("model", model_name)  # before anything is written to the registry
     board = leaderboard(name, tracking_uri, metric)
     metric = board.attrs.get("metric", metric)
     if metric and is_test_metric(metric):
@@ -194,5 +198,20 @@ def register_best(name: str, model_name: str, tracking_uri: str, alias: str | No
     if client.get_registered_model(model_name).description in (None, ""):
         client.update_registered_model(model_name, description=f"chemtune models from study {name!r}")
     if alias:
-        client.set_registered_model_alias(model_name, alias, version.version)
+        _set_alias(client, model_name, alias, version.version)
     return version
+
+
+def _set_alias(client: Any, model_name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """Point ``alias`` at ``version``; two registrations racing may both try to insert the alias row
+    (a UNIQUE-constraint error for the loser), so the loser retries and then updates it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.set_registered_model_alias(model_name, alias, version)
+            return
+        except MlflowException as err:
+            if ("UNIQUE constraint" not in str(err) and "IntegrityError" not in str(err)) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))

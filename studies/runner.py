@@ -18,9 +18,12 @@ from ray.tune.schedulers import ASHAScheduler
 
 from cluster.resources import limit_search, with_trial_resources
 from search_spaces import SPACES
+from studies.health import driver_lease, reconcile
+from studies.optuna_heartbeat import HeartbeatOptunaSearch, heartbeat_storage
 from studies.progress import ProgressCallback, print_data_summary, quiet
+from studies.redact import redact_url, worker_env
 from studies.report import refresh_study
-from studies.trials import ChemtuneOptunaSearch, stopped_early
+from studies.trials import stopped_early
 from studies.spec import StudySpec, parse_study
 from studies.tune_adapter import trial_reporter
 from mlflow.tracking import MlflowClient
@@ -86,11 +89,13 @@ def trial_env(tracking_uri: str, job_env: dict[str, str] | None = None) -> dict[
     Trials read models from MLflow too (a teacher, a phase-1 base model), so they use the driver's store.
     A variable the job's runtime environment already carries with the same value is left to the job (Ray
     refuses a driver env that repeats a job's key); with a different value the trials would silently see
-    the job's, so that is an error naming the key.
+    the job's, so that is an error naming the key. Ray's runtime_env is stored in the GCS, so credentials are
+    filtered out first (:func:`studies.redact.worker_env`); a job URL that differs only by its password is
+    the same setting.
     """
-    wanted = {k: v for k, v in os.environ.items() if k.startswith("CHEMTUNE_")} | {"MLFLOW_TRACKING_URI": tracking_uri}
+    wanted = worker_env(os.environ, tracking_uri)
     job_env = _job_env_vars() if job_env is None else job_env
-    clash = sorted(k for k in wanted if k in job_env and job_env[k] != wanted[k])
+    clash = sorted(k for k in wanted if k in job_env and redact_url(job_env[k]) != wanted[k])
     if clash:
         raise StudyError(
             f"the Ray job's runtime environment sets {', '.join(clash)} to a different value than this study "
@@ -104,24 +109,25 @@ def _init_ray(address: str | None, tracking_uri: str) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": trial_env(tracking_uri)}
+    runtime_env = {"env_vars": trial_env(tracking_uri)}  # no credential goes into Ray's GCS
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:  # embedded default: a local Ray on this machine
         ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
 
 
-def _searcher(spec: StudySpec, optuna_url: str) -> OptunaSearch:
+def _searcher(spec: StudySpec, optuna_url: str) -> HeartbeatOptunaSearch:
     """TPE over the space (enqueued points first), or the study's grid with each row exactly once."""
-    storage = optuna.storages.RDBStorage(optuna_url)
+    # a killed driver's Optuna trials go stale, fail and are retried (grid rows too)
+    storage = heartbeat_storage(optuna_url, max_retry=max(1, spec.max_failures))
     if spec.sampler == "grid":
         from studies.grid import grid_define_by_run, grid_sampler
 
         space = grid_define_by_run(SPACES.get(spec.search_space), spec.grid, spec.fixed)
-        return ChemtuneOptunaSearch(space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
-                                    storage=storage, sampler=grid_sampler(spec), max_epochs=spec.max_epochs)
+        return HeartbeatOptunaSearch(space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
+                                     storage=storage, sampler=grid_sampler(spec), max_epochs=spec.max_epochs)
     space = SPACES.get(spec.search_space).define_by_run(spec.fixed, spec.ranges)
-    return ChemtuneOptunaSearch(
+    return HeartbeatOptunaSearch(
         space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name, storage=storage, seed=spec.seed,
         points_to_evaluate=[dict(p) for p in spec.enqueue] or None, max_epochs=spec.max_epochs,
     )
@@ -217,10 +223,10 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     _init_ray(address, uri)
     tracker = StudyTracker(uri, spec, paths)
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-    tracker.log_study(spec_yaml, prepared)
+    tracker.log_study(redact_url(spec_yaml), prepared)  # the MLflow copy never holds a database password
     atomic_write_text(paths.study_file(spec.name), spec_yaml)
     save_state(paths, spec.name, {"parent_run_id": tracker.parent_run_id, "tracking_uri": uri,
-                                  "optuna_url": optuna_url, "address": address})
+                                  "optuna_url": optuna_url, "address": address, "driver": driver_lease()})
     _baselines(spec, prepared, tracker)
     results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url), tracker)
     result = _result(spec, tracker, results, optuna_url, paths)
@@ -245,10 +251,7 @@ def _baselines(spec: StudySpec, prepared: Prepared, tracker: StudyTracker) -> No
 def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
     state_file = paths.state_file(spec.name)
     if state_file.exists():  # the previous attempt's runs end as KILLED, not RUNNING forever
-        state = json.loads(state_file.read_text())
-        client = MlflowClient(state["tracking_uri"])
-        if client.get_run(state["parent_run_id"]).info.status == "RUNNING":
-            close_study_run(client, state["parent_run_id"], "KILLED")
+        reconcile(paths, spec.name)  # refuses while its driver is alive
     experiment_dir = Path(spec.tracking.storage_path or paths.tune_storage) / spec.name
     if experiment_dir.exists():
         shutil.rmtree(experiment_dir)
@@ -264,16 +267,20 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     paths = StudyPaths.default(root)
     if not paths.state_file(name).exists():
         raise StudyError(f"no study named {name!r} was launched from {paths.root}")
+    reconcile(paths, name)  # a killed driver's RUNNING runs end as KILLED (reason tagged) before anything else
     state = json.loads(paths.state_file(name).read_text())
+    save_state(paths, name, {**state, "driver": driver_lease()})
     spec = parse_study(yaml.safe_load(paths.study_file(name).read_text()), str(paths.study_file(name)))
     prepared = prepare(spec, state["tracking_uri"])
     experiment_dir = str(Path(spec.tracking.storage_path or paths.tune_storage) / spec.name)
-    if not tune.Tuner.can_restore(experiment_dir):
-        raise StudyError(f"{experiment_dir}: no Ray Tune experiment to resume")
     _init_ray(address or state.get("address"), state["tracking_uri"])
     tracker = StudyTracker(state["tracking_uri"], spec, paths, parent_run_id=state["parent_run_id"])
-    trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
     _baselines(spec, prepared, tracker)
-    tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
+    if tune.Tuner.can_restore(experiment_dir):
+        trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec),
+                                         spec.resources)
+        tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
+    else:  # the driver died before Tune's first experiment checkpoint: start its trials again, same runs
+        tuner = _tuner(spec, prepared, tracker, paths, state["optuna_url"])
     quiet()
     return _result(spec, tracker, _fit(tuner, tracker), state.get("optuna_url"), paths)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studies.names import check_name
+
 __all__ = [
     "StudyPaths", "resolve_tracking_uri", "tracking_uri_scope", "save_state",
     "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "TAG_NUMBER", "TAG_STATE", "PARENT_TAG",
@@ -52,10 +54,10 @@ class StudyPaths:
         return str(self.root / "ray")
 
     def study_file(self, name: str) -> Path:
-        return self.root / "studies" / f"{name}.yaml"
+        return self.root / "studies" / f"{check_name('study', name)}.yaml"
 
     def state_file(self, name: str) -> Path:
-        return self.root / "studies" / f"{name}.json"
+        return self.root / "studies" / f"{check_name('study', name)}.json"
 
 
 def resolve_tracking_uri(explicit: str | None, paths: StudyPaths) -> str:

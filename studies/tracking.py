@@ -169,6 +169,7 @@ class MLflowTrialCallback(tune.Callback):
         self.counts = {"complete": 0, "pruned": 0, "failed": 0}
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
+        self._logged: dict[str, int] = {}  # run id -> last step logged
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}
@@ -190,6 +191,9 @@ class MLflowTrialCallback(tune.Callback):
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            # A trial restored from an older checkpoint than MLflow saw re-runs epochs: log each step once.
+            history = self.client.get_metric_history(run_id, "epoch")
+            self._logged[run_id] = max((int(m.step) for m in history), default=0)
         else:
             config = trial.config
             ot_trial = optuna_trial(trial.trial_id)
@@ -214,6 +218,9 @@ class MLflowTrialCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self.run_id(trial)
         step = int(result.get("training_iteration", 0))
+        if step <= self._logged.get(run_id, 0):
+            return
+        self._logged[run_id] = step
         metrics = _numeric(result)
         if metrics:
             self.client.log_batch(run_id, metrics=[Metric(k, v, _now_ms(), step) for k, v in metrics.items()])
@@ -242,13 +249,23 @@ class MLflowTrialCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
+        self._tag_error(run_id, trial)
         if trial.error_file and os.path.exists(trial.error_file):
             self.client.log_artifact(run_id, trial.error_file)
         self.client.set_terminated(run_id, "FAILED")
         self._update_study("failed")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.client.set_tag(self.run_id(trial), "chemtune.recovered", "true")
+        run_id = self.run_id(trial)
+        self.client.set_tag(run_id, "chemtune.recovered", "true")
+        self._tag_error(run_id, trial)  # why it is being retried; stays on the run if the retry succeeds
+
+    def _tag_error(self, run_id: str, trial: Any) -> None:
+        """``chemtune.error`` (type: first line), ``chemtune.error_type`` and ``chemtune.failures`` on the run."""
+        kind, message = error_summary(trial)
+        self.client.set_tag(run_id, "chemtune.error", f"{kind}: {message}"[:500])
+        self.client.set_tag(run_id, "chemtune.error_type", kind)
+        self.client.set_tag(run_id, "chemtune.failures", str(int(getattr(trial, "num_failures", 0) or 0)))
 
     def _update_study(self, state: str, run_id: str | None = None, trial: Any = None,
                       result: Mapping[str, Any] | None = None) -> None:
@@ -298,3 +315,23 @@ class MLflowTrialCallback(tune.Callback):
                             signature=_signature(self.task),
                         )
                 self.client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
+def error_summary(trial: Any) -> tuple[str, str]:
+    """The root cause of a Tune trial's error: its type name and first line (not Ray's wrapper)."""
+    try:
+        error = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # noqa: BLE001 - an unreadable error file still gets a tag
+        error = None
+    cause = getattr(error, "cause", None) or error
+    if cause is None:
+        return "UnknownError", "the trial failed without an error file"
+    text = str(cause).strip()
+    if type(cause).__name__ in {"RayTaskError", "TuneError"} or "Traceback" in text:
+        # the wrapped traceback's last line names the original exception
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")]
+        last = lines[-1] if lines else text
+        name, _, message = last.partition(": ")
+        return name.rsplit(".", 1)[-1] or type(cause).__name__, message or last
+    first = text.splitlines()[0] if text else ""
+    return type(cause).__name__, first
+
+

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainables.base import resumable_folder
+
 __all__ = ["TuneReporter", "TrainReporter", "trial_reporter"]
 
 
@@ -29,8 +31,7 @@ class TuneReporter:
         from ray import tune
 
         if self._restored is None:
-            checkpoint = tune.get_checkpoint()
-            self._restored = Path(checkpoint.to_directory()) if checkpoint else None
+            self._restored = resumable_folder(tune.get_checkpoint())  # the newest valid one
         return self._restored
 
 
@@ -56,11 +57,9 @@ class TrainReporter:
         import ray.train
 
         if not self._looked:
-            checkpoint = ray.train.get_checkpoint()
-            self._restored = Path(checkpoint.to_directory()) if checkpoint else None
+            self._restored = resumable_folder(ray.train.get_checkpoint())  # the newest valid one
             self._looked = True
         return self._restored
-
 
 
 def trial_reporter() -> TuneReporter | TrainReporter:

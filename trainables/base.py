@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from trainables.checkpoints import checkpoint_problem, newest_valid
 from trainables.data.report import DataReport
 from trainables.io import atomic_dir
 from trainables.registry import Registry
@@ -15,7 +17,9 @@ from trainables.registry import Registry
 if TYPE_CHECKING:
     from trainables.spec import StudySpec, TrialSpec
 
-__all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "restore_training_state"]
+__all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "restore_training_state", "resumable_folder"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,6 +70,31 @@ class NullReporter:
         return self._resume
 
 
+def resumable_folder(checkpoint: Any) -> Path | None:
+    """The newest valid checkpoint at or before Ray's ``checkpoint`` (``None``: start over).
+
+    On a local or shared filesystem the trial's older ``checkpoint_NNNNNN`` siblings are the fallback
+    when the newest one is missing or was not completely written; each skipped one is logged.
+    """
+    if checkpoint is None:
+        return None
+    from pyarrow.fs import LocalFileSystem
+
+    if isinstance(checkpoint.filesystem, LocalFileSystem):
+        path = Path(checkpoint.path)
+        folder, skipped = newest_valid(path, path.parent.glob("checkpoint_*"))
+    else:
+        try:
+            folder, skipped = newest_valid(Path(checkpoint.to_directory()))
+        except (FileNotFoundError, OSError) as err:
+            folder, skipped = None, [f"{checkpoint.path}: {err}"]
+    for problem in skipped:
+        logger.warning("skipping checkpoint: %s", problem)
+    if folder is None and skipped:
+        logger.warning("no valid checkpoint left; the trial starts over")
+    return folder
+
+
 def restore_training_state(reporter: Reporter, accelerator: Any, model: Any, optimizer: Any, scheduler: Any
                            ) -> dict[str, Any]:
     """Load the reporter's ``state.pt`` (if the trial resumes) into model, optimizer and scheduler.
@@ -76,6 +105,9 @@ def restore_training_state(reporter: Reporter, accelerator: Any, model: Any, opt
     resume = reporter.resume_dir()
     if resume is None:
         return {}
+    problem = checkpoint_problem(resume)
+    if problem is not None:
+        raise RuntimeError(f"cannot resume: {problem}")
     import torch
 
     state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)

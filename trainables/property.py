@@ -28,7 +28,9 @@ from trainables.base import TASKS, Prepared, Reporter, Task, restore_training_st
 from trainables.data.datasets import DATASETS
 from trainables.data.splits import split_hash, split_indices
 from trainables.data.tables import MoleculeTable, read_property_csv
+from trainables.checkpoints import seal_checkpoint
 from trainables.errors import DataError
+from trainables.faults import check_finite, inject
 from trainables.io import atomic_write_json
 from trainables.knobs import KnobSet, Search
 from trainables.methods import METHODS, apply_method, count_parameters, export_backbone
@@ -164,6 +166,7 @@ class PropertyTrainer:
         self.config = {**DEFAULTS, **LM_EXTRA_DEFAULTS, **config}
         self.spec, self.data = spec, data
         self.seed = spec.seed
+        self.epoch = 0  # 1-based epoch being trained (0: phase-1 training of a selector)
         set_seed(self.seed)
         backbone, self.tokenizer = load_backbone(spec.model, data.train.smiles, self.seed)
         backbone = apply_method(self.config["method"], backbone, self.config)
@@ -264,10 +267,13 @@ class PropertyTrainer:
         """One pass over ``loader``; returns the mean loss (standardized units)."""
         self.model.train()
         total, count = 0.0, 0
-        for batch in loader:
+        for step, batch in enumerate(loader):
             with self.accelerator.accumulate(self.model):
                 pred = self.model(batch["input_ids"], batch["attention_mask"])
                 loss = torch.nn.functional.mse_loss(pred.float(), batch["labels"])
+                if step == 0:
+                    loss = inject("step", self.config, self.epoch, loss)
+                check_finite(float(loss.detach()), self.epoch, step)  # before backward: NaN never reaches the weights
                 self.accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
@@ -285,6 +291,7 @@ class PropertyTrainer:
         self.selector.setup(self, reporter, state.get("selector"))
         final: dict[str, float] = {}
         for epoch in range(start, self.spec.max_epochs):
+            self.epoch = epoch + 1
             tic = time.perf_counter()
             rows = self.selector.indices(epoch)
             # prepare() shards the batches across Ray Train/DDP workers (a no-op split on one process)
@@ -326,9 +333,11 @@ class PropertyTrainer:
              "selector": self.selector.state_dict(), "epoch": epoch},
             path / "state.pt",
         )
+        inject("checkpoint", self.config, epoch)
         self.export(path / "model")
         self.selector.write_artifacts(path, self)
         atomic_write_json(path / "metrics.json", metrics)
+        seal_checkpoint(path)
 
     def export(self, path: Path) -> None:
         """A self-contained serving directory: merged backbone, tokenizer, head weights and config."""

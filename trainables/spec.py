@@ -136,13 +136,15 @@ class TrackingSpec(_Strict):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: env or local SQLite)")
     storage_path: str | None = Field(None, description="Ray Tune storage (shared dir or URI on a cluster)")
     optuna_storage: str | None = Field(None, description="Optuna RDB URL (default: SQLite beside MLflow)")
-    experiment: str | None = Field(None, description="MLflow experiment (default: the study name)")
+    experiment: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128,
+                                   description="MLflow experiment (default: the study name)")
 
 
 class StudySpec(_Strict):
     """A hyperparameter study: task, data, model, search space and budget."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study name (letters, digits, _ . -)")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128,
+                      description="study name (letters, digits, _ . -; no '..'; at most 128 characters)")
     task: Annotated[str, _registered("task")] = Field(description="registered task (property, retro, ...)")
     dataset: DatasetSpec
     model: ModelSpec

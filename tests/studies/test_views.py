@@ -119,7 +119,8 @@ def test_every_argument_has_help_and_root_only_where_used() -> None:
             if action.dest != "help":
                 assert action.help, f"{name} {action.dest}: no help text"
         has_root = any(a.dest == "root" for a in command._actions if a.option_strings)
-        assert has_root == (name not in {"validate", "submit", "status", "logs", "list"}), name
+        # validate reads the store too: a models:/ teacher is looked up where launch would log.
+        assert has_root == (name not in {"submit", "status", "logs", "list"}), name
 
 
 @pytest.mark.parametrize(("argv", "message"), [

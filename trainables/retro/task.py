@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch.utils.data import DataLoader
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from trainables.checkpoints import seal_checkpoint
+from trainables.faults import check_finite
 from trainables.base import TASKS, Prepared, Reporter, Task, restore_training_state
 from trainables.data.datasets import DATASETS
 from trainables.errors import DataError, StudyError
@@ -300,8 +302,9 @@ class RetroTrainer:
         self.model.train()
         smoothing = float(self.config["label_smoothing"])
         total, tokens = 0.0, 0
-        for batch in loader:
+        for step, batch in enumerate(loader):
             loss, _ = self.loss(batch, smoothing)
+            check_finite(float(loss.detach()), getattr(self, "epoch", 0), step)  # a NaN never reaches the weights
             self.accelerator.backward(loss)
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.opts.max_grad_norm)
             optimizer.step()
@@ -320,6 +323,7 @@ class RetroTrainer:
         final: dict[str, float] = {}
         teacher = self._teacher_log()
         for epoch in range(start, self.spec.max_epochs):
+            self.epoch = epoch + 1
             tic = time.perf_counter()
             loss, tokens = self.train_epoch(self.train_loader(epoch), optimizer, scheduler)
             seconds = time.perf_counter() - tic
@@ -363,6 +367,7 @@ class RetroTrainer:
             pd.DataFrame({"row": [train.rows[i] for i in idx], "product": [train.products[i] for i in idx],
                           "label": [train.reactants[i] for i in idx],
                           "teacher": [self.mixed.labels[i] for i in idx]}).to_csv(path / "teacher_replaced.csv", index=False)
+        seal_checkpoint(path)
 
 
 def train_retro(config: dict[str, Any], data: RetroData, spec: "TrialSpec", reporter: Reporter) -> dict[str, float]:

@@ -1,0 +1,122 @@
+"""Optuna trials whose driver vanished are failed by their stale heartbeat, and their parameters retried.
+
+Ray Tune's ``OptunaSearch`` asks and tells through Optuna's ask/tell interface, which records no
+heartbeat (only ``Study.optimize`` does). A driver that is SIGKILLed between asking a trial and Tune's
+next experiment checkpoint leaves that Optuna trial RUNNING forever. Here the driver's searcher beats
+for every trial it holds (a daemon thread: it beats exactly as long as the driver lives) and, when a
+driver starts (``launch``/``resume``), it first beats for the trials it restored and then runs
+``optuna.storages.fail_stale_trials``: trials nobody beat for within ``grace_period`` become FAIL, and
+``RetryHeartbeatStaleTrialCallback`` enqueues their parameters, which the next ``ask`` takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.storages._heartbeat import is_heartbeat_enabled  # not re-exported by optuna.storages
+from studies.trials import ChemtuneOptunaSearch
+
+__all__ = ["HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "heartbeat_storage", "HeartbeatOptunaSearch"]
+
+HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S = 10, 60
+_RUNTIME = ("_beat_thread", "_beat_stop", "_beat_started")
+logger = logging.getLogger(__name__)
+
+
+def heartbeat_storage(url: str, max_retry: int, interval: int = HEARTBEAT_INTERVAL_S,
+                      grace: int = GRACE_PERIOD_S) -> RDBStorage:
+    """An RDB storage whose stale trials fail after ``grace`` s and are retried at most ``max_retry`` times."""
+    try:  # optuna >= 4.9 names it after what it does
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        retry = {"heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry)}
+    except ImportError:
+        from optuna.storages import RetryFailedTrialCallback
+
+        retry = {"failed_trial_callback": RetryFailedTrialCallback(max_retry=max_retry)}
+    return RDBStorage(url, heartbeat_interval=interval, grace_period=grace, **retry)
+
+
+class HeartbeatOptunaSearch(ChemtuneOptunaSearch):
+    """The study's Optuna searcher that also keeps its trials' Optuna heartbeats and fails other drivers' stale ones."""
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if not getattr(self, "_beat_started", False):
+            self._start_beating()
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._beat_one(self._ot_trials[trial_id])
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        # A driver killed after telling Optuna a trial ended, but before Tune's experiment checkpoint said
+        # so, resumes that trial: its Optuna trial is finished and must not be reported to (it would raise
+        # UpdateFinishedTrialError and end the resumed study).
+        if self._finished_in_optuna(trial_id):
+            return
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if self._finished_in_optuna(trial_id):
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+    def _finished_in_optuna(self, trial_id: str) -> bool:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return False
+        return self._rdb().get_trial(ot_trial._trial_id).state.is_finished()
+
+    # -- heartbeats -------------------------------------------------------------------------------
+    def _rdb(self) -> Any:
+        return self._ot_study._storage
+
+    def _beat_one(self, ot_trial: Any) -> None:
+        try:
+            self._rdb().record_heartbeat(ot_trial._trial_id)
+        except Exception as err:  # noqa: BLE001 - a missed beat is retried next interval
+            logger.warning("Optuna heartbeat failed: %s", err)
+
+    def _beat_all(self) -> None:
+        for tune_id, ot_trial in list(self._ot_trials.items()):
+            if tune_id not in self._completed_trials:
+                self._beat_one(ot_trial)
+
+    def _start_beating(self) -> None:
+        self._beat_started = True
+        storage = self._rdb()
+        if not is_heartbeat_enabled(storage):
+            return
+        self._beat_all()  # trials restored from the experiment checkpoint are alive again
+        stale = optuna.storages.fail_stale_trials(self._ot_study)
+        if stale:
+            logger.warning("failed %d stale Optuna trial(s) (their driver vanished); retrying their parameters", len(stale))
+        self._beat_stop = threading.Event()
+
+        interval = storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL_S
+
+        def loop() -> None:  # also fails trials that go stale later (a driver killed while this one runs)
+            while not self._beat_stop.wait(interval):
+                self._beat_all()
+                try:
+                    optuna.storages.fail_stale_trials(self._ot_study)
+                except Exception as err:  # noqa: BLE001 - tried again next interval
+                    logger.warning("failing stale Optuna trials: %s", err)
+
+        self._beat_thread = threading.Thread(target=loop, name="optuna-heartbeat", daemon=True)
+        self._beat_thread.start()
+
+    # -- pickling (Tune saves the searcher with the experiment) ---------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _RUNTIME}
+
+    def save(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
