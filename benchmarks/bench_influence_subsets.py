@@ -54,7 +54,7 @@ def main() -> None:
                       **extra}
             trainer = PropertyTrainer(config, data, spec)
             tic = time.perf_counter()
-            trainer.selector.setup(trainer, NullReporter())
+            trainer.selector.setup(trainer.selection_context(), NullReporter())
             wall = time.perf_counter() - tic
             stats = trainer.selector.stats
             label = f"{subset}{extra.get('influence_layers', '')}/{extra.get('influence_curvature', 'gauss_newton')}"

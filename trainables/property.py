@@ -5,38 +5,36 @@
 
 from __future__ import annotations
 
+import copy
 import math
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from pydantic import Field, field_validator
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from trainables.augment import augmented_rows, save_tta, tta_predict
-from trainables.base import TASKS, Prepared, Reporter, Task, restore_training_state
+from trainables.base import TASKS, Prepared, Reporter, Task
+from trainables.batching import length_grouped_loader, pad_batch, padded_batches
 from trainables.data.datasets import DATASETS
 from trainables.data.splits import split_hash, split_indices
 from trainables.data.tables import MoleculeTable, read_property_csv
-from trainables.checkpoints import seal_checkpoint
 from trainables.errors import DataError
-from trainables.faults import check_finite, inject
-from trainables.io import atomic_write_json
 from trainables.knobs import KnobSet, Search
+from trainables.loop import EpochLoop
 from trainables.methods import METHODS, apply_method, count_parameters, export_backbone
 from trainables.models.backbones import load_backbone
-from trainables.models.regression import HeadConfig, RegressionModel, pad_batch
-from trainables.selectors import SELECTORS, Selector, check_selection
+from trainables.models.regression import HeadConfig, RegressionModel
+from trainables.selection.common import embed_ids
+from trainables.selectors import SELECTORS, SelectionContext, Selector, check_selection
 
 if TYPE_CHECKING:
     from trainables.spec import StudySpec, TrialSpec
@@ -62,6 +60,8 @@ class PropertyKnobs(KnobSet):
     grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
     selection: Annotated[str, Search(choices=SELECTORS.names)] = Field(
         "none", description="data-selection method (none: the train split as is)")
+    patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation "
+                                               "metric (0: run every epoch); test is scored on the best epoch")
 
     @field_validator("method")
     @classmethod
@@ -153,13 +153,13 @@ def prepare_property(spec: "StudySpec") -> Prepared:
     return Prepared(payload=data, reports=reports, tags=tags, summary=summary)
 
 
-class PropertyTrainer:
-    """One configuration: model, data loaders, optimiser and the epoch loop.
+class PropertyTrainer(EpochLoop):
+    """One configuration: model, candidate rows, selector; the epoch loop is :class:`EpochLoop`'s.
 
     Args:
         config: Hyperparameters (:class:`PropertyKnobs` and the method's and selector's knobs).
         data: The prepared splits.
-        spec: The trial's view of the study (model, epochs, seed).
+        spec: The trial's view of the study (model, epochs, seed, metric).
     """
 
     def __init__(self, config: dict[str, Any], data: PropertyData, spec: "TrialSpec") -> None:
@@ -181,12 +181,7 @@ class PropertyTrainer:
         )
         self.model = RegressionModel(backbone, head)
         self.n_trainable, self.n_total = count_parameters(self.model)
-        cuda = torch.cuda.is_available()
-        self.accelerator = Accelerator(
-            cpu=not cuda,
-            mixed_precision="bf16" if cuda and torch.cuda.is_bf16_supported() else "no",
-            gradient_accumulation_steps=int(self.config["grad_accum"]),
-        )
+        self.setup_accelerator()
         # Candidate rows: train first, then pool; selectors index into this.
         self.candidates = MoleculeTable(
             data.train.smiles + data.pool.smiles,
@@ -198,6 +193,7 @@ class PropertyTrainer:
         self.ids = {name: self.encode(t.smiles) for name, t in
                     (("candidates", self.candidates), ("valid", data.valid), ("test", data.test))}
         self.selector: Selector = SELECTORS.get(self.config["selection"])(self.config)
+        self._rows = np.arange(self.n_train)
 
     # -- data -----------------------------------------------------------------------------------
     def encode(self, smiles: list[str]) -> list[list[int]]:
@@ -210,36 +206,43 @@ class PropertyTrainer:
         ids, mask = pad_batch([b[0] for b in batch], self.tokenizer.pad_token_id)
         return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([b[1] for b in batch], dtype=torch.float32)}
 
-    def train_loader(self, rows: np.ndarray, epoch: int) -> DataLoader:
+    def rows_loader(self, rows: np.ndarray, epoch: int) -> DataLoader:
         """Length-grouped, dynamically padded batches of candidate ``rows`` (standardized labels)."""
         ids = self.ids["candidates"]
-        z = self.accelerator.unwrap_model(self.model).standardize(self.candidates.targets)
+        z = self.unwrapped().standardize(self.candidates.targets)
         items = [(ids[i], float(z[i])) for i in rows]
         copies = int(self.config["augment_copies"])
         if copies:  # fresh randomized SMILES of the epoch's rows, same (standardized) labels
             extra, labels = augmented_rows([self.candidates.smiles[i] for i in rows], z[rows], copies,
                                            self.seed * 1000 + epoch)
             items += list(zip(self.encode(extra), map(float, labels)))
-        generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-        sampler = LengthGroupedSampler(
-            int(self.config["batch_size"]), lengths=[len(x[0]) for x in items], generator=generator
-        )
-        return DataLoader(items, batch_size=int(self.config["batch_size"]), sampler=sampler, collate_fn=self._collate)
+        return length_grouped_loader(items, [len(x[0]) for x in items], int(self.config["batch_size"]),
+                                     self._collate, self.seed * 1000 + epoch)
+
+    def train_loader(self, epoch: int) -> DataLoader:
+        self._rows = self.selector.indices(epoch)
+        return self.rows_loader(self._rows, epoch)
+
+    def epoch_rows(self) -> list[int]:
+        # each row brings augment_copies randomized SMILES along: the schedule counts them too
+        return [n * (1 + int(self.config["augment_copies"])) for n in self.selector.epoch_sizes(self.spec.max_epochs)]
 
     @torch.no_grad()
     def predict_ids(self, ids: list[list[int]], batch_size: int = 128) -> np.ndarray:
-        """Predictions (in label units) for token-id sequences; batches sorted by length."""
-        model = self.accelerator.unwrap_model(self.model)  # no DDP collectives: ranks may predict alone
+        """Predictions (in label units) for token-id sequences, dropout off."""
+        model = self.unwrapped()  # no DDP collectives: ranks may predict alone
         model.eval()
-        order = np.argsort([len(x) for x in ids], kind="stable")
         out = np.empty(len(ids), dtype=np.float64)
-        for start in range(0, len(ids), batch_size):
-            chunk = order[start : start + batch_size]
-            input_ids, mask = pad_batch([ids[i] for i in chunk], self.tokenizer.pad_token_id)
-            device = self.accelerator.device
-            z = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
-            out[chunk] = model.unstandardize(z)
+        for chunk, input_ids, mask in padded_batches(ids, self.tokenizer.pad_token_id, batch_size, self.device):
+            with self.accelerator.autocast():
+                z = model(input_ids, mask)
+            out[chunk] = model.unstandardize(z.float().cpu().numpy())
         return out
+
+    @torch.no_grad()
+    def embed_ids(self, ids: list[list[int]], batch_size: int = 128) -> torch.Tensor:
+        """Pooled embeddings [N, H] (float32, CPU) of the current model, dropout off."""
+        return embed_ids(self.unwrapped(), ids, self.tokenizer.pad_token_id, self.device, batch_size)
 
     def evaluate(self, split: str) -> tuple[dict[str, float], np.ndarray]:
         """Metrics and predictions on ``valid`` or ``test`` (the mean over ``tta`` SMILES when it is > 1)."""
@@ -250,73 +253,75 @@ class PropertyTrainer:
             pred = self.predict_ids(self.ids[split])
         return regression_metrics(getattr(self.data, split).targets, pred), pred
 
+    def evaluate_valid(self, ckpt: Path) -> dict[str, float]:
+        metrics, pred = self.evaluate("valid")
+        self._write_predictions(ckpt / "valid_predictions.csv", self.data.valid, pred)
+        return metrics
+
+    def evaluate_test(self, ckpt: Path) -> dict[str, float]:
+        metrics, pred = self.evaluate("test")
+        self._write_predictions(ckpt / "test_predictions.csv", self.data.test, pred)
+        return metrics
+
     # -- training -------------------------------------------------------------------------------
-    def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        pred = self.model(batch["input_ids"], batch["attention_mask"])
+        return torch.nn.functional.mse_loss(pred.float(), batch["labels"]), len(batch["labels"])
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
         lr = float(self.config["lr"])
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        named = [(n, p) for n, p in self.unwrapped().named_parameters() if p.requires_grad]
         # The freshly initialised head may want a larger step than the pretrained encoder.
         groups = [{"params": [p for n, p in named if not n.startswith("head.")], "lr": lr},
                   {"params": [p for n, p in named if n.startswith("head.")], "lr": lr * float(self.config["head_lr_mult"])}]
         groups = [g for g in groups if g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=float(self.config["weight_decay"]))
-        steps = self.spec.max_epochs * math.ceil(len(self.candidates) / int(self.config["batch_size"]))
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(float(self.config["warmup_ratio"]) * steps), steps)
-        return optimizer, scheduler
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=float(self.config["weight_decay"]))
 
-    def train_epoch(self, loader: DataLoader, optimizer: torch.optim.Optimizer, scheduler: Any) -> float:
-        """One pass over ``loader``; returns the mean loss (standardized units)."""
-        self.model.train()
-        total, count = 0.0, 0
-        for step, batch in enumerate(loader):
-            with self.accelerator.accumulate(self.model):
-                pred = self.model(batch["input_ids"], batch["attention_mask"])
-                loss = torch.nn.functional.mse_loss(pred.float(), batch["labels"])
-                if step == 0:
-                    loss = inject("step", self.config, self.epoch, loss)
-                check_finite(float(loss.detach()), self.epoch, step)  # before backward: NaN never reaches the weights
-                self.accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            total += float(loss.detach()) * len(batch["labels"])
-            count += len(batch["labels"])
-        return total / max(count, 1)
+    def make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+        return get_linear_schedule_with_warmup(optimizer, int(float(self.config["warmup_ratio"]) * total_steps),
+                                               total_steps)
 
-    def fit(self, reporter: Reporter) -> dict[str, float]:
-        """Train for ``spec.max_epochs`` (resuming from the reporter's checkpoint); report every epoch."""
-        optimizer, scheduler = self._optimizer()
-        self.model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
-        state = restore_training_state(reporter, self.accelerator, self.model, optimizer, scheduler)
-        start = state.get("epoch", 0)
-        self.selector.setup(self, reporter, state.get("selector"))
-        final: dict[str, float] = {}
-        for epoch in range(start, self.spec.max_epochs):
-            self.epoch = epoch + 1
-            tic = time.perf_counter()
-            rows = self.selector.indices(epoch)
-            # prepare() shards the batches across Ray Train/DDP workers (a no-op split on one process)
-            loader = self.accelerator.prepare_data_loader(self.train_loader(rows, epoch))
-            loss = self.train_epoch(loader, optimizer, scheduler)
-            seconds = time.perf_counter() - tic
-            valid, valid_pred = self.evaluate("valid")
-            metrics = {
-                "epoch": epoch + 1, "train_loss": loss, "n_train_rows": len(rows),
-                "samples_per_s": len(rows) / seconds, "trainable_params": self.n_trainable,
-                "total_params": self.n_total, **{f"valid_{k}": v for k, v in valid.items()},
-                **self.selector.log(),
-            }
-            last = epoch + 1 == self.spec.max_epochs
-            with tempfile.TemporaryDirectory(prefix="chemtune-ckpt-") as tmp:
-                ckpt = Path(tmp)
-                if last:  # test is looked at once, after the search metric is final
-                    test, test_pred = self.evaluate("test")
-                    metrics.update({f"test_{k}": v for k, v in test.items()})
-                    self._write_predictions(ckpt / "test_predictions.csv", self.data.test, test_pred)
-                self._write_predictions(ckpt / "valid_predictions.csv", self.data.valid, valid_pred)
-                self.save_checkpoint(ckpt, optimizer, scheduler, epoch + 1, metrics)
-                reporter.report(metrics, ckpt)
-            final = metrics
-        return final
+    def phase1(self, epochs: int) -> torch.nn.Module:
+        """A copy of this trial's model trained ``epochs`` epochs on the train rows (influence phase 1).
+
+        Trains the trial's own (placed, prepared) model through the same loop, returns a copy and puts
+        the initial weights back, so phase 3 starts from the same weights as a ``none`` trial.
+        """
+        initial = copy.deepcopy(self.unwrapped().state_dict())
+        optimizer = self.make_optimizer()
+        rows = np.arange(self.n_train)
+        scheduler = self.make_scheduler(optimizer, max(self.schedule_steps([len(rows)] * epochs), 2))
+        for epoch in range(epochs):
+            self.train_epoch(self.rows_loader(rows, 10_000 + epoch), optimizer, scheduler)
+        trained = self.copy_model().eval()
+        self.unwrapped().load_state_dict(initial)
+        return trained
+
+    def selection_context(self) -> SelectionContext:
+        """What a selector may see of this trial (read-only; no optimizer, no loader)."""
+        return SelectionContext(
+            candidates=self.candidates, n_train=self.n_train, ids=MappingProxyType(self.ids),
+            valid=self.data.valid, pad_id=self.tokenizer.pad_token_id, max_epochs=self.spec.max_epochs,
+            seed=self.seed, device=self.device, config=MappingProxyType(self.config),
+            options=MappingProxyType(dict(self.spec.options)), model=self.unwrapped, predict=self.predict_ids,
+            embed=self.embed_ids, phase1=self.phase1,
+        )
+
+    def before_training(self, reporter: Reporter, state: dict[str, Any]) -> None:
+        self.selector.setup(self.selection_context(), reporter, state.get("selector"))
+
+    def epoch_log(self, epoch: int) -> dict[str, Any]:
+        return {"n_train_rows": len(self._rows), "trainable_params": self.n_trainable, "total_params": self.n_total,
+                **self.selector.log()}
+
+    def throughput(self, units: int, seconds: float) -> dict[str, float]:
+        return {"samples_per_s": units / max(seconds, 1e-9)}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"selector": self.selector.state_dict()}
+
+    def write_artifacts(self, ckpt: Path) -> None:
+        self.selector.write_artifacts(ckpt, self.selection_context())
 
     # -- checkpoints and export -----------------------------------------------------------------
     @staticmethod
@@ -325,25 +330,11 @@ class PropertyTrainer:
             path, index=False
         )
 
-    def save_checkpoint(self, path: Path, optimizer: Any, scheduler: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        """Write ``state.pt`` (to resume) and ``model/`` (to serve) into the fresh directory ``path``."""
-        model = self.accelerator.unwrap_model(self.model)
-        torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "selector": self.selector.state_dict(), "epoch": epoch},
-            path / "state.pt",
-        )
-        inject("checkpoint", self.config, epoch)
-        self.export(path / "model")
-        self.selector.write_artifacts(path, self)
-        atomic_write_json(path / "metrics.json", metrics)
-        seal_checkpoint(path)
-
     def export(self, path: Path) -> None:
         """A self-contained serving directory: merged backbone, tokenizer, head weights and config."""
         from trainables.serving import save_property_model
 
-        model = self.accelerator.unwrap_model(self.model)
+        model = self.unwrapped()
         save_property_model(
             path, export_backbone(model.backbone), self.tokenizer, model.head, model.config,
             trust_remote_code=self.spec.model.trust_remote_code,

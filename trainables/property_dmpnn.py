@@ -20,9 +20,11 @@ import pandas as pd
 import torch
 
 from trainables.base import Reporter, restore_training_state
+from trainables.checkpoints import seal_checkpoint
+from trainables.faults import check_finite
 from trainables.io import atomic_write_json
 from trainables.models.chemprop_api import import_chemprop
-from trainables.models.dmpnn import DmpnnConfig, DmpnnKnobs, build_mpnn, molecule_dataset, predict_mpnn
+from trainables.models.dmpnn import DmpnnConfig, DmpnnKnobs, build_mpnn, molecule_dataset, place_batch, predict_mpnn
 
 if TYPE_CHECKING:
     from trainables.spec import TrialSpec
@@ -56,7 +58,9 @@ class DmpnnTrainer:
         self.mean, self.std = float(y.mean()), float(y.std()) or 1.0
         self.sets = {s: molecule_dataset(getattr(data, s).smiles, getattr(data, s).targets, self.mean, self.std)
                      for s in ("train", "valid", "test")}
-        self.model = build_mpnn(self.arch, self.mean, self.std)
+        # Not on EpochLoop (chemprop batches are graphs, not tensor dicts); its batches go to the model's device.
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = build_mpnn(self.arch, self.mean, self.std).to(self.device)
         self.n_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def _optimizer(self, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -84,9 +88,11 @@ class DmpnnTrainer:
                                                    seed=self.seed * 1000 + epoch)
             self.model.train()
             total, count = 0.0, 0
-            for batch in loader:
-                z = self.model.fingerprint(batch.bmg, batch.V_d, batch.X_d)
-                loss = torch.nn.functional.mse_loss(self.model.predictor.train_step(z), batch.Y)
+            for step, batch in enumerate(loader):
+                bmg, v_d, x_d, y = place_batch(batch, self.device)
+                z = self.model.fingerprint(bmg, v_d, x_d)
+                loss = torch.nn.functional.mse_loss(self.model.predictor.train_step(z), y)
+                check_finite(float(loss.detach()), epoch + 1, step)  # before backward: NaN never reaches the weights
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -112,6 +118,7 @@ class DmpnnTrainer:
                             "scheduler": scheduler.state_dict(), "epoch": epoch + 1}, ckpt / "state.pt")
                 self.export(ckpt / "model")
                 atomic_write_json(ckpt / "metrics.json", metrics)
+                seal_checkpoint(ckpt)  # last: an unsealed checkpoint is never resumed from
                 reporter.report(metrics, ckpt)
             final = metrics
         return final
@@ -119,7 +126,7 @@ class DmpnnTrainer:
     def export(self, path: Path) -> None:
         """``model/``: ``dmpnn.json`` (architecture + train statistics) and ``dmpnn.pt`` (weights)."""
         path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), path / "dmpnn.pt")
+        torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, path / "dmpnn.pt")
         (path / "dmpnn.json").write_text(json.dumps({**self.arch.to_dict(), "target_mean": self.mean,
                                                      "target_std": self.std}))
 

@@ -6,7 +6,8 @@ epoch, the indices to train on. ``none`` is the do-nothing twin: all train rows,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,21 +16,69 @@ import numpy as np
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from trainables.spec import StudySpec
     from trainables.base import Reporter
-    from trainables.property import PropertyTrainer
+    from trainables.data.tables import MoleculeTable
 
-__all__ = ["SELECTORS", "Selector", "AllTrainRows", "check_selection"]
+__all__ = ["SELECTORS", "Selector", "SelectionContext", "AllTrainRows", "check_selection"]
+
+
+@dataclass(frozen=True)
+class SelectionContext:
+    """What a selector sees of its trial: data, sizes and a few callables; never the trainer itself.
+
+    Like an Optuna sampler sees ``study`` and ``trial``: a selector can neither rebuild the trial's
+    optimizer nor reach its loaders, so the epoch loop stays the one place that trains.
+
+    Attributes:
+        candidates: Train rows first, then pool rows; selectors return indices into this.
+        n_train: How many of the candidates are train rows.
+        ids: Encoded token ids: ``candidates``, ``valid``, ``test``.
+        valid: The validation molecules (targets in label units).
+        pad_id: The tokenizer's padding id.
+        max_epochs: Epochs of the trial.
+        seed: The study's seed.
+        device: Where the trial's model lives (inputs go there; :mod:`trainables.batching` places them).
+        config: The trial's hyperparameters (read-only).
+        options: The study's task options (e.g. ``base_model_uri``).
+        model: The trial's current model (unwrapped ``RegressionModel``), for MC dropout or subsets.
+        predict: ``ids -> predictions`` (label units, dropout off) of the current model.
+        embed: ``ids -> [N, H]`` pooled embeddings (CPU) of the current model.
+        phase1: ``epochs -> model``: a copy of the trial's model trained that many epochs on the train
+            rows by the trial's own loop; the trial's model keeps its initial weights.
+    """
+
+    candidates: "MoleculeTable"
+    n_train: int
+    ids: Mapping[str, list[list[int]]]
+    valid: "MoleculeTable"
+    pad_id: int
+    max_epochs: int
+    seed: int
+    device: "torch.device"
+    config: Mapping[str, Any]
+    options: Mapping[str, Any]
+    model: Callable[[], "nn.Module"]
+    predict: Callable[[list[list[int]]], np.ndarray]
+    embed: Callable[[list[list[int]]], "torch.Tensor"]
+    phase1: Callable[[int], "nn.Module"]
+
+    @property
+    def n_pool(self) -> int:
+        return len(self.candidates) - self.n_train
 
 
 class Selector(Protocol):
     """The fixed shape of a selection method."""
 
-    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
+    def setup(self, ctx: SelectionContext, reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
         """Run once before the first epoch (e.g. train a phase-1 model, score the pool).
 
         Args:
-            trainer: The trial's trainer (model, candidate rows, encoded ids).
+            ctx: What the selector may see of the trial (candidate rows, encoded ids, callables).
             reporter: Where the trial reports.
             state: The selector's ``state_dict()`` when the trial resumes: restore it, skip the work.
         """
@@ -37,10 +86,13 @@ class Selector(Protocol):
     def indices(self, epoch: int) -> np.ndarray:
         """Candidate rows (train rows first, then pool rows) to train on at ``epoch`` (0-based)."""
 
+    def epoch_sizes(self, epochs: int) -> list[int]:
+        """Rows each epoch will train on (after ``setup``): sizes the learning-rate schedule."""
+
     def log(self) -> dict[str, float]:
         """Extra numbers reported with this epoch's metrics."""
 
-    def write_artifacts(self, path: Path, trainer: "PropertyTrainer") -> None:
+    def write_artifacts(self, path: Path, ctx: SelectionContext) -> None:
         """Write files (e.g. ``selection.csv``) into the checkpoint directory ``path``."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -57,16 +109,19 @@ class AllTrainRows:
     def __init__(self, config: dict[str, Any]) -> None:
         self._n = 0
 
-    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
-        self._n = trainer.n_train
+    def setup(self, ctx: SelectionContext, reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
+        self._n = ctx.n_train
 
     def indices(self, epoch: int) -> np.ndarray:
         return np.arange(self._n)
 
+    def epoch_sizes(self, epochs: int) -> list[int]:
+        return [self._n] * epochs
+
     def log(self) -> dict[str, float]:
         return {}
 
-    def write_artifacts(self, path: Path, trainer: "PropertyTrainer") -> None:
+    def write_artifacts(self, path: Path, ctx: SelectionContext) -> None:
         pass
 
     def state_dict(self) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from transformers.utils import logging as hf_logging
 
 from trainables.augment import load_tta, tta_predict
 from trainables.data.chem import canonicalize
-from trainables.models.regression import HeadConfig, RegressionModel, pad_batch
+from trainables.batching import model_device, padded_batches
+from trainables.models.regression import HeadConfig, RegressionModel
 
 __all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc", "input_column"]
 
@@ -53,11 +54,9 @@ class PropertyPredictor:
     def _predict_canonical(self, smiles: list[str], batch_size: int) -> np.ndarray:
         ids = self.tokenizer(smiles, truncation=True, max_length=self.tokenizer.model_max_length)["input_ids"]
         out = np.empty(len(ids))
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        for start in range(0, len(ids), batch_size):
-            chunk = order[start : start + batch_size]
-            input_ids, mask = pad_batch([ids[i] for i in chunk], self.tokenizer.pad_token_id)
-            out[chunk] = self.model.unstandardize(self.model(input_ids, mask).numpy())
+        device = model_device(self.model)
+        for chunk, input_ids, mask in padded_batches(ids, self.tokenizer.pad_token_id, batch_size, device):
+            out[chunk] = self.model.unstandardize(self.model(input_ids, mask).float().cpu().numpy())
         return out
 
     @torch.no_grad()

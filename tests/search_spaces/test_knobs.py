@@ -23,7 +23,7 @@ README_KNOBS: dict[str, tuple[str, Any]] = {
     "lissa_scale": ("selection", 12.5), "lissa_repeats": ("selection", 3), "lissa_batch": ("selection", 16),
     "influence_epochs": ("selection", 2), "mc_batch": ("selection", 8), "grad_accum": ("property", 4),
     "warmup_ratio": ("property", 0.2), "adapter_dim": ("retro", 32), "warmup": ("retro", 0.3),
-    "weight_decay": ("retro", 0.05),
+    "weight_decay": ("retro", 0.05), "patience": ("property", 3),
 }
 ALL = [(space, p.name) for space in SPACES.names() for p in SPACES.get(space).declared]
 

@@ -47,8 +47,8 @@ def test_trainer_augments_each_epoch_and_serves_with_tta(tmp_path: Path) -> None
     data = TASKS.get("property").prepare(spec).payload
     trainer = PropertyTrainer({"augment_copies": 2, "tta": 3, "batch_size": 16}, data, spec)
     rows = np.arange(len(data.train))
-    first = [tuple(x[0]) for x in trainer.train_loader(rows, epoch=0).dataset]
-    second = [tuple(x[0]) for x in trainer.train_loader(rows, epoch=1).dataset]
+    first = [tuple(x[0]) for x in trainer.rows_loader(rows, epoch=0).dataset]
+    second = [tuple(x[0]) for x in trainer.rows_loader(rows, epoch=1).dataset]
     assert len(first) == 3 * len(rows)
     assert first[: len(rows)] == second[: len(rows)] and first != second  # canonical kept, copies fresh
     reporter = NullReporter(keep_dir=tmp_path / "ckpt")

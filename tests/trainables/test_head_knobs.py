@@ -30,8 +30,8 @@ def test_cls_pooling_head_width_and_head_lr(study, tmp_path: Path) -> None:
     with torch.no_grad():
         hidden = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
         torch.testing.assert_close(model.embed(ids, mask), hidden[:, 0])
-    optimizer, _ = trainer._optimizer()
-    lrs = sorted(g["initial_lr"] for g in optimizer.param_groups)
+    optimizer = trainer.make_optimizer()
+    lrs = sorted(g["lr"] for g in optimizer.param_groups)
     assert lrs == pytest.approx([1e-4, 1e-3])
     head_ids = {id(p) for p in model.head.parameters()}
     assert {id(p) for p in optimizer.param_groups[1]["params"]} == head_ids

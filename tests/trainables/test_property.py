@@ -50,7 +50,7 @@ def test_length_grouped_batches_pad_less_than_global_padding() -> None:
     # transformers groups within mega-batches of up to 50 batches (a quarter of the data at most)
     spec = parse_study(tiny_study(dataset={"limit": 2000}))
     trainer = PropertyTrainer(CONFIG, TASKS.get("property").prepare(spec).payload, spec)
-    loader = trainer.train_loader(np.arange(trainer.n_train), epoch=0)
+    loader = trainer.rows_loader(np.arange(trainer.n_train), epoch=0)
     batches = list(loader)
     assert sum(len(b["labels"]) for b in batches) == trainer.n_train
     widths = [b["input_ids"].shape[1] for b in batches]

@@ -88,7 +88,7 @@ def test_uncertainty_picks_the_largest_std():
     trainer = PropertyTrainer({"selection": "active", "n_select": 5, "rounds": 1, "mc_passes": 8,
                                "head_dropout": 0.2}, data, spec)
     selector = trainer.selector
-    selector.setup(trainer, NullReporter())
+    selector.setup(trainer.selection_context(), NullReporter())
     rows = selector.indices(acquisition_epochs(1, 3)[0])
     picked = rows[trainer.n_train :]
     pool = np.arange(trainer.n_train, len(trainer.candidates))

@@ -146,12 +146,12 @@ def test_scores_are_cached_so_top_k_only_changes_reuse_them(tmp_path, monkeypatc
         trainer = PropertyTrainer({**CONFIG, "top_k": k}, data, spec)
         selector = trainer.selector
         assert isinstance(selector, InfluenceSelector)
-        selector.setup(trainer, NullReporter())
+        selector.setup(trainer.selection_context(), NullReporter())
         picks[k] = (selector.selected, selector.stats["influence_cache_hit"])
     assert picks[10][1] == 0 and picks[25][1] == 1
     np.testing.assert_array_equal(picks[25][0][:10], picks[10][0])
     trainer = PropertyTrainer({**CONFIG, "top_k": 10, "lissa_depth": 31}, data, spec)
-    trainer.selector.setup(trainer, NullReporter())
+    trainer.selector.setup(trainer.selection_context(), NullReporter())
     assert trainer.selector.stats["influence_cache_hit"] == 0  # a LiSSA setting is part of the key
 
 
@@ -161,7 +161,7 @@ def test_phase1_leaves_the_trial_model_at_its_initial_weights(tmp_path, monkeypa
     data = prepare_property(spec).payload
     trainer = PropertyTrainer({**CONFIG, "top_k": 10, "influence_train_on": "topk"}, data, spec)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.selector.setup(trainer, NullReporter())
+    trainer.selector.setup(trainer.selection_context(), NullReporter())
     for k, v in trainer.model.state_dict().items():
         torch.testing.assert_close(v, before[k])
     rows = trainer.selector.indices(0)
@@ -274,7 +274,7 @@ def test_encoder_subset_trial_selects_and_reports_its_size(tmp_path, monkeypatch
     config = {**CONFIG, "method": method, "top_k": 12, "influence_params": subset, "lissa_batch": 32, **extra}
     trainer = PropertyTrainer(config, data, spec)
     trial_weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.selector.setup(trainer, NullReporter())
+    trainer.selector.setup(trainer.selection_context(), NullReporter())
     model = trainer.accelerator.unwrap_model(trainer.model)
     expected = sum(p.numel() for n, p in model.named_parameters()
                    if n in SUBSETS.get(subset).names(model, trainer.selector.knobs))
@@ -298,7 +298,7 @@ def test_encoder_subsets_that_do_not_apply_fail_before_phase_1(tmp_path, monkeyp
     calls = []
     monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: calls.append(1))
     with pytest.raises(StudyError, match=message):
-        trainer.selector.setup(trainer, NullReporter())
+        trainer.selector.setup(trainer.selection_context(), NullReporter())
     assert calls == []
 
 
@@ -312,7 +312,7 @@ def test_an_encoder_that_does_not_take_the_4d_mask_fails_with_a_clear_message(tm
     calls = []
     monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: calls.append(1))
     with pytest.raises(StudyError, match="does not take .*differ by up to 0.5.*use 'head' or 'head_out'"):
-        trainer.selector.setup(trainer, NullReporter())
+        trainer.selector.setup(trainer.selection_context(), NullReporter())
     assert calls == []  # before phase 1
 
 
@@ -327,7 +327,7 @@ def test_a_base_model_uri_encoder_is_checked_and_scored_without_phase_1(tmp_path
     trainer = PropertyTrainer(config, data, spec)
     calls = []
     monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: calls.append(1))
-    trainer.selector.setup(trainer, NullReporter())  # the merged saved model: every weight of the top layer + head
+    trainer.selector.setup(trainer.selection_context(), NullReporter())  # the merged saved model: every weight of the top layer + head
     assert calls == [] and len(trainer.selector.selected) == 10
     loaded = PropertyPredictor.load(tmp_path / "base").model
     top = sum(p.numel() for n, p in loaded.named_parameters() if n.startswith(("backbone.encoder.layer.1.", "head.")))
@@ -336,4 +336,4 @@ def test_a_base_model_uri_encoder_is_checked_and_scored_without_phase_1(tmp_path
     monkeypatch.setattr(PackedRegression, "forward", lambda self, x: ordinary(self, x) + 0.5)
     trainer = PropertyTrainer(config, data, spec)
     with pytest.raises(StudyError, match="does not take .*use 'head' or 'head_out'"):
-        trainer.selector.setup(trainer, NullReporter())
+        trainer.selector.setup(trainer.selection_context(), NullReporter())

@@ -96,6 +96,15 @@ def build_mpnn(cfg: DmpnnConfig, target_mean: float, target_std: float, *, warmu
     )
 
 
+def place_batch(batch: Any, device: Any) -> tuple[Any, Any, Any, Any]:
+    """``(bmg, V_d, X_d, Y)`` of a chemprop training batch on ``device`` (the model's)."""
+    from trainables.batching import to_device
+
+    bmg = batch.bmg
+    bmg.to(device)  # chemprop's BatchMolGraph moves its tensors in place
+    return bmg, to_device(batch.V_d, device), to_device(batch.X_d, device), to_device(batch.Y, device)
+
+
 def predict_mpnn(model: Any, dataset: Any, batch_size: int = 256) -> np.ndarray:
     """Eval-mode predictions in label units, in the dataset's order."""
     import torch
@@ -103,10 +112,12 @@ def predict_mpnn(model: Any, dataset: Any, batch_size: int = 256) -> np.ndarray:
     cp = import_chemprop("the dmpnn model")
     loader = cp.data.build_dataloader(dataset, batch_size=batch_size, num_workers=0, shuffle=False)
     model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for batch in loader:
-            out.append(model(batch.bmg, batch.V_d, batch.X_d).squeeze(-1).double().cpu().numpy())
+            bmg, v_d, x_d, _ = place_batch(batch, device)
+            out.append(model(bmg, v_d, x_d).squeeze(-1).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 

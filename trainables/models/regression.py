@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainables.batching import pad_batch  # noqa: F401  (re-exported: its home is batching)
+
 __all__ = ["HeadConfig", "RegressionModel", "masked_mean", "pad_batch"]
 
 
@@ -70,14 +72,3 @@ class RegressionModel(nn.Module):
 
     def unstandardize(self, z: np.ndarray | torch.Tensor):
         return z * self.config.target_std + self.config.target_mean
-
-
-def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic padding: pad to the longest sequence of this batch only."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask

@@ -8,13 +8,12 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from trainables.models.regression import pad_batch
+from trainables.batching import model_device, padded_batches
 from trainables.retro import chemformer as _chemformer  # noqa: F401  (registers model_type "chemformer")
 from trainables.retro.data import canonical_set
 
@@ -29,7 +28,7 @@ def _decode(tokenizer: Any, ids: torch.Tensor) -> list[str]:
 @torch.no_grad()
 def generate(model: nn.Module, tokenizer: Any, inputs: Sequence[Sequence[int]], num_beams: int = 10,
              top_k: int = 10, batch_size: int = 64, max_length: int = 256, sort: bool = True,
-             autocast: Any = None) -> list[list[str]]:
+             autocast: Any = None, device: torch.device | str | None = None) -> list[list[str]]:
     """Beam search (greedy when ``num_beams`` is 1) on token-id inputs, batched and length-sorted.
 
     Args:
@@ -42,22 +41,19 @@ def generate(model: nn.Module, tokenizer: Any, inputs: Sequence[Sequence[int]], 
         max_length: Longest output in tokens.
         sort: Batch products of similar length together (less padding); results keep input order.
         autocast: A context manager factory for mixed precision (``accelerator.autocast``).
+        device: Where the inputs go (default: the model's parameters' device).
 
     Returns:
         Per product, the decoded sequences, best first.
     """
     model.eval()
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
     top_k = min(top_k, num_beams)
-    order = np.argsort([len(x) for x in inputs], kind="stable") if sort else np.arange(len(inputs))
     out: list[list[str]] = [[] for _ in inputs]
-    for start in range(0, len(inputs), batch_size):
-        chunk = order[start : start + batch_size]
-        ids, mask = pad_batch([list(inputs[i]) for i in chunk], pad)
+    batches = padded_batches(inputs, tokenizer.pad_token_id, batch_size, device or model_device(model), sort=sort)
+    for chunk, ids, mask in batches:
         with autocast() if autocast else nullcontext():
             seqs = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), num_beams=num_beams,
+                input_ids=ids, attention_mask=mask, num_beams=num_beams,
                 num_return_sequences=top_k, max_length=max_length, do_sample=False,
                 early_stopping=True if num_beams > 1 else False,
             )

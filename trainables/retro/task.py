@@ -7,34 +7,26 @@ subset (``valid_*``); the last epoch adds beam-search top-1/3/5/10 and the inval
 
 from __future__ import annotations
 
-import math
 import os
 import random
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch.utils.data import DataLoader
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from trainables.checkpoints import seal_checkpoint
-from trainables.faults import check_finite
-from trainables.base import TASKS, Prepared, Reporter, Task, restore_training_state
+from trainables.base import TASKS, Prepared, Reporter, Task
+from trainables.batching import length_grouped_loader, pad_batch, sorted_chunks, to_device
 from trainables.data.datasets import DATASETS
 from trainables.errors import DataError, StudyError
-from trainables.io import atomic_write_json
 from trainables.knobs import KnobSet, Search
+from trainables.loop import EpochLoop
 from trainables.methods import count_parameters
-from trainables.models.regression import pad_batch
 from trainables.retro.data import Reactions, ReactionSplits, randomize_smiles, reactions_hash
 from trainables.retro.models import SEQ2SEQ, decoder_start_id, is_random_init, load_seq2seq
 from trainables.retro.scoring import TOPK, score_topk
@@ -66,6 +58,9 @@ class RetroKnobs(KnobSet):
     batch_size: Annotated[int, Search(choices=(16, 32, 64, 128))] = Field(64, ge=1, description="reactions per step")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     warmup: float = Field(0.1, gt=0, lt=1, description="share of the one-cycle schedule spent warming up")
+    grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
+    patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation "
+                                               "metric (0: run every epoch); test is scored on the best epoch")
 
     @field_validator("treatment")
     @classmethod
@@ -165,19 +160,20 @@ def prepare_retro(spec: "StudySpec") -> Prepared:
     return Prepared(payload=data, reports=reports, tags=tags, summary=summary)
 
 
-class RetroTrainer:
-    """One configuration: model and treatment, mixed labels, loaders, optimiser and the epoch loop.
+class RetroTrainer(EpochLoop):
+    """One configuration: model and treatment, mixed labels and batches; the epoch loop is :class:`EpochLoop`'s.
 
     Args:
         config: Hyperparameters (:class:`RetroKnobs` and the treatment's knobs).
         data: The prepared reactions.
-        spec: The trial's view of the study (model, epochs, seed, options).
+        spec: The trial's view of the study (model, epochs, seed, metric, options).
     """
 
     def __init__(self, config: dict[str, Any], data: RetroData, spec: "TrialSpec") -> None:
         self.config = {**DEFAULTS, **config}
         self.spec, self.data, self.seed = spec, data, spec.seed
         self.opts = parse_options(spec.options)
+        self.max_grad_norm = self.opts.max_grad_norm
         set_seed(self.seed)
         vocab_smiles = data.train.products + data.train.reactants
         if data.teacher is not None:
@@ -187,12 +183,12 @@ class RetroTrainer:
         self.model = apply_treatment(model, self.config["treatment"], self.config)
         self.n_trainable, self.n_total = count_parameters(self.model)
         self.mixed = mix_labels(data.train.reactants, data.teacher, float(self.config["gamma"]), self.seed)
-        cuda = torch.cuda.is_available()
-        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda and torch.cuda.is_bf16_supported() else "no")
+        self.setup_accelerator()
         self.max_length = self.tokenizer.model_max_length
         self.valid = data.valid.head(self.opts.val_subset)
         self.test = data.test.head(self.opts.test_limit)
         self.encoded = {name: self.encode(r.products, r.reactants) for name, r in (("valid", self.valid), ("test", self.test))}
+        self._smoothing = float(self.config["label_smoothing"])
 
     # -- data -----------------------------------------------------------------------------------
     def encode(self, sources: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -225,12 +221,13 @@ class RetroTrainer:
         return self.encode(sources, targets)
 
     def train_loader(self, epoch: int) -> DataLoader:
-        """Length-grouped (by source length), dynamically padded batches."""
+        """Length-grouped (by source + target length), dynamically padded batches (CPU; the loop places them)."""
         items = self.epoch_items(epoch)
-        bs = int(self.config["batch_size"])
-        generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-        sampler = LengthGroupedSampler(bs, lengths=[len(s) + len(t) for s, t in items], generator=generator)
-        return DataLoader(items, batch_size=bs, sampler=sampler, collate_fn=self.collate)
+        return length_grouped_loader(items, [len(s) + len(t) for s, t in items], int(self.config["batch_size"]),
+                                     self.collate, self.seed * 1000 + epoch)
+
+    def epoch_rows(self) -> list[int]:
+        return [len(self.data.train)] * self.spec.max_epochs
 
     # -- loss and evaluation --------------------------------------------------------------------
     def loss(self, batch: dict[str, torch.Tensor], smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,16 +238,18 @@ class RetroTrainer:
                                label_smoothing=smoothing)
         return loss, logits
 
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        loss, _ = self.loss(batch, self._smoothing)
+        return loss, int((batch["labels"] != -100).sum())
+
     @torch.no_grad()
     def teacher_forced(self, pairs: list[tuple[list[int], list[int]]]) -> dict[str, float]:
         """Token accuracy and loss (no smoothing) with teacher forcing, batches sorted by length."""
         self.model.eval()
-        order = np.argsort([len(s) + len(t) for s, t in pairs], kind="stable")
         bs = self.opts.eval_batch_size
         loss_sum, correct, count = 0.0, 0, 0
-        for start in range(0, len(pairs), bs):
-            batch = self.collate([pairs[i] for i in order[start : start + bs]])
-            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        for chunk in sorted_chunks([len(s) + len(t) for s, t in pairs], bs):
+            batch = to_device(self.collate([pairs[i] for i in chunk]), self.device)
             with self.accelerator.autocast():
                 loss, logits = self.loss(batch, 0.0)
             mask = batch["labels"] != -100
@@ -261,19 +260,19 @@ class RetroTrainer:
         return {"token_acc": correct / max(count, 1), "loss": loss_sum / max(count, 1)}
 
     def beams(self, pairs: list[tuple[list[int], list[int]]], num_beams: int, top_k: int) -> list[list[str]]:
-        return generate(self.accelerator.unwrap_model(self.model), self.tokenizer, [s for s, _ in pairs],
+        return generate(self.unwrapped(), self.tokenizer, [s for s, _ in pairs],
                         num_beams=num_beams, top_k=top_k, batch_size=self.opts.eval_batch_size,
-                        max_length=self.max_length, autocast=self.accelerator.autocast)
+                        max_length=self.max_length, autocast=self.accelerator.autocast, device=self.device)
 
-    def evaluate_valid(self) -> dict[str, float]:
+    def evaluate_valid(self, ckpt: Path | None = None) -> dict[str, float]:
         """Teacher-forced token accuracy / loss and greedy top-1 on the fixed validation subset."""
         out = self.teacher_forced(self.encoded["valid"])
         greedy = self.beams(self.encoded["valid"], 1, 1)
         out["top1"] = score_topk(greedy, self.valid.reactants, ks=(1,), dedupe=self.opts.dedupe_beams).metrics["top1"]
         return out
 
-    def evaluate_test(self, path: Path) -> dict[str, float]:
-        """Beam search on test: top-1/3/5/10, invalid share; predictions written to ``path``."""
+    def evaluate_test(self, ckpt: Path) -> dict[str, float]:
+        """Beam search on test: top-1/3/5/10, invalid share; predictions written to ``test_predictions.csv``."""
         k = self.opts.beam_size
         beams = self.beams(self.encoded["test"], k, k)
         scored = score_topk(beams, self.test.reactants, ks=TOPK, dedupe=False)  # the paper's protocol
@@ -282,64 +281,21 @@ class RetroTrainer:
                               "reactants": self.test.reactants, "rank": scored.ranks, "rank_dedup": dedup.ranks})
         for j in range(k):
             frame[f"prediction_{j + 1}"] = [b[j] if j < len(b) else "" for b in beams]
-        frame.to_csv(path, index=False)
+        frame.to_csv(ckpt / "test_predictions.csv", index=False)
         return {**scored.metrics, **{f"top{k}_dedup": dedup.metrics[f"top{k}"] for k in TOPK},
                 **self.teacher_forced(self.encoded["test"])}
 
     # -- training -------------------------------------------------------------------------------
-    def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        lr = float(self.config["lr"])
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(self.config["weight_decay"]))
-        steps = self.spec.max_epochs * math.ceil(len(self.data.train) / int(self.config["batch_size"]))
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=max(steps, 2), pct_start=float(self.config["warmup"]),
+    def make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=float(self.config["lr"]), total_steps=total_steps, pct_start=float(self.config["warmup"]),
         )
-        return optimizer, scheduler
 
-    def train_epoch(self, loader: DataLoader, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[float, int]:
-        """One pass; returns the mean token loss and the number of target tokens."""
-        self.model.train()
-        smoothing = float(self.config["label_smoothing"])
-        total, tokens = 0.0, 0
-        for step, batch in enumerate(loader):
-            loss, _ = self.loss(batch, smoothing)
-            check_finite(float(loss.detach()), getattr(self, "epoch", 0), step)  # a NaN never reaches the weights
-            self.accelerator.backward(loss)
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.opts.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            n = int((batch["labels"] != -100).sum())
-            total += float(loss.detach()) * n
-            tokens += n
-        return total / max(tokens, 1), tokens
+    def throughput(self, units: int, seconds: float) -> dict[str, float]:
+        return {"train_tokens_per_s": units / max(seconds, 1e-9)}
 
-    def fit(self, reporter: Reporter) -> dict[str, float]:
-        """Train for ``spec.max_epochs`` (resuming from the reporter's checkpoint); report every epoch."""
-        optimizer, scheduler = self._optimizer()
-        self.model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
-        start = restore_training_state(reporter, self.accelerator, self.model, optimizer, scheduler).get("epoch", 0)
-        final: dict[str, float] = {}
-        teacher = self._teacher_log()
-        for epoch in range(start, self.spec.max_epochs):
-            self.epoch = epoch + 1
-            tic = time.perf_counter()
-            loss, tokens = self.train_epoch(self.train_loader(epoch), optimizer, scheduler)
-            seconds = time.perf_counter() - tic
-            metrics: dict[str, Any] = {
-                "epoch": epoch + 1, "train_loss": loss, "train_tokens_per_s": tokens / seconds,
-                "trainable_params": self.n_trainable, "total_params": self.n_total,
-                **{f"valid_{k}": v for k, v in self.evaluate_valid().items()}, **teacher,
-            }
-            with tempfile.TemporaryDirectory(prefix="chemtune-ckpt-") as tmp:
-                ckpt = Path(tmp)
-                if epoch + 1 == self.spec.max_epochs:  # test is looked at once, after the search metric is final
-                    metrics.update({f"test_{k}": v for k, v in self.evaluate_test(ckpt / "test_predictions.csv").items()})
-                self.save_checkpoint(ckpt, optimizer, scheduler, epoch + 1, metrics)
-                reporter.report(metrics, ckpt)
-            final = metrics
-        return final
+    def epoch_log(self, epoch: int) -> dict[str, Any]:
+        return {"trainable_params": self.n_trainable, "total_params": self.n_total, **self._teacher_log()}
 
     def _teacher_log(self) -> dict[str, float]:
         if self.data.teacher is None:
@@ -353,21 +309,19 @@ class RetroTrainer:
                 "teacher_missing": issues.get("no teacher prediction", {}).get("count", 0)}
 
     # -- checkpoints and export -----------------------------------------------------------------
-    def save_checkpoint(self, path: Path, optimizer: Any, scheduler: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        """Write ``state.pt`` (resume), ``model/`` (serving), metrics and the teacher-replaced rows."""
-        model = self.accelerator.unwrap_model(self.model)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch}, path / "state.pt")
-        base, adapters = model.export()
-        save_retro_model(path / "model", base, self.tokenizer, adapters, self.opts.beam_size)
-        atomic_write_json(path / "metrics.json", metrics)
+    def export(self, path: Path) -> None:
+        """The serving directory: the transformers model (LoRA merged), tokenizer, adapters, beam width."""
+        base, adapters = self.unwrapped().export()
+        save_retro_model(path, base, self.tokenizer, adapters, self.opts.beam_size)
+
+    def write_artifacts(self, ckpt: Path) -> None:
+        """``teacher_replaced.csv``: the train rows whose label the teacher replaced."""
         if self.data.teacher is not None:
             idx = self.mixed.replaced
             train = self.data.train
             pd.DataFrame({"row": [train.rows[i] for i in idx], "product": [train.products[i] for i in idx],
                           "label": [train.reactants[i] for i in idx],
-                          "teacher": [self.mixed.labels[i] for i in idx]}).to_csv(path / "teacher_replaced.csv", index=False)
-        seal_checkpoint(path)
+                          "teacher": [self.mixed.labels[i] for i in idx]}).to_csv(ckpt / "teacher_replaced.csv", index=False)
 
 
 def train_retro(config: dict[str, Any], data: RetroData, spec: "TrialSpec", reporter: Reporter) -> dict[str, float]:

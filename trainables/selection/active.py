@@ -21,7 +21,7 @@ from pydantic import Field
 from torch import nn
 
 from trainables.errors import StudyError
-from trainables.models.regression import pad_batch
+from trainables.batching import model_device, padded_batches
 from trainables.knobs import Search
 from trainables.selection.common import Knobs, write_selection_csv
 from trainables.selectors import SELECTORS
@@ -29,7 +29,7 @@ from trainables.selectors import SELECTORS
 if TYPE_CHECKING:
     from trainables.spec import StudySpec
     from trainables.base import Reporter
-    from trainables.property import PropertyTrainer
+    from trainables.selectors import SelectionContext
 
 __all__ = ["ActiveKnobs", "ActiveSelector", "mc_dropout", "mc_dropout_loop", "acquisition_epochs"]
 
@@ -44,18 +44,16 @@ def _dropout_on(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _chunks(ids: list[list[int]], pad_id: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Length-sorted chunks: (row indices, padded ids, mask)."""
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    for start in range(0, len(ids), batch_size):
-        chunk = torch.as_tensor(order[start : start + batch_size])
-        input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
-        yield chunk, input_ids, mask
+def _chunks(ids: list[list[int]], pad_id: int, batch_size: int, device: torch.device | str | None,
+            model: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Length-sorted chunks on the model's device: (row indices, padded ids, mask)."""
+    for chunk, input_ids, mask in padded_batches(ids, pad_id, batch_size, device or model_device(model)):
+        yield torch.as_tensor(chunk), input_ids, mask
 
 
 @torch.no_grad()
 def mc_dropout(model: nn.Module, ids: list[list[int]], pad_id: int, passes: int, batch_size: int = 64,
-               device: torch.device | str = "cpu") -> torch.Tensor:
+               device: torch.device | str | None = None) -> torch.Tensor:
     """Predictions [passes, N] with dropout active; each chunk's T passes run as one forward.
 
     The chunk of ``batch_size`` molecules is repeated ``passes`` times along the batch axis, so
@@ -63,21 +61,21 @@ def mc_dropout(model: nn.Module, ids: list[list[int]], pad_id: int, passes: int,
     """
     out = torch.empty(passes, len(ids))
     with _dropout_on(model):
-        for chunk, input_ids, mask in _chunks(ids, pad_id, batch_size):
-            pred = model(input_ids.repeat(passes, 1).to(device), mask.repeat(passes, 1).to(device))
+        for chunk, input_ids, mask in _chunks(ids, pad_id, batch_size, device, model):
+            pred = model(input_ids.repeat(passes, 1), mask.repeat(passes, 1))
             out[:, chunk] = pred.float().cpu().view(passes, len(chunk))
     return out
 
 
 @torch.no_grad()
 def mc_dropout_loop(model: nn.Module, ids: list[list[int]], pad_id: int, passes: int, batch_size: int = 64,
-                    device: torch.device | str = "cpu") -> torch.Tensor:
+                    device: torch.device | str | None = None) -> torch.Tensor:
     """The same as :func:`mc_dropout` with one forward per pass (the benchmark's and test's reference)."""
     out = torch.empty(passes, len(ids))
     with _dropout_on(model):
-        for chunk, input_ids, mask in _chunks(ids, pad_id, batch_size):
+        for chunk, input_ids, mask in _chunks(ids, pad_id, batch_size, device, model):
             for t in range(passes):
-                out[t, chunk] = model(input_ids.to(device), mask.to(device)).float().cpu()
+                out[t, chunk] = model(input_ids, mask).float().cpu()
     return out
 
 
@@ -127,36 +125,34 @@ class ActiveSelector:
         self.round_of: list[int] = []
         self.done = 0
         self.last: dict[str, float] = {}
-        self._trainer: PropertyTrainer | None = None
+        self._ctx: SelectionContext | None = None
 
-    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
-        self._trainer = trainer
-        n_pool = len(trainer.candidates) - trainer.n_train
+    def setup(self, ctx: "SelectionContext", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
+        self._ctx = ctx
+        n_pool = ctx.n_pool
         k = self.knobs
         if n_pool == 0:
             raise StudyError("selection 'active': the pool is empty")
         if k.n_select * k.rounds > n_pool:
             raise StudyError(f"selection 'active': n_select {k.n_select} x rounds {k.rounds} is larger than the pool ({n_pool})")
-        if k.rounds >= trainer.spec.max_epochs:
-            raise StudyError(f"selection 'active': rounds {k.rounds} must be below max_epochs {trainer.spec.max_epochs}")
-        self.epochs = acquisition_epochs(k.rounds, trainer.spec.max_epochs)
+        if k.rounds >= ctx.max_epochs:
+            raise StudyError(f"selection 'active': rounds {k.rounds} must be below max_epochs {ctx.max_epochs}")
+        self.epochs = acquisition_epochs(k.rounds, ctx.max_epochs)
         if state is not None:
             self.load_state_dict(state)
 
-    def _acquire(self, trainer: "PropertyTrainer") -> None:
+    def _acquire(self, ctx: "SelectionContext") -> None:
         k = self.knobs
         taken = set(self.acquired)
-        remaining = np.asarray([i for i in range(trainer.n_train, len(trainer.candidates)) if i not in taken])
+        remaining = np.asarray([i for i in range(ctx.n_train, len(ctx.candidates)) if i not in taken])
         if k.acquisition == "random":
-            rng = np.random.default_rng(trainer.seed * 1000 + self.done)
+            rng = np.random.default_rng(ctx.seed * 1000 + self.done)
             pick = rng.choice(len(remaining), size=k.n_select, replace=False)
             score = np.full(len(pick), np.nan)
         else:
-            torch.manual_seed(trainer.seed * 1000 + self.done)
-            ids = [trainer.ids["candidates"][i] for i in remaining]
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            preds = mc_dropout(model, ids, trainer.tokenizer.pad_token_id, k.mc_passes, k.mc_batch,
-                               trainer.accelerator.device)
+            torch.manual_seed(ctx.seed * 1000 + self.done)
+            ids = [ctx.ids["candidates"][i] for i in remaining]
+            preds = mc_dropout(ctx.model(), ids, ctx.pad_id, k.mc_passes, k.mc_batch, ctx.device)
             std = preds.std(0).numpy()
             if not np.any(std > 0):
                 raise StudyError("selection 'active': MC-dropout predictions do not vary; the model has no "
@@ -170,20 +166,25 @@ class ActiveSelector:
         self.round_of += [self.done] * len(pick)
 
     def indices(self, epoch: int) -> np.ndarray:
-        trainer = self._trainer
-        assert trainer is not None, "setup() first"
+        ctx = self._ctx
+        assert ctx is not None, "setup() first"
         while self.done < len(self.epochs) and self.epochs[self.done] <= epoch:
-            self._acquire(trainer)
+            self._acquire(ctx)
         self.last.update({"active_round": float(self.done), "active_acquired": float(len(self.acquired))})
-        return np.concatenate([np.arange(trainer.n_train), np.asarray(self.acquired, dtype=np.int64)])
+        return np.concatenate([np.arange(ctx.n_train), np.asarray(self.acquired, dtype=np.int64)])
+
+    def epoch_sizes(self, epochs: int) -> list[int]:
+        """Train rows plus ``n_select`` per acquisition round held by then."""
+        assert self._ctx is not None, "setup() first"
+        return [self._ctx.n_train + self.knobs.n_select * sum(a <= e for a in self.epochs) for e in range(epochs)]
 
     def log(self) -> dict[str, float]:
         return dict(self.last)
 
-    def write_artifacts(self, path: Path, trainer: "PropertyTrainer") -> None:
+    def write_artifacts(self, path: Path, ctx: "SelectionContext") -> None:
         """``selection.csv``: acquired pool molecules, their round and MC-dropout std (NaN for random)."""
         if self.acquired:
-            write_selection_csv(path / "selection.csv", trainer, np.asarray(self.acquired, dtype=np.int64),
+            write_selection_csv(path / "selection.csv", ctx, np.asarray(self.acquired, dtype=np.int64),
                                 {"round": self.round_of, "mc_std": self.uncertainty})
 
     def state_dict(self) -> dict[str, Any]:

@@ -11,12 +11,12 @@ import pandas as pd
 import torch
 from trainables.errors import StudyError
 from trainables.io import atomic_path
+from trainables.batching import model_device, padded_batches
 from trainables.knobs import KnobSet
-from trainables.models.regression import pad_batch
 
 if TYPE_CHECKING:
     from trainables.spec import StudySpec
-    from trainables.property import PropertyTrainer
+    from trainables.selectors import SelectionContext
 
 __all__ = ["Knobs", "study_values", "embed_ids", "write_selection_csv"]
 
@@ -86,28 +86,25 @@ def study_values(spec: "StudySpec", names: Iterable[str]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def embed_ids(model: torch.nn.Module, ids: list[list[int]], pad_id: int, device: torch.device,
+def embed_ids(model: torch.nn.Module, ids: list[list[int]], pad_id: int, device: torch.device | None = None,
               batch_size: int = 128) -> torch.Tensor:
-    """Pooled embeddings [N, H] (float32, CPU) of token-id sequences, dropout off."""
+    """Pooled embeddings [N, H] (float32, CPU) of token-id sequences, dropout off (on the model's device)."""
     model.eval()
     out = torch.empty(len(ids), model.config.hidden_size, dtype=torch.float32)
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    for start in range(0, len(ids), batch_size):
-        chunk = order[start : start + batch_size]
-        input_ids, mask = pad_batch([ids[i] for i in chunk], pad_id)
-        out[torch.as_tensor(chunk)] = model.embed(input_ids.to(device), mask.to(device)).float().cpu()
+    for chunk, input_ids, mask in padded_batches(ids, pad_id, batch_size, device or model_device(model)):
+        out[torch.as_tensor(chunk)] = model.embed(input_ids, mask).float().cpu()
     return out
 
 
-def write_selection_csv(path: Path, trainer: "PropertyTrainer", rows: np.ndarray, columns: dict[str, Any]) -> None:
+def write_selection_csv(path: Path, ctx: "SelectionContext", rows: np.ndarray, columns: dict[str, Any]) -> None:
     """Write the chosen candidate ``rows`` (id, smiles, target, source, extra columns) atomically."""
-    cand = trainer.candidates
+    cand = ctx.candidates
     frame = pd.DataFrame({
         "candidate": rows,
         "id": [cand.ids[i] for i in rows],
         "smiles": [cand.smiles[i] for i in rows],
         "target": cand.targets[rows],
-        "source": np.where(rows < trainer.n_train, "train", "pool"),
+        "source": np.where(rows < ctx.n_train, "train", "pool"),
         **columns,
     })
     with atomic_path(path) as tmp:

@@ -27,7 +27,7 @@ from trainables.selectors import SELECTORS
 
 if TYPE_CHECKING:
     from trainables.base import Reporter
-    from trainables.property import PropertyTrainer
+    from trainables.selectors import SelectionContext
 
 __all__ = ["DIFFICULTIES", "PACINGS", "CurriculumKnobs", "CurriculumSelector", "binned_difficulty", "eligible"]
 
@@ -117,13 +117,17 @@ class CurriculumSelector:
         self.last: dict[str, float] = {}
         self._rows = np.zeros(0, dtype=np.int64)
 
-    def setup(self, trainer: "PropertyTrainer", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
+    def setup(self, ctx: "SelectionContext", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
         if state is not None:
             self.load_state_dict(state)
             return
         score = DIFFICULTIES.get(self.knobs.curriculum_difficulty)
-        self.difficulty = np.asarray([score(s) for s in trainer.candidates.smiles[: trainer.n_train]], dtype=np.float64)
-        self.epochs = trainer.spec.max_epochs
+        self.difficulty = np.asarray([score(s) for s in ctx.candidates.smiles[: ctx.n_train]], dtype=np.float64)
+        self.epochs = ctx.max_epochs
+
+    def epoch_sizes(self, epochs: int) -> list[int]:
+        pace = PACINGS.get(self.knobs.curriculum_pacing)
+        return [len(eligible(self.difficulty, self.knobs.curriculum_bins, e, self.epochs, pace)[0]) for e in range(epochs)]
 
     def indices(self, epoch: int) -> np.ndarray:
         rows, threshold = eligible(self.difficulty, self.knobs.curriculum_bins, epoch, self.epochs,
@@ -136,10 +140,10 @@ class CurriculumSelector:
     def log(self) -> dict[str, float]:
         return dict(self.last)
 
-    def write_artifacts(self, path: Path, trainer: "PropertyTrainer") -> None:
+    def write_artifacts(self, path: Path, ctx: "SelectionContext") -> None:
         """``selection.csv``: this epoch's eligible molecules with their difficulty."""
         if len(self._rows):
-            write_selection_csv(path / "selection.csv", trainer, self._rows, {"difficulty": self.difficulty[self._rows]})
+            write_selection_csv(path / "selection.csv", ctx, self._rows, {"difficulty": self.difficulty[self._rows]})
 
     def state_dict(self) -> dict[str, Any]:
         return {"difficulty": self.difficulty.tolist(), "epochs": self.epochs}

@@ -1,0 +1,263 @@
+"""``selection: influence``: phase-1 model, influence of every pool molecule, train on the most helpful.
+
+See :mod:`trainables.selection.influence` for the method; the math is in :mod:`.ihvp`, the parameter
+subsets in :mod:`.subsets`. The selector sees a :class:`~trainables.selectors.SelectionContext`: phase 1
+is the trial's own loop (``ctx.phase1``), never an optimizer rebuilt here.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from trainables.batching import model_device, to_device
+from trainables.cache import cache_dir
+from trainables.errors import DataError, StudyError
+from trainables.io import atomic_path
+from trainables.knobs import Search
+from trainables.selection.common import Knobs, embed_ids, write_selection_csv
+from trainables.selection.influence.ihvp import (
+    EXACT_MAX_PARAMS, Curvature, LissaSettings, _same, influence_scores, per_sample_dots, per_sample_dots_vmap,
+)
+from trainables.selection.influence.subsets import SUBSETS, FlatModule, PackedRegression, check_packed
+from trainables.selectors import SELECTORS
+
+if TYPE_CHECKING:
+    from trainables.base import Reporter
+    from trainables.models.regression import RegressionModel
+    from trainables.selectors import SelectionContext
+
+__all__ = ["InfluenceKnobs", "InfluenceSelector"]
+
+
+class InfluenceKnobs(Knobs):
+    """Knobs of ``selection: influence`` (trial config keys)."""
+
+    pool_knobs: ClassVar[tuple[str, ...]] = ("top_k",)
+
+    # Declaration order is the search order: a knob's ``when`` names earlier ones.
+    top_k: Annotated[int, Search(16, 2048, log=True)] = Field(
+        100, ge=1, description="pool molecules added by influence (the most helpful)")
+    influence_train_on: Annotated[Literal["train+topk", "topk"], Search(choices=("train+topk", "topk"))] = Field(
+        "train+topk", description="phase 3 trains on train + top-k, or on the top-k alone")
+    influence_params: Annotated[str, Search(choices=SUBSETS.names)] = Field(
+        "head", description="parameter subset the influence is taken over: " + ", ".join(SUBSETS.names()))
+    influence_layers: Annotated[int, Search(1, 4, when={"influence_params": ["last_layers"]})] = Field(
+        1, ge=1, description="encoder layers, from the top, in the 'last_layers' subset")
+    influence_solver: Annotated[Literal["lissa", "exact"], Search(choices=("lissa", "exact"),
+                                                                  when={"influence_params": ["head_out"]})] = Field(
+        "lissa", description="inverse-HVP by LiSSA, or the explicit Hessian (small subsets)")
+    influence_curvature: Annotated[Curvature, Search(choices=("gauss_newton", "hessian"))] = Field(
+        "gauss_newton", description="Gauss-Newton matrix (positive semi-definite), or the Hessian "
+                                    "(needs damping above its lowest eigenvalue)")
+    lissa_depth: Annotated[int, Search(50, 500, log=True)] = Field(100, ge=1, description="LiSSA recursion depth")
+    lissa_damping: Annotated[float, Search(1e-3, 1.0, log=True)] = Field(
+        0.01, ge=0, description="damping added to the Hessian before inversion")
+    influence_epochs: int = Field(1, ge=1, description="phase-1 epochs on the train split (no base_model_uri)")
+    lissa_scale: float | None = Field(None, gt=0, description="LiSSA scale (default: 1.5x top Hessian eigenvalue)")
+    lissa_repeats: int = Field(1, ge=1, description="LiSSA estimates averaged")
+    lissa_batch: int = Field(64, ge=1, description="train samples per Hessian-vector product")
+
+    def pool_demand(self) -> int:
+        return self.top_k
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "InfluenceKnobs":
+        SUBSETS.get(self.influence_params)
+        if self.influence_solver == "exact" and self.influence_params == "head":
+            raise ValueError("influence_solver 'exact' forms the Hessian explicitly, too big for the whole head; "
+                             "use influence_params 'head_out' (or a small 'peft' subset)")
+        return self
+
+    def lissa(self, seed: int) -> LissaSettings:
+        return LissaSettings(self.lissa_depth, self.lissa_scale, self.lissa_damping, self.lissa_repeats,
+                             self.lissa_batch, seed, self.influence_curvature)
+
+
+def _content_key(tensors: list[torch.Tensor], settings: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for t in tensors:
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())  # any dtype
+    return digest.hexdigest()[:32]
+
+
+def _load_base_model(uri: str):
+    """A saved property model from an MLflow model/artifact URI or a local directory."""
+    from trainables.serving import PropertyPredictor
+
+    path = Path(uri)
+    if not path.exists():
+        import mlflow
+
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    found = sorted(p.parent for p in path.rglob("head.json"))
+    if not found:
+        raise DataError(f"{uri}: no saved property model (head.json) inside (task option base_model_uri)")
+    return PropertyPredictor.load(found[0])
+
+
+class InfluenceSelector:
+    """Phase 1 model, influence scores of the pool, then train on train + top-k (or top-k only)."""
+
+    knobs = InfluenceKnobs
+    check_study = InfluenceKnobs.check_study
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.knobs = InfluenceKnobs.from_config(config, where="selection 'influence'")
+        self.n_train = 0
+        self.selected = np.zeros(0, dtype=np.int64)
+        self.scores = np.zeros(0)
+        self.stats: dict[str, float] = {}
+
+    def setup(self, ctx: "SelectionContext", reporter: "Reporter", state: dict[str, Any] | None = None) -> None:
+        self.n_train = ctx.n_train
+        if state is not None:
+            self.load_state_dict(state)
+            return
+        n_pool = ctx.n_pool
+        if n_pool == 0:
+            raise StudyError("selection 'influence': the pool is empty")
+        if self.knobs.top_k > n_pool:
+            raise StudyError(f"selection 'influence': top_k {self.knobs.top_k} is larger than the pool ({n_pool})")
+        model = ctx.model()
+        self._subset_names(model)  # a subset that does not apply fails now, before phase 1 trains
+        if SUBSETS.get(self.knobs.influence_params).encoder and not ctx.options.get("base_model_uri"):
+            check_packed(model, ctx.ids["valid"][:4], ctx.pad_id, self.knobs.influence_params)
+        tic = time.perf_counter()
+        model, inputs = self._phase1(ctx)
+        phase1 = time.perf_counter() - tic
+        scores, hit, n_params = self._scores(ctx, model, inputs)
+        order = np.argsort(scores, kind="stable")[: self.knobs.top_k]  # most negative: most helpful
+        self.selected = (ctx.n_train + order).astype(np.int64)
+        self.scores = scores[order]
+        self.stats = {
+            "influence_seconds": time.perf_counter() - tic, "influence_phase1_seconds": phase1,
+            "influence_cache_hit": float(hit),
+            "influence_top_k": float(self.knobs.top_k), "influence_pool": float(n_pool),
+            "influence_params": float(n_params),
+            "influence_selected_mean_score": float(self.scores.mean()),
+            "influence_pool_mean_score": float(scores.mean()),
+        }
+
+    def _subset_names(self, model: "RegressionModel") -> list[str]:
+        """The subset's parameter names in ``model``; checks that it applies and fits the solver."""
+        names = SUBSETS.get(self.knobs.influence_params).names(model, self.knobs)
+        wanted = set(names)
+        size = sum(p.numel() for n, p in model.named_parameters() if n in wanted)
+        if self.knobs.influence_solver == "exact" and size > EXACT_MAX_PARAMS:
+            raise StudyError(
+                f"influence_solver 'exact': influence_params {self.knobs.influence_params!r} has {size} parameters, "
+                f"more than the {EXACT_MAX_PARAMS} an explicit Hessian allows; use 'lissa' or 'head_out'"
+            )
+        return names
+
+    def _phase1(self, ctx: "SelectionContext") -> tuple[nn.Module, dict[str, list[list[int]]]]:
+        """The phase-1 model and the token ids it reads; the trial's own model is left as it was."""
+        uri = ctx.options.get("base_model_uri")
+        cand = ctx.candidates
+        if uri:
+            predictor = _load_base_model(uri)
+            enc = predictor.tokenizer
+            encode = lambda s: enc(list(s), truncation=True, max_length=enc.model_max_length)["input_ids"]  # noqa: E731
+            inputs = {"train": encode(cand.smiles[: ctx.n_train]), "valid": encode(ctx.valid.smiles),
+                      "pool": encode(cand.smiles[ctx.n_train :])}
+            model = predictor.model.to(ctx.device)
+            if SUBSETS.get(self.knobs.influence_params).encoder:  # the loaded encoder, not the trial's
+                check_packed(model, inputs["valid"][:4], enc.pad_token_id, self.knobs.influence_params)
+            return model, {**inputs, "pad": [[enc.pad_token_id]]}
+        ids = ctx.ids["candidates"]
+        inputs = {"train": ids[: ctx.n_train], "valid": ctx.ids["valid"], "pool": ids[ctx.n_train :],
+                  "pad": [[ctx.pad_id]]}
+        return ctx.phase1(self.knobs.influence_epochs), inputs
+
+    def _scores(self, ctx: "SelectionContext", model: nn.Module,
+                inputs: dict[str, Any]) -> tuple[np.ndarray, bool, int]:
+        """Influence of every pool molecule (cached by content), whether the cache had it, subset size."""
+        pad = inputs["pad"][0][0]
+        names = self._subset_names(model)
+        device = model_device(model)
+        z = lambda y: torch.as_tensor(model.standardize(np.asarray(y)), dtype=torch.float32, device=device)  # noqa: E731
+        cand = ctx.candidates
+        targets = {"train": z(cand.targets[: ctx.n_train]), "valid": z(ctx.valid.targets),
+                   "pool": z(cand.targets[ctx.n_train :])}
+        order = np.arange(len(inputs["pool"]))
+        if SUBSETS.get(self.knobs.influence_params).encoder:
+            # SDPA has no forward-mode AD (LiSSA's Hessian-vector products): score with eager attention
+            if hasattr(model.backbone, "set_attn_implementation"):
+                model.backbone.set_attn_implementation("eager")
+            flat = FlatModule(PackedRegression(model).eval(), [f"model.{n}" for n in names])
+            order = np.argsort([len(x) for x in inputs["pool"]], kind="stable")  # chunks of similar length
+            feats = {k: to_device(PackedRegression.pack(inputs[k], pad), device) for k in ("train", "valid")}
+            feats["pool"] = to_device(PackedRegression.pack([inputs["pool"][i] for i in order], pad), device)
+            targets["pool"] = targets["pool"][torch.as_tensor(order, device=device)]
+            content = list(model.state_dict().values())  # the frozen weights shape the scores too
+            # about one training batch of activations, and at most ~256 MB of per-sample gradients
+            prepare, chunk = PackedRegression.trim, min(64, max(8, 2**26 // flat.theta.numel()))
+            dots = per_sample_dots_vmap  # measured faster than forward mode through the encoder
+        else:
+            with torch.no_grad():
+                feats = {k: embed_ids(model, inputs[k], pad, device).float().cpu() for k in ("train", "valid", "pool")}
+            targets = {k: t.cpu() for k, t in targets.items()}
+            flat = FlatModule(copy.deepcopy(model.head).float().cpu().eval(), [n.removeprefix("head.") for n in names])
+            content, prepare, chunk = [flat.theta], _same, 512  # features already hold the frozen encoder
+            dots = per_sample_dots  # ~30x faster than vmap(grad) on the head (bench_selection [1])
+        lissa = self.knobs.lissa(ctx.seed)
+        settings: dict[str, Any] = {"subset": self.knobs.influence_params, "solver": self.knobs.influence_solver,
+                                    "layers": self.knobs.influence_layers, "damping": lissa.damping,
+                                    "curvature": lissa.curvature}
+        if self.knobs.influence_solver == "lissa":  # LiSSA-only knobs must not split the exact solver's cache
+            settings.update(vars(lissa))
+        key = _content_key([flat.theta, *content, *feats.values(), *targets.values()], settings)
+        path = cache_dir() / "influence" / f"{key}.npy"
+        if path.is_file():
+            return np.load(path), True, flat.theta.numel()
+        sorted_scores = influence_scores(
+            flat, flat.theta, (feats["train"], targets["train"]), (feats["valid"], targets["valid"]),
+            (feats["pool"], targets["pool"]), solver=self.knobs.influence_solver, lissa=lissa, chunk=chunk,
+            prepare=prepare, dots=dots)
+        scores = np.empty_like(sorted_scores)
+        scores[order] = sorted_scores
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, scores)
+        return scores, False, flat.theta.numel()
+
+    def indices(self, epoch: int) -> np.ndarray:
+        if self.knobs.influence_train_on == "topk":
+            return self.selected
+        return np.concatenate([np.arange(self.n_train), self.selected])
+
+    def epoch_sizes(self, epochs: int) -> list[int]:
+        return [len(self.indices(0))] * epochs
+
+    def log(self) -> dict[str, float]:
+        return dict(self.stats)
+
+    def write_artifacts(self, path: Path, ctx: "SelectionContext") -> None:
+        """``selection.csv``: the chosen pool molecules, their influence scores and ranks."""
+        if len(self.selected):
+            write_selection_csv(path / "selection.csv", ctx, self.selected,
+                                {"influence": self.scores, "rank": np.arange(1, len(self.selected) + 1)})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n_train": self.n_train, "selected": self.selected.tolist(), "scores": self.scores.tolist(),
+                "stats": self.stats}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.n_train = int(state["n_train"])
+        self.selected = np.asarray(state["selected"], dtype=np.int64)
+        self.scores = np.asarray(state["scores"], dtype=np.float64)
+        self.stats = dict(state["stats"])
+
+
+SELECTORS.register("influence", InfluenceSelector,
+                   help="influence functions (LiSSA): train + the top_k pool molecules that most lower valid loss")
