@@ -66,7 +66,9 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
     spec = load_study(args.study)
     result = launch(spec, address=args.address, tracking_uri=args.tracking_uri, root=args.root, restart=args.restart)
-    _print_board(result.leaderboard.head(10), f"study {spec.name}: {len(result.leaderboard)} trials, "
+    board = result.leaderboard
+    trials = int((board["role"] == "trial").sum()) if not board.empty else 0  # not the baseline rows
+    _print_board(board.head(10), f"study {spec.name}: {trials} trials, "
                  f"{result.num_errors} failed (MLflow run {result.parent_run_id})")
     if result.report is not None:
         _console.print(f"report: {result.report} (also on the study's MLflow run; `chemtune ui` to browse)")
@@ -112,7 +114,7 @@ def _print_board(board, title: str) -> None:  # noqa: ANN001 - a DataFrame
     caption = (f"sorted by {metric} ({'lower' if mode == 'min' else 'higher'} is better), complete trials first; "
                "pruned = stopped early by ASHA (no test scores)") if metric else None
     table = Table(title=title, caption=caption)
-    hidden = {"run_id", "model_uri", "optuna_trial", "status"}
+    hidden = {"run_id", "model_uri", "optuna_trial", "status", "role"}  # baseline:/ensemble: rows say their role
     columns = [c for c in board.columns if c not in hidden and not c.endswith("_mse")]
     for column in columns:
         numeric = board[column].dtype.kind in "fi" or column in ("epochs", "trainable_params")
@@ -137,8 +139,17 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.metric and is_test_metric(args.metric):
         _console.print(f"[yellow]warning:[/] selecting on {args.metric}: the test split is then used to choose "
                        "the model and no longer estimates its error; prefer a valid_ metric")
-    version = register_best(args.name, args.model_name, _tracking_uri(args), args.alias or None, args.metric,
-                            force=args.force)
+    if args.top < 1:
+        _console.print(f"[red]error:[/] --top {args.top}: give 1 (the best trial) or more (an ensemble)")
+        return 2
+    if args.top > 1:  # one pyfunc averaging the top-N trials (studies/ensemble.py)
+        from studies.ensemble import register_ensemble
+
+        version = register_ensemble(args.name, args.model_name, _tracking_uri(args), args.top, args.alias or None,
+                                    args.metric)
+    else:
+        version = register_best(args.name, args.model_name, _tracking_uri(args), args.alias or None, args.metric,
+                                force=args.force)
     alias = f" (alias @{args.alias})" if args.alias else ""
     _console.print(f"registered {args.model_name} version {version.version}{alias}: models:/{args.model_name}/{version.version}")
     return 0
@@ -328,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", default="champion", help="alias for the new version ('' for none)")
     p.add_argument("--metric", default=None, help="choose the best trial by this metric (default: the study's; "
                    "a test_ metric is allowed with a warning)")
+    p.add_argument("--top", type=int, default=1, help="N > 1: register one model averaging the top-N complete trials")
     p.add_argument("--force", action="store_true", help="register a trial that is already a version of this model")
     tracking(p)
     p = command("predict", _cmd_predict, "predict with an MLflow model (models:/NAME@champion, runs:/ID/model)")

@@ -145,7 +145,7 @@ def build_report(name: str, tracking_uri: str, optuna_url: str | None, out: Path
     tags = parent.data.tags
     metric, mode = board.attrs.get("metric", tags.get("chemtune.metric")), board.attrs.get("mode", tags.get("chemtune.mode"))
     sections = [f"<h1>Study {html.escape(name)}</h1><p class='muted'>task {html.escape(tags.get('chemtune.task', '?'))}"
-                f", {len(board)} trials, MLflow run {parent.info.run_id} (experiment {experiment_id}), "
+                f", {int((board['role'] == 'trial').sum()) if not board.empty else 0} trials, MLflow run {parent.info.run_id} (experiment {experiment_id}), "
                 f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>"]
     if "chemtune.best_trial" in tags:
         sections.append(f"<p>Best {html.escape(metric)}: <b>{html.escape(format_value(parent.data.metrics.get('best_' + metric)))}"

@@ -77,8 +77,9 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
     """Trials of the latest run of study ``name``: complete trials first, best first by ``metric``
     (default: the study's), then trials ASHA pruned, then failed ones.
 
-    Columns: ``rank, trial, state, epochs``, the valid then test scores, ``trainable_params, wall_s,
-    note`` (why a score is missing), then ``optuna_trial, run_id, status`` (MLflow's) and ``model_uri``. ``frame.attrs`` holds
+    Columns: ``rank, trial, role`` (``trial``, or a ``baseline`` / ``ensemble`` row beside them), ``state,
+    epochs``, the valid then test scores, ``trainable_params, wall_s, note`` (why a score is missing), then
+    ``optuna_trial, run_id, status`` (MLflow's) and ``model_uri``. ``frame.attrs`` holds
     ``metric`` and ``mode`` (what the table is sorted by).
     """
     client = _client(tracking_uri)
@@ -91,9 +92,12 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
         m, t = run.data.metrics, run.data.tags
         state = _state(run)
         epochs = m.get("epoch")
-        # chemtune names its trial runs (tNN ...); a run from before that is known by its Tune id
-        name = run.info.run_name if TAG_NUMBER in t else t.get(TAG_TRIAL, run.info.run_name)
-        row: dict[str, Any] = {"trial": name, "state": state,
+        role = t.get(TAG_ROLE, "trial")
+        if role != "trial":  # a peer baseline or an ensemble beside the trials: baseline:random_forest, ensemble:top3
+            name = f"{role}:{t.get('chemtune.' + role, '')}"
+        else:  # chemtune names its trial runs (tNN ...); a run from before that is known by its Tune id
+            name = run.info.run_name if TAG_NUMBER in t else t.get(TAG_TRIAL, run.info.run_name)
+        row: dict[str, Any] = {"trial": name, "role": role, "state": state,
                                "epochs": None if epochs is None else int(epochs)}
         row.update({k: v for k, v in m.items() if k.startswith(("valid_", "test_"))})
         row["trainable_params"] = None if m.get("trainable_params") is None else int(m["trainable_params"])
@@ -120,7 +124,7 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
         frame[metric] = float("nan")  # no trial reported it yet (all failed, say)
         scores.append(metric)
     mode = metric_direction(metric, tags)
-    first = ["trial", "state", "epochs"]
+    first = ["trial", "role", "state", "epochs"]
     last = ["trainable_params", "wall_s", "note", "optuna_trial", "run_id", "status", "model_uri"]
     frame = frame[first + scores + last]
     order = frame["state"].map(lambda s: _STATE_ORDER.get(s, 5))
@@ -171,7 +175,8 @@ def register_best(name: str, model_name: str, tracking_uri: str, alias: str | No
     metric = board.attrs.get("metric", metric)
     if metric and is_test_metric(metric):
         log.warning("selecting on %s: the test split then no longer estimates the chosen model's error", metric)
-    candidates = board[(board["state"] == "complete") & board["model_uri"].notna()] if not board.empty else board
+    candidates = (board[(board["role"] == "trial") & (board["state"] == "complete") & board["model_uri"].notna()]
+                  if not board.empty else board)
     if candidates.empty:
         raise _error(f"study {name!r} has no complete trial with a logged model")
     best = candidates.iloc[0]

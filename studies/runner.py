@@ -227,8 +227,25 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     atomic_write_text(paths.study_file(spec.name), spec_yaml)
     save_state(paths, spec.name, {"parent_run_id": tracker.parent_run_id, "tracking_uri": uri,
                                   "optuna_url": optuna_url, "address": address, "driver": driver_lease()})
+    _baselines(spec, prepared, tracker)
     results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url), tracker)
-    return _result(spec, tracker, results, optuna_url, paths)
+    result = _result(spec, tracker, results, optuna_url, paths)
+    if spec.seed_repeats and result.best_config is not None:  # mean +/- std of the best config (studies/seeds.py)
+        from studies.seeds import repeat_best
+
+        repeat_best(spec, prepared, result.best_config, tracker.uri, tracker.parent_run_id)
+    return result
+
+
+def _baselines(spec: StudySpec, prepared: Prepared, tracker: StudyTracker) -> None:
+    """Peer baselines on the same payload, once per study (a resumed study skips finished ones)."""
+    from studies.baselines import fit_baselines
+
+    try:
+        fit_baselines(spec, prepared, tracker.uri, tracker.experiment_id, tracker.parent_run_id)
+    except BaseException:
+        tracker.close("KILLED")  # interrupted before the trials: no run left RUNNING
+        raise
 
 
 def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
@@ -258,6 +275,7 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     experiment_dir = str(Path(spec.tracking.storage_path or paths.tune_storage) / spec.name)
     _init_ray(address or state.get("address"), state["tracking_uri"])
     tracker = StudyTracker(state["tracking_uri"], spec, paths, parent_run_id=state["parent_run_id"])
+    _baselines(spec, prepared, tracker)
     if tune.Tuner.can_restore(experiment_dir):
         trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec),
                                          spec.resources)

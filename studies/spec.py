@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainables.errors import StudyError
 from trainables.spec import (
@@ -20,7 +20,7 @@ from trainables.spec import (
 
 __all__ = [
     "DatasetSpec", "ModelSpec", "ResourcesSpec", "SchedulerSpec", "TrackingSpec", "TableSpec", "TrialSpec",
-    "StudySpec", "load_study", "parse_study",
+    "BaselinesSpec", "StudySpec", "load_study", "parse_study",
 ]
 
 
@@ -31,10 +31,33 @@ def _registered_space(value: str) -> str:
     return value
 
 
+class BaselinesSpec(BaseModel):
+    """Peer baselines fitted once per study on its own splits (property studies; see trainables.baselines).
+
+    ``None`` means the task's default: a property study fits the random forest; chemprop (an
+    optional extra, minutes on CPU) only when asked for.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    random_forest: bool | None = Field(None, description="random forest on Morgan counts + RDKit 2D descriptors")
+    chemprop: bool | None = Field(None, description="chemprop D-MPNN with its CLI defaults (needs chemtune[chemprop])")
+    chemprop_epochs: int = Field(50, ge=1, description="epochs of the chemprop baseline (its CLI default: 50)")
+    random_forest_trees: int = Field(500, ge=1, description="trees of the random forest baseline")
+
+    def enabled(self, task: str) -> list[str]:
+        """The baselines this study fits, in order."""
+        defaults = {"random_forest": task == "property", "chemprop": False}
+        return [n for n, d in defaults.items() if (getattr(self, n) if getattr(self, n) is not None else d)]
+
+
 class StudySpec(_StudySchema):
-    """A hyperparameter study, checked against its search space and its task's options."""
+    """A hyperparameter study, checked against its search space and its task's options; with the
+    study-level extras that run beside the trials (baselines, seed repeats)."""
 
     search_space: Annotated[str, AfterValidator(_registered_space)]
+    baselines: BaselinesSpec = Field(default_factory=BaselinesSpec, description="peer baselines on the same split")
+    seed_repeats: int = Field(0, ge=0, description="after the search, re-train the best configuration with this many other seeds")
 
     @model_validator(mode="after")
     def _fits_the_space(self) -> "StudySpec":
@@ -58,7 +81,30 @@ class StudySpec(_StudySchema):
             check_grid(space, self.grid, self.fixed, self.ranges, self.num_trials)
         self._searched = frozenset(space.names)
         TASKS.get(self.task).validate(self)
+        self._check_baselines()
+        self._check_dmpnn(space)
         return self
+
+    def _check_dmpnn(self, space: Any) -> None:
+        if "arch" not in space.names:
+            return
+        arch = self.fixed.get("arch")
+        choices = [arch] if arch else self.ranges.get("arch") or next(p for p in space.params if p.name == "arch").options()
+        from trainables.models.chemprop_api import INSTALL_HINT, chemprop_available
+
+        if "dmpnn" in choices and not chemprop_available():
+            raise ValueError(f"search_space {self.search_space!r}: arch dmpnn needs chemprop, which is not installed; "
+                             f"{INSTALL_HINT} (or fixed: {{arch: lm}})")
+
+    def _check_baselines(self) -> None:
+        asked = [n for n in ("random_forest", "chemprop") if getattr(self.baselines, n)]
+        if asked and self.task != "property":
+            raise ValueError(f"baselines.{asked[0]}: baselines exist for property studies only, not {self.task!r}")
+        if "chemprop" in self.baselines.enabled(self.task):
+            from trainables.models.chemprop_api import INSTALL_HINT, chemprop_available
+
+            if not chemprop_available():
+                raise ValueError(f"baselines.chemprop: chemprop is not installed; {INSTALL_HINT}")
 
 
 def _format(err: ValidationError, source: str) -> str:

@@ -199,7 +199,7 @@ class MLflowTrialCallback(tune.Callback):
             ot_trial = optuna_trial(trial.trial_id)
             number = None if ot_trial is None else ot_trial.number
             tags = {_PARENT: self.parent_run_id, TAG_TRIAL: trial.trial_id, TAG_ROLE: "trial",
-                    "chemtune.method": str(config.get("method", "")), "chemtune.task": self.task, **self.tags}
+                    "chemtune.method": str(config.get("method") or config.get("arch", "")), "chemtune.task": self.task, **self.tags}
             if number is not None:
                 tags[TAG_NUMBER] = str(number)
             run = self.client.create_run(self.experiment_id, run_name=trial_name(number, config), tags=tags)
@@ -310,7 +310,9 @@ class MLflowTrialCallback(tune.Callback):
                     with tracking_uri_scope(self.uri), mlflow.start_run(run_id=run_id):
                         info = mlflow.pyfunc.log_model(
                             name="model", python_model=task.pyfunc(), artifacts={"model": str(local)},
-                            pip_requirements=list(task.pip_requirements), signature=_signature(self.task),
+                            pip_requirements=list(task.pip_requirements)
+                            + (["chemprop==2.3.1"] if (local / "dmpnn.json").is_file() else []),
+                            signature=_signature(self.task),
                         )
                 self.client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
 def error_summary(trial: Any) -> tuple[str, str]:

@@ -47,6 +47,7 @@ def tiny_study(**overrides: Any) -> dict[str, Any]:
         "max_epochs": 2,
         "metric": "valid_rmse",
         "resources": {"cpus_per_trial": 1},
+        "baselines": {"random_forest": False},  # tests/studies/test_baselines.py fits them
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(study.get(key), dict):

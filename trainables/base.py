@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from trainables.checkpoints import newest_valid
+from trainables.checkpoints import checkpoint_problem, newest_valid
 from trainables.data.report import DataReport
 from trainables.io import atomic_dir
 from trainables.registry import Registry
@@ -17,7 +17,7 @@ from trainables.registry import Registry
 if TYPE_CHECKING:
     from trainables.spec import StudySpec, TrialSpec
 
-__all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "resumable_folder"]
+__all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "restore_training_state", "resumable_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,28 @@ def resumable_folder(checkpoint: Any) -> Path | None:
     if folder is None and skipped:
         logger.warning("no valid checkpoint left; the trial starts over")
     return folder
+
+
+def restore_training_state(reporter: Reporter, accelerator: Any, model: Any, optimizer: Any, scheduler: Any
+                           ) -> dict[str, Any]:
+    """Load the reporter's ``state.pt`` (if the trial resumes) into model, optimizer and scheduler.
+
+    Returns:
+        The whole saved state (``epoch`` and whatever else the task saved), or ``{}`` for a fresh trial.
+    """
+    resume = reporter.resume_dir()
+    if resume is None:
+        return {}
+    problem = checkpoint_problem(resume)
+    if problem is not None:
+        raise RuntimeError(f"cannot resume: {problem}")
+    import torch
+
+    state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)
+    accelerator.unwrap_model(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
+from trainables.augment import augmented_rows, save_tta, tta_predict
 from trainables.base import TASKS, Prepared, Reporter, Task
 from trainables.batching import length_grouped_loader, pad_batch, padded_batches
 from trainables.data.datasets import DATASETS
@@ -38,7 +39,10 @@ from trainables.selectors import SELECTORS, SelectionContext, Selector, check_se
 if TYPE_CHECKING:
     from trainables.spec import StudySpec, TrialSpec
 
-__all__ = ["PropertyData", "PropertyKnobs", "PropertyTrainer", "prepare_property", "train_property", "regression_metrics"]
+__all__ = [
+    "PropertyData", "PropertyKnobs", "LMExtraKnobs", "ArchKnobs", "PropertyTrainer", "prepare_property",
+    "train_property", "regression_metrics",
+]
 
 METRICS = ("mse", "rmse", "mae", "r2")
 
@@ -73,6 +77,32 @@ class PropertyKnobs(KnobSet):
 
 
 DEFAULTS: dict[str, Any] = PropertyKnobs.defaults()
+
+
+class LMExtraKnobs(KnobSet):
+    """Language-model knobs beyond the ``property`` space (spaces ``property_plus`` and ``property_mix``):
+    SMILES enumeration (trainables.augment) and the regression head. Off / as before unless searched or fixed."""
+
+    augment_copies: Annotated[int, Search(0, 4)] = Field(
+        0, ge=0, description="randomized SMILES per molecule added each epoch (0: none)")
+    tta: Annotated[int, Search(1, 8)] = Field(
+        1, ge=1, description="test-time augmentation: mean over this many SMILES, canonical included")
+    pooling: Annotated[Literal["mean", "cls"], Search(choices=("mean", "cls"))] = Field(
+        "mean", description="token states -> molecule embedding")
+    head_hidden: Annotated[int, Search(choices=(128, 256, 512))] = Field(
+        256, ge=1, description="width of the regression head's hidden layer")
+    head_lr_mult: Annotated[float, Search(1.0, 100.0, log=True)] = Field(
+        1.0, gt=0, description="head learning rate = lr x this")
+
+
+class ArchKnobs(KnobSet):
+    """Which model family a property trial trains (space ``property_mix``; ``dmpnn`` fixes it)."""
+
+    arch: Annotated[Literal["lm", "dmpnn"], Search(choices=("lm", "dmpnn"))] = Field(
+        "lm", description="model family: the study's language model or chemprop's D-MPNN")
+
+
+LM_EXTRA_DEFAULTS: dict[str, Any] = LMExtraKnobs.defaults()
 
 
 @dataclass
@@ -133,7 +163,7 @@ class PropertyTrainer(EpochLoop):
     """
 
     def __init__(self, config: dict[str, Any], data: PropertyData, spec: "TrialSpec") -> None:
-        self.config = {**DEFAULTS, **config}
+        self.config = {**DEFAULTS, **LM_EXTRA_DEFAULTS, **config}
         self.spec, self.data = spec, data
         self.seed = spec.seed
         self.epoch = 0  # 1-based epoch being trained (0: phase-1 training of a selector)
@@ -144,6 +174,8 @@ class PropertyTrainer(EpochLoop):
         head = HeadConfig(
             hidden_size=backbone.config.hidden_size,
             head_dropout=float(self.config["head_dropout"]),
+            head_hidden=int(self.config["head_hidden"]),
+            pooling=str(self.config["pooling"]),
             target_mean=float(y.mean()),
             target_std=float(y.std()) or 1.0,
         )
@@ -179,6 +211,11 @@ class PropertyTrainer(EpochLoop):
         ids = self.ids["candidates"]
         z = self.unwrapped().standardize(self.candidates.targets)
         items = [(ids[i], float(z[i])) for i in rows]
+        copies = int(self.config["augment_copies"])
+        if copies:  # fresh randomized SMILES of the epoch's rows, same (standardized) labels
+            extra, labels = augmented_rows([self.candidates.smiles[i] for i in rows], z[rows], copies,
+                                           self.seed * 1000 + epoch)
+            items += list(zip(self.encode(extra), map(float, labels)))
         return length_grouped_loader(items, [len(x[0]) for x in items], int(self.config["batch_size"]),
                                      self._collate, self.seed * 1000 + epoch)
 
@@ -187,7 +224,8 @@ class PropertyTrainer(EpochLoop):
         return self.rows_loader(self._rows, epoch)
 
     def epoch_rows(self) -> list[int]:
-        return self.selector.epoch_sizes(self.spec.max_epochs)
+        # each row brings augment_copies randomized SMILES along: the schedule counts them too
+        return [n * (1 + int(self.config["augment_copies"])) for n in self.selector.epoch_sizes(self.spec.max_epochs)]
 
     @torch.no_grad()
     def predict_ids(self, ids: list[list[int]], batch_size: int = 128) -> np.ndarray:
@@ -207,8 +245,12 @@ class PropertyTrainer(EpochLoop):
         return embed_ids(self.unwrapped(), ids, self.tokenizer.pad_token_id, self.device, batch_size)
 
     def evaluate(self, split: str) -> tuple[dict[str, float], np.ndarray]:
-        """Metrics and predictions on ``valid`` or ``test``."""
-        pred = self.predict_ids(self.ids[split])
+        """Metrics and predictions on ``valid`` or ``test`` (the mean over ``tta`` SMILES when it is > 1)."""
+        k = int(self.config["tta"])
+        if k > 1:
+            pred = tta_predict(lambda s: self.predict_ids(self.encode(s)), getattr(self.data, split).smiles, k, self.seed)
+        else:
+            pred = self.predict_ids(self.ids[split])
         return regression_metrics(getattr(self.data, split).targets, pred), pred
 
     def evaluate_valid(self, ckpt: Path) -> dict[str, float]:
@@ -225,6 +267,15 @@ class PropertyTrainer(EpochLoop):
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         pred = self.model(batch["input_ids"], batch["attention_mask"])
         return torch.nn.functional.mse_loss(pred.float(), batch["labels"]), len(batch["labels"])
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        lr = float(self.config["lr"])
+        named = [(n, p) for n, p in self.unwrapped().named_parameters() if p.requires_grad]
+        # The freshly initialised head may want a larger step than the pretrained encoder.
+        groups = [{"params": [p for n, p in named if not n.startswith("head.")], "lr": lr},
+                  {"params": [p for n, p in named if n.startswith("head.")], "lr": lr * float(self.config["head_lr_mult"])}]
+        groups = [g for g in groups if g["params"]]
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=float(self.config["weight_decay"]))
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
         return get_linear_schedule_with_warmup(optimizer, int(float(self.config["warmup_ratio"]) * total_steps),
@@ -288,10 +339,15 @@ class PropertyTrainer(EpochLoop):
             path, export_backbone(model.backbone), self.tokenizer, model.head, model.config,
             trust_remote_code=self.spec.model.trust_remote_code,
         )
+        save_tta(path, int(self.config["tta"]), self.seed)
 
 
 def train_property(config: dict[str, Any], data: PropertyData, spec: "TrialSpec", reporter: Reporter) -> dict[str, float]:
     """Train and evaluate one configuration; the plain function core of the ``property`` task."""
+    if config.get("arch", "lm") == "dmpnn":  # chemprop's D-MPNN instead of a language model
+        from trainables.property_dmpnn import train_dmpnn
+
+        return train_dmpnn(config, data, spec, reporter)
     return PropertyTrainer(config, data, spec).fit(reporter)
 
 

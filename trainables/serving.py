@@ -13,6 +13,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from trainables.augment import load_tta, tta_predict
 from trainables.data.chem import canonicalize
 from trainables.batching import model_device, padded_batches
 from trainables.models.regression import HeadConfig, RegressionModel
@@ -35,8 +36,8 @@ def save_property_model(
 class PropertyPredictor:
     """Predicts a property from SMILES with a saved model directory."""
 
-    def __init__(self, model: RegressionModel, tokenizer: Any) -> None:
-        self.model, self.tokenizer = model.eval(), tokenizer
+    def __init__(self, model: RegressionModel, tokenizer: Any, tta: tuple[int, int] = (1, 0)) -> None:
+        self.model, self.tokenizer, self.tta = model.eval(), tokenizer, tta  # (k, seed)
 
     @classmethod
     def load(cls, path: str | Path) -> "PropertyPredictor":
@@ -47,7 +48,16 @@ class PropertyPredictor:
         tokenizer = AutoTokenizer.from_pretrained(path / "backbone", trust_remote_code=remote)
         model = RegressionModel(backbone, HeadConfig.load(path / "head.json"))
         model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu"))
-        return cls(model, tokenizer)
+        return cls(model, tokenizer, load_tta(path))
+
+    @torch.no_grad()
+    def _predict_canonical(self, smiles: list[str], batch_size: int) -> np.ndarray:
+        ids = self.tokenizer(smiles, truncation=True, max_length=self.tokenizer.model_max_length)["input_ids"]
+        out = np.empty(len(ids))
+        device = model_device(self.model)
+        for chunk, input_ids, mask in padded_batches(ids, self.tokenizer.pad_token_id, batch_size, device):
+            out[chunk] = self.model.unstandardize(self.model(input_ids, mask).float().cpu().numpy())
+        return out
 
     @torch.no_grad()
     def predict(self, smiles: list[str], batch_size: int = 128) -> pd.DataFrame:
@@ -55,13 +65,9 @@ class PropertyPredictor:
         canonical = [canonicalize(s) if isinstance(s, str) else None for s in smiles]
         ok = [i for i, c in enumerate(canonical) if c is not None]
         pred = np.full(len(smiles), np.nan)
-        if ok:
-            ids = self.tokenizer([canonical[i] for i in ok], truncation=True,
-                                 max_length=self.tokenizer.model_max_length)["input_ids"]
-            device = model_device(self.model)
-            for chunk, input_ids, mask in padded_batches(ids, self.tokenizer.pad_token_id, batch_size, device):
-                z = self.model(input_ids, mask).float().cpu().numpy()
-                pred[np.asarray(ok)[chunk]] = self.model.unstandardize(z)
+        if ok:  # the trial's test-time augmentation: mean over tta SMILES, canonical included
+            pred[ok] = tta_predict(lambda s: self._predict_canonical(s, batch_size), [canonical[i] for i in ok],
+                                   *self.tta)
         return pd.DataFrame({
             "smiles": list(smiles),
             "canonical_smiles": canonical,
@@ -82,7 +88,10 @@ class PropertyPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow model: input a DataFrame with a ``smiles`` column (or the first column), output predictions."""
 
     def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's signature
-        self.predictor = PropertyPredictor.load(context.artifacts["model"])
+        from trainables.property_dmpnn import DmpnnPredictor
+
+        path = context.artifacts["model"]
+        self.predictor = DmpnnPredictor.load(path) if DmpnnPredictor.is_dmpnn(path) else PropertyPredictor.load(path)
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
         return self.predictor.predict(input_column(model_input, "smiles"))

@@ -46,7 +46,9 @@ def test_fixing_and_narrowing(name: str) -> None:
     space = SPACES.get(name)
     first = space.params[0]
     fixed_value = first.options()[0] if first.kind == "categorical" else first.low
-    numeric = next(p for p in space.params if p.kind == "float" and not p.when)
+    # a float that is active once the first parameter is fixed (every parameter of a mixed space is conditional)
+    numeric = next(p for p in space.params if p.kind == "float"
+                   and all(k == first.name and fixed_value in v for k, v in p.when.items()))
     narrow = [numeric.low + (numeric.high - numeric.low) * 0.4, numeric.low + (numeric.high - numeric.low) * 0.6]
     for config in _draws(space, 15, fixed={first.name: fixed_value}, ranges={numeric.name: narrow}):
         assert config[first.name] == fixed_value

@@ -24,6 +24,7 @@ class HeadConfig:
     head_dropout: float = 0.1
     target_mean: float = 0.0
     target_std: float = 1.0
+    pooling: str = "mean"  # "mean" over tokens, or "cls": the first token's hidden state
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -44,6 +45,8 @@ class RegressionModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: HeadConfig) -> None:
         super().__init__()
+        if head.pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling {head.pooling!r}: choose mean or cls")
         self.backbone = backbone
         self.config = head
         self.head = nn.Sequential(
@@ -57,6 +60,8 @@ class RegressionModel(nn.Module):
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled molecule embeddings [B, H]."""
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        if self.config.pooling == "cls":
+            return out.last_hidden_state[:, 0]
         return masked_mean(out.last_hidden_state, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,104 @@
+"""``chemtune register STUDY --top N``: one registered pyfunc averaging the study's top-N trials.
+
+The ensemble is also a run of the study (``chemtune.role=ensemble``) with valid/test metrics of the
+averaged predictions, computed from the members' own prediction files on the identical split, so
+the leaderboard shows it beside the trials and baselines.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from studies.results import leaderboard, study_run
+from studies.store import PARENT_TAG, TAG_ROLE, TAG_STUDY, tracking_uri_scope
+from trainables.errors import StudyError
+
+__all__ = ["register_ensemble", "ensemble_metrics"]
+
+def _model_folder(root: Path) -> Path:
+    """The saved ``model/`` folder inside a downloaded chemtune pyfunc (LM or D-MPNN)."""
+    for marker in ("dmpnn.json", "head.json"):
+        found = sorted(root.rglob(marker))
+        if found:
+            return found[0].parent
+    raise StudyError(f"{root}: not a chemtune property model (no head.json or dmpnn.json)")
+
+
+def ensemble_metrics(frames: list[pd.DataFrame]) -> tuple[dict[str, float], pd.DataFrame]:
+    """Metrics of the mean prediction of members' prediction tables (joined on ``id``; rows must agree)."""
+    from trainables.property import regression_metrics
+
+    base = frames[0][["id", "smiles", "target"]]
+    preds = []
+    for i, f in enumerate(frames):
+        merged = base.merge(f[["id", "prediction"]], on="id", how="left", validate="one_to_one")
+        if merged["prediction"].isna().any() or len(f) != len(base):
+            raise StudyError(f"ensemble member {i}: its predictions cover other molecules than member 0's (split differs)")
+        preds.append(merged["prediction"].to_numpy(dtype=float))
+    stack = np.stack(preds)
+    out = base.assign(prediction=stack.mean(axis=0), uncertainty=stack.std(axis=0))
+    return regression_metrics(out["target"].to_numpy(), out["prediction"].to_numpy()), out
+
+
+def register_ensemble(name: str, model_name: str, tracking_uri: str, top: int, alias: str | None = "champion",
+                      metric: str | None = None) -> Any:
+    """Average the top-``top`` complete trials (by ``metric``, default the study's) into one registered model
+    version. Only complete trials compete: a pruned trial's score is from an earlier epoch and it has no test
+    predictions."""
+    from trainables.ensemble import EnsemblePyfunc
+
+    board = leaderboard(name, tracking_uri, metric)
+    ok = board[(board["role"] == "trial") & (board["state"] == "complete") & board["model_uri"].notna()
+               & board.get("test_rmse", pd.Series(np.nan, index=board.index)).notna()] if not board.empty else board
+    if len(ok) < top:
+        raise StudyError(f"study {name!r} has {len(ok)} complete trial(s) with a model and test predictions; "
+                         f"--top {top} needs {top}")
+    members = ok.head(top)
+    client = MlflowClient(tracking_uri)
+    experiment_id, parent = study_run(client, name)
+    with tempfile.TemporaryDirectory(prefix="chemtune-ensemble-") as tmp:
+        folders, tables = {}, {"valid": [], "test": []}
+        for i, (_, row) in enumerate(members.iterrows()):
+            with tracking_uri_scope(tracking_uri):  # models:/m-... resolves through the fluent client's store
+                root = Path(mlflow.artifacts.download_artifacts(row["model_uri"], dst_path=f"{tmp}/m{i}"))
+            folders[f"member{i}"] = str(_model_folder(root))
+            for split in tables:
+                path = client.download_artifacts(row["run_id"], f"{split}_predictions.csv", f"{tmp}/m{i}")
+                tables[split].append(pd.read_csv(path))
+        metrics = {}
+        for split, frames in tables.items():
+            m, _ = ensemble_metrics(frames)
+            metrics.update({f"{split}_{k}": v for k, v in m.items()})
+        member_tags = [client.get_run(run_id).data.tags for run_id in members["run_id"]]
+        split_tags = {k: v for k, v in member_tags[0].items() if k.startswith("split_hash.")}
+        run = client.create_run(experiment_id, run_name=f"ensemble-top{top}", tags={
+            PARENT_TAG: parent.info.run_id, TAG_ROLE: "ensemble", "chemtune.ensemble": f"top{top}", TAG_STUDY: name,
+            "chemtune.method": "+".join(t.get("chemtune.method", "") for t in member_tags),
+            "chemtune.task": "property", **split_tags})
+        run_id = run.info.run_id
+        try:
+            client.log_param(run_id, "members", ",".join(members["run_id"]))
+            for key, value in metrics.items():
+                client.log_metric(run_id, key, value)
+            with tracking_uri_scope(tracking_uri), mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(name="model", python_model=EnsemblePyfunc(), artifacts=folders,
+                                               pip_requirements=["chemtune", "torch", "transformers", "rdkit", "pandas"]
+                                               + (["chemprop==2.3.1"] if any(Path(f, "dmpnn.json").is_file()
+                                                                             for f in folders.values()) else []))
+            client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+    with tracking_uri_scope(tracking_uri):
+        version = mlflow.register_model(info.model_uri, model_name, tags={TAG_STUDY: name, "chemtune.ensemble": f"top{top}"})
+    if alias:
+        client.set_registered_model_alias(model_name, alias, version.version)
+    return version

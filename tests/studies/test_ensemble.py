@@ -1,0 +1,62 @@
+"""``register --top N``: one pyfunc averaging an LM trial and a D-MPNN trial, with the spread as uncertainty."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from ray import tune
+
+from studies.ensemble import register_ensemble
+from studies.spec import parse_study
+from studies.tracking import MLflowTrialCallback, StudyPaths, StudyTracker, leaderboard, tracking_uri_scope
+from tests.conftest import tiny_study
+from trainables import TASKS, NullReporter
+from trainables.errors import StudyError
+from trainables.models import chemprop_api
+
+pytestmark = pytest.mark.skipif(not chemprop_api.chemprop_available(), reason="chemprop extra not installed")
+
+
+def test_ensemble_of_an_lm_and_a_dmpnn(tmp_path: Path) -> None:
+    spec = parse_study(tiny_study(name="tiny-ens", search_space="property_mix", max_epochs=1, dataset={"limit": 80}))
+    prepared = TASKS.get("property").prepare(spec)
+    paths = StudyPaths.default(tmp_path)
+    tracker = StudyTracker(paths.mlflow_uri, spec, paths)
+    tracker.log_study("", prepared)
+    callback = MLflowTrialCallback(tracker.uri, tracker.experiment_id, tracker.parent_run_id, "property", prepared.tags)
+    configs = {"lm": {"arch": "lm", "method": "full", "lr": 1e-3, "batch_size": 16},
+               "dm": {"arch": "dmpnn", "dmpnn_hidden_size": 64, "dmpnn_batch_size": 16}}
+    for trial_id, config in configs.items():  # two finished trials, logged by the study's own callback
+        reporter = NullReporter(keep_dir=tmp_path / trial_id)
+        final = TASKS.get("property").train(config, prepared.payload, spec, reporter)
+        trial = SimpleNamespace(trial_id=trial_id, config=config, last_result=final, error_file=None,
+                                checkpoint=tune.Checkpoint.from_directory(str(tmp_path / trial_id)))
+        callback.on_trial_start(0, [], trial)
+        callback.on_trial_result(0, [], trial, {**final, "training_iteration": 1})
+        callback.on_trial_complete(0, [], trial)
+
+    with pytest.raises(StudyError, match=r"has 2 complete trial\(s\) .*--top 3 needs 3"):
+        register_ensemble(spec.name, "lipo-ens", tracker.uri, top=3)
+    version = register_ensemble(spec.name, "lipo-ens", tracker.uri, top=2)
+
+    tests = [pd.read_csv(tmp_path / t / "test_predictions.csv").set_index("id") for t in configs]
+    mean = (tests[0]["prediction"] + tests[1]["prediction"].loc[tests[0].index]) / 2
+    rmse = float(np.sqrt(np.mean((mean - tests[0]["target"]) ** 2)))
+    board = leaderboard(spec.name, tracker.uri)
+    row = board[board["role"] == "ensemble"].iloc[0]
+    assert row["trial"] == "ensemble:top2" and row["test_rmse"] == pytest.approx(rmse)
+    assert set(board["role"]) == {"trial", "ensemble"}
+
+    with tracking_uri_scope(tracker.uri):
+        model = mlflow.pyfunc.load_model(f"models:/lipo-ens/{version.version}")
+    smiles = list(tests[0]["smiles"])
+    out = model.predict(pd.DataFrame({"smiles": smiles + ["C1CC"]}))
+    np.testing.assert_allclose(out["prediction"][:-1], mean.to_numpy(), rtol=1e-4, atol=1e-4)
+    spread = np.abs(tests[0]["prediction"] - tests[1]["prediction"].loc[tests[0].index]).to_numpy() / 2
+    np.testing.assert_allclose(out["uncertainty"][:-1], spread, rtol=1e-3, atol=1e-4)
+    assert np.isnan(out["prediction"].iloc[-1]) and out["error"].iloc[-1] == "invalid SMILES"
