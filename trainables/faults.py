@@ -9,8 +9,9 @@ times (counted with marker files, so a retried or resumed trial sees how often a
 
 ``CHEMTUNE_FAULTS_STATE`` is the folder of those marker files. The driver forwards ``CHEMTUNE_*``
 variables to Ray workers, so the faults reach every trial process. Faults are injected at the same
-places real failures happen: after the first optimizer step of an epoch (``nan``, ``oom``, ``kill``)
-and between writing a checkpoint's files (``kill_in_checkpoint``).
+places real failures happen: after the first optimizer step of an epoch (``nan``, ``oom``, ``kill``,
+and ``slow``: a straggler that sleeps ``seconds``) and between writing a checkpoint's files
+(``kill_in_checkpoint``). ``"epoch": "any"`` matches every epoch.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from typing import Any
 __all__ = ["TrialDiverged", "FAULTS_ENV", "STATE_ENV", "check_finite", "inject"]
 
 FAULTS_ENV, STATE_ENV = "CHEMTUNE_FAULTS", "CHEMTUNE_FAULTS_STATE"
-_KINDS = ("nan", "oom", "kill", "kill_in_checkpoint", "raise")
-_POINTS = {"nan": "step", "oom": "step", "kill": "step", "raise": "step", "kill_in_checkpoint": "checkpoint"}
+_KINDS = ("nan", "oom", "kill", "kill_in_checkpoint", "raise", "slow")
+_POINTS = {"nan": "step", "oom": "step", "kill": "step", "raise": "step", "slow": "step",
+           "kill_in_checkpoint": "checkpoint"}
 
 
 class TrialDiverged(RuntimeError):
@@ -58,7 +60,7 @@ def _faults() -> list[dict[str, Any]]:
 
 
 def _matches(fault: Mapping[str, Any], config: Mapping[str, Any], epoch: int) -> bool:
-    if int(fault.get("epoch", 1)) != epoch:
+    if fault.get("epoch") != "any" and int(fault.get("epoch", 1)) != epoch:
         return False
     return all(k in config and (config[k] == v or str(config[k]) == str(v)) for k, v in fault.get("match", {}).items())
 
@@ -93,5 +95,10 @@ def inject(point: str, config: Mapping[str, Any], epoch: int, loss: Any = None) 
             raise torch.OutOfMemoryError(f"CUDA out of memory (injected fault at epoch {epoch})")
         if kind == "raise":
             raise RuntimeError(f"injected fault at epoch {epoch}")
+        if kind == "slow":  # a straggling step (a busy node, a slow disk): time passes, nothing fails
+            import time
+
+            time.sleep(float(fault.get("seconds", 1.0)))
+            continue
         os.kill(os.getpid(), signal.SIGKILL)  # kill, kill_in_checkpoint: no cleanup, like a pre-empted node
     return loss

@@ -82,6 +82,7 @@ def _study_dict(name: str, mlflow_server: LocalMlflowServer, postgres: LocalPost
         "ranges": {"lr": [0.0005, 0.003]},
         "num_trials": 2, "max_epochs": 1, "seed": 0, "metric": "valid_rmse",
         "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+        "baselines": {"random_forest": False},  # scheduling tests: trials only (test_guide keeps the baseline row)
         "tracking": {"tracking_uri": mlflow_server.url, "optuna_storage": postgres.url("optuna"),
                      "storage_path": str(storage)},
     }

@@ -7,6 +7,7 @@ then (one CPU: one trial at a time), so a node added later (by an autoscaler, he
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -43,6 +44,10 @@ def test_concurrency_rises_when_a_node_joins(tmp_path: Path, monkeypatch: pytest
                                   model={"max_length": 32}, fixed={"method": "bitfit", "batch_size": 32},
                                   scheduler={"grace_period": 2}, resources={"cpus_per_trial": 1}))
     assert spec.resources.max_concurrent_trials is None
+    # Each epoch straggles 2 s (an injected ``slow`` fault), so the 7 trials left when the node joins take
+    # ~30 s on one node: longer than a new node needs to start a trial actor, however fast the CPU is.
+    monkeypatch.setenv("CHEMTUNE_FAULTS", json.dumps([{"kind": "slow", "epoch": "any", "seconds": 2, "times": 1000}]))
+    monkeypatch.setenv("CHEMTUNE_FAULTS_STATE", str(tmp_path / "faults"))
     outcome: dict[str, Any] = {}
     with LocalRayCluster([NodeSpec(num_cpus=1)], head=NodeSpec(num_cpus=0), env=env) as cluster:
         def run() -> None:

@@ -71,6 +71,8 @@ def test_walkthrough_runs_literally(tmp_path: Path) -> None:
 
     assert "SUCCEEDED" in out.splitlines()  # `chemtune status --wait` printed the final state
     board = pd.read_csv(cwd / "leaderboard.csv")
+    assert board["role"].tolist().count("baseline") == 1  # the random-forest peer, beside the trials
+    board = board[board["role"] == "trial"]
     assert len(board) == 2 and board["valid_rmse"].is_monotonic_increasing
     predictions = pd.read_csv(cwd / "predictions.csv", keep_default_na=False)
     assert predictions["error"].tolist() == ["", "", "invalid SMILES"]

@@ -58,6 +58,20 @@ def test_injected_faults_fire_only_where_and_as_often_as_asked(tmp_path: Path, m
         inject("step", {}, 1, loss)
 
 
+def test_a_slow_fault_sleeps_at_every_epoch_and_fails_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    monkeypatch.setenv(FAULTS_ENV, json.dumps([{"id": "s", "kind": "slow", "epoch": "any", "seconds": 0.2, "times": 2}]))
+    loss = torch.tensor(1.0)
+    started = time.monotonic()
+    assert inject("step", {}, 1, loss) is loss and inject("step", {}, 7, loss) is loss
+    assert time.monotonic() - started >= 0.4
+    started = time.monotonic()
+    assert inject("step", {}, 2, loss) is loss  # fired its 2 times: no more sleep
+    assert time.monotonic() - started < 0.2
+
+
 def test_a_nan_loss_fails_the_trial_before_it_reaches_the_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(STATE_ENV, str(tmp_path / "faults"))
     monkeypatch.setenv(FAULTS_ENV, json.dumps([{"kind": "nan", "epoch": 2}]))

@@ -33,7 +33,7 @@ def test_hf_directory_loads_model_and_tokenizer(tmp_path: Path) -> None:
 
 
 def test_hf_missing_local_directory_is_a_study_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no such directory"):
+    with pytest.raises(ValueError, match="no such file or directory"):
         ModelSpec(name="hf", path=str(tmp_path / "missing"))
 
 
