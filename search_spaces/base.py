@@ -13,14 +13,16 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import optuna
 from pydantic import TypeAdapter, ValidationError
 
 from trainables.errors import StudyError
 from trainables.knobs import KnobSet, format_errors, search_of
 from trainables.registry import Registry
+
+if TYPE_CHECKING:  # optuna is imported where a trial is sampled: `chemtune list spaces` needs none of it
+    import optuna
 
 __all__ = ["Param", "SearchSpace", "SPACES", "params_of", "plugin_params"]
 
@@ -239,6 +241,8 @@ class SearchSpace:
 
     def sample(self, seed: int = 0, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
         """One full configuration drawn by Optuna (for tests and direct calls)."""
+        import optuna
+
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
         trial = study.ask()
         constants = self.define_by_run(fixed)(trial)

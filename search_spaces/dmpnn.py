@@ -12,7 +12,7 @@ from dataclasses import replace
 from search_spaces.base import SPACES, Param, SearchSpace, params_of
 from search_spaces.property import PROPERTY
 from trainables.models.dmpnn import DmpnnKnobs
-from trainables.property import ArchKnobs, LMExtraKnobs
+from trainables.property_knobs import ArchKnobs, LMExtraKnobs
 
 __all__ = ["DMPNN", "PROPERTY_MIX", "PROPERTY_PLUS", "LM_EXTRA", "dmpnn_params"]
 

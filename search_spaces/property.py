@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from search_spaces.base import SPACES, Param, SearchSpace, params_of, plugin_params
 from trainables.methods import METHODS
-from trainables.property import PropertyKnobs
+from trainables.property_knobs import PropertyKnobs
 
 __all__ = ["PROPERTY", "property_params"]
 
@@ -12,7 +12,7 @@ __all__ = ["PROPERTY", "property_params"]
 def property_params() -> list[Param]:
     """The task's knobs (data selection aside) and each method's knobs, for its method only."""
     return params_of(PropertyKnobs, omit=("selection",)) + plugin_params(
-        "method", METHODS.names(), lambda name: [METHODS.get(name).knobs])
+        "method", METHODS.names(), lambda name: [METHODS.knobs(name)])
 
 
 PROPERTY = SearchSpace(

@@ -7,7 +7,7 @@ from typing import Any
 
 from search_spaces.base import SPACES, Param, SearchSpace, params_of, plugin_params
 from trainables.errors import StudyError
-from trainables.retro.task import RetroKnobs
+from trainables.retro.knobs import RetroKnobs
 from trainables.retro.treatments import all_treatments, treatment_knobs, validate_treatment
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from search_spaces.base import SPACES, SearchSpace, params_of, plugin_params
 from search_spaces.property import property_params
-from trainables.property import PropertyKnobs
+from trainables.property_knobs import PropertyKnobs
 from trainables.selectors import SELECTORS
 
 __all__ = ["SELECTION"]
@@ -13,7 +13,7 @@ SELECTION = SearchSpace(
     tuple(
         property_params()
         + params_of(PropertyKnobs, omit=[n for n in PropertyKnobs.model_fields if n != "selection"])
-        + plugin_params("selection", SELECTORS.names(), lambda name: [getattr(SELECTORS.get(name), "knobs", None)])
+        + plugin_params("selection", SELECTORS.names(), lambda name: [SELECTORS.knobs(name)])
     ),
     help="property + data selection: influence (top_k, LiSSA), curriculum (bins), active learning (MC dropout)",
 )

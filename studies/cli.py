@@ -217,25 +217,26 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - execvp does not return
 
 
+# Where each listable registry lives: `list` imports only that one (the plug-ins stay unloaded).
+_REGISTRIES = {"datasets": "trainables.data.datasets:DATASETS", "models": "trainables.models.backbones:BACKBONES",
+               "methods": "trainables.methods:METHODS", "spaces": "search_spaces:SPACES",
+               "tasks": "trainables.base:TASKS", "selections": "trainables.selectors:SELECTORS"}
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
+    import importlib
+
     from rich.table import Table
 
-    from search_spaces import SPACES
-    from trainables import TASKS
-    from trainables.data.datasets import DATASETS
-    from trainables.methods import METHODS
-    from trainables.models.backbones import BACKBONES
-    from trainables.selectors import SELECTORS
-
-    registry = {"datasets": DATASETS, "models": BACKBONES, "methods": METHODS, "spaces": SPACES,
-                "tasks": TASKS, "selections": SELECTORS}[args.what]
+    module, _, attr = _REGISTRIES[args.what].partition(":")
+    registry = getattr(importlib.import_module(module), attr)
     table = Table(title=args.what)
     table.add_column("name")
     table.add_column("description")
     for name in registry.names():
         help_text = registry.help(name)
         if args.what == "spaces":
-            space = SPACES.get(name)
+            space = registry.get(name)
             help_text += "".join(f"\n  {p.name}: {p.describe()}" + (f" - {p.help}" if p.help else "") for p in space.declared)
         table.add_row(name, help_text)
     _console.print(table)

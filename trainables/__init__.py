@@ -1,8 +1,9 @@
-"""Trainables: task plug-ins (data preparation + a plain training core) that Ray Tune schedules."""
+"""Trainables: task plug-ins (data preparation + a plain training core) that Ray Tune schedules.
+
+Importing the package is cheap: the registries declare the built-in plug-ins, and each plug-in's
+module (torch, transformers, peft) is imported on its first ``get`` (``trainables.registry``).
+"""
 
 from trainables.base import TASKS, NullReporter, Prepared, Reporter, Task
-from trainables import property as _property  # noqa: F401  (registers the "property" task)
-from trainables import selection as _selection  # noqa: F401  (registers influence, curriculum, active)
-from trainables import retro as _retro  # noqa: F401  (registers the "retro" task, its datasets and models)
 
 __all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter"]

@@ -145,3 +145,8 @@ class Task:
 
 
 TASKS: Registry[Task] = Registry("task")
+# The built-in tasks, imported on first use (trainables.registry); each module registers its task.
+TASKS.register_lazy("property", "trainables.property",
+                    help="molecular property regression (encoder + regression head)")
+TASKS.register_lazy("retro", "trainables.retro.task",
+                    help="retrosynthesis: seq2seq product -> reactants, beam-search top-k (treatments, LoRA, adapters, gamma)")

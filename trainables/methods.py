@@ -1,23 +1,23 @@
-"""Fine-tuning methods: which backbone parameters train. Each is one registered ``apply``."""
+"""Fine-tuning methods: which backbone parameters train. Each is one registered ``apply``.
+
+torch and peft are imported inside the functions: the registry and ``LoraKnobs`` are read by
+``chemtune list`` and the search spaces, which must not pay for them.
+"""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
-from peft.utils.constants import (
-    TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as IA3_FF,
-    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3_TARGETS,
-    TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS,
-)
 from pydantic import Field
-from torch import nn
 
 from trainables.knobs import KnobSet, Search
 from trainables.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "METHODS", "Method", "LoraKnobs", "apply_method", "count_parameters", "export_backbone", "resolve_targets", "ia3_targets",
@@ -55,6 +55,8 @@ _QV = ("query", "value", "q_proj", "v_proj", "q", "v", "Wqkv", "qkv", "c_attn")
 
 def resolve_targets(model: nn.Module, mapping: dict[str, list[str]]) -> list[str]:
     """Target modules for ``model``: PEFT's mapping for its model type, else its q/v projections."""
+    from torch import nn
+
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in mapping:
         return list(mapping[model_type])
@@ -78,6 +80,8 @@ def apply_method(name: str, backbone: nn.Module, config: dict[str, Any]) -> nn.M
 
 def export_backbone(backbone: nn.Module) -> nn.Module:
     """A plain transformers model for serving: PEFT adapters merged into a copy."""
+    from peft import PeftModel
+
     if isinstance(backbone, PeftModel):
         return copy.deepcopy(backbone).merge_and_unload()
     return backbone
@@ -95,6 +99,9 @@ def _bitfit(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
 
 
 def _lora(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS
+
     knobs = LoraKnobs.from_config(config)
     lora = LoraConfig(
         r=knobs.lora_r,
@@ -120,6 +127,12 @@ def ia3_targets(model: nn.Module) -> tuple[list[str], list[str]]:
     Raise ``ValueError`` when any of the three is missing: (IA)^3 on queries/values only would be a
     different method.
     """
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as IA3_FF,
+        TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3_TARGETS,
+    )
+    from torch import nn
+
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in IA3_TARGETS and model_type in IA3_FF:
         return list(IA3_TARGETS[model_type]), list(IA3_FF[model_type])
@@ -137,6 +150,8 @@ def ia3_targets(model: nn.Module) -> tuple[list[str], list[str]]:
 
 
 def _ia3(backbone: nn.Module, config: dict[str, Any]) -> nn.Module:
+    from peft import IA3Config, get_peft_model
+
     targets, feedforward = ia3_targets(backbone)
     return get_peft_model(backbone, IA3Config(target_modules=targets, feedforward_modules=feedforward))
 

@@ -10,13 +10,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from accelerate.utils import set_seed
-from pydantic import Field, field_validator
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
@@ -28,11 +27,11 @@ from trainables.data.datasets import DATASETS
 from trainables.data.splits import split_hash, split_indices
 from trainables.data.tables import MoleculeTable, read_property_csv
 from trainables.errors import DataError
-from trainables.knobs import KnobSet, Search
 from trainables.loop import EpochLoop
-from trainables.methods import METHODS, apply_method, count_parameters, export_backbone
+from trainables.methods import apply_method, count_parameters, export_backbone
 from trainables.models.backbones import load_backbone
 from trainables.models.regression import HeadConfig, RegressionModel
+from trainables.property_knobs import DEFAULTS, LM_EXTRA_DEFAULTS, ArchKnobs, LMExtraKnobs, PropertyKnobs
 from trainables.selection.common import embed_ids
 from trainables.selectors import SELECTORS, SelectionContext, Selector, check_selection
 
@@ -45,64 +44,6 @@ __all__ = [
 ]
 
 METRICS = ("mse", "rmse", "mae", "r2")
-
-
-class PropertyKnobs(KnobSet):
-    """Knobs of the ``property`` task (the method's and the selector's own knobs are declared with them)."""
-
-    method: Annotated[str, Search(choices=METHODS.names)] = Field("full", description="fine-tuning method")
-    lr: Annotated[float, Search(1e-5, 3e-3, log=True)] = Field(
-        5e-5, gt=0, description="peak learning rate (AdamW, linear warmup/decay)")
-    weight_decay: Annotated[float, Search(0.0, 0.1)] = Field(0.01, ge=0, description="AdamW weight decay")
-    batch_size: Annotated[int, Search(choices=(16, 32, 64))] = Field(32, ge=1, description="molecules per step")
-    head_dropout: Annotated[float, Search(0.0, 0.5)] = Field(0.1, ge=0, lt=1, description="dropout in the regression head")
-    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of the steps with linear learning-rate warmup")
-    grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
-    selection: Annotated[str, Search(choices=SELECTORS.names)] = Field(
-        "none", description="data-selection method (none: the train split as is)")
-    patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation "
-                                               "metric (0: run every epoch); test is scored on the best epoch")
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: str) -> str:
-        METHODS.get(v)
-        return v
-
-    @field_validator("selection")
-    @classmethod
-    def _selection(cls, v: str) -> str:
-        SELECTORS.get(v)
-        return v
-
-
-DEFAULTS: dict[str, Any] = PropertyKnobs.defaults()
-
-
-class LMExtraKnobs(KnobSet):
-    """Language-model knobs beyond the ``property`` space (spaces ``property_plus`` and ``property_mix``):
-    SMILES enumeration (trainables.augment) and the regression head. Off / as before unless searched or fixed."""
-
-    augment_copies: Annotated[int, Search(0, 4)] = Field(
-        0, ge=0, description="randomized SMILES per molecule added each epoch (0: none)")
-    tta: Annotated[int, Search(1, 8)] = Field(
-        1, ge=1, description="test-time augmentation: mean over this many SMILES, canonical included")
-    pooling: Annotated[Literal["mean", "cls"], Search(choices=("mean", "cls"))] = Field(
-        "mean", description="token states -> molecule embedding")
-    head_hidden: Annotated[int, Search(choices=(128, 256, 512))] = Field(
-        256, ge=1, description="width of the regression head's hidden layer")
-    head_lr_mult: Annotated[float, Search(1.0, 100.0, log=True)] = Field(
-        1.0, gt=0, description="head learning rate = lr x this")
-
-
-class ArchKnobs(KnobSet):
-    """Which model family a property trial trains (space ``property_mix``; ``dmpnn`` fixes it)."""
-
-    arch: Annotated[Literal["lm", "dmpnn"], Search(choices=("lm", "dmpnn"))] = Field(
-        "lm", description="model family: the study's language model or chemprop's D-MPNN")
-
-
-LM_EXTRA_DEFAULTS: dict[str, Any] = LMExtraKnobs.defaults()
 
 
 @dataclass

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -113,6 +112,8 @@ class AllTrainRows:
         self._n = ctx.n_train
 
     def indices(self, epoch: int) -> np.ndarray:
+        import numpy as np  # not at import: `chemtune list` reads this registry
+
         return np.arange(self._n)
 
     def epoch_sizes(self, epochs: int) -> list[int]:
@@ -133,6 +134,16 @@ class AllTrainRows:
 
 SELECTORS: Registry[Callable[[dict[str, Any]], Selector]] = Registry("selection")
 SELECTORS.register("none", AllTrainRows, help="train on the train split as is")
+# The selection methods (torch), imported on first use; their knobs are declared in light modules.
+SELECTORS.register_lazy(
+    "active", "trainables.selection.active", knobs="trainables.selection.knobs:ActiveKnobs",
+    help="active learning: add the n_select most MC-dropout-uncertain pool molecules each round")
+SELECTORS.register_lazy(
+    "curriculum", "trainables.selection.curriculum", knobs="trainables.selection.curriculum:CurriculumKnobs",
+    help="curriculum: train molecules whose difficulty bin lies below a threshold that rises each epoch")
+SELECTORS.register_lazy(
+    "influence", "trainables.selection.influence.selector", knobs="trainables.selection.knobs:InfluenceKnobs",
+    help="influence functions (LiSSA): train + the top_k pool molecules that most lower valid loss")
 
 
 def check_selection(spec: "StudySpec", n_pool: int | None = None) -> None:

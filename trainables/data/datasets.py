@@ -1,4 +1,7 @@
-"""Dataset registry: each entry loads validated rows and a report of what it excluded."""
+"""Dataset registry: each entry loads validated rows and a report of what it excluded.
+
+The loaders import pandas and RDKit (``trainables.data.tables``) when they run, not here.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from trainables.cache import cache_dir, data_dir, download
 from trainables.data.report import DataReport
-from trainables.data.tables import MoleculeTable, read_property_csv, table_from_records
 from trainables.errors import DataError
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
+    from trainables.data.tables import MoleculeTable
     from trainables.spec import DatasetSpec
 
 __all__ = ["DATASETS", "Dataset", "LIPOPHILICITY_URL", "resolve_file"]
@@ -63,6 +66,8 @@ def resolve_file(spec_path: str | None, relative: str, url: str | None) -> Path:
 
 
 def _load_lipophilicity(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
+    from trainables.data.tables import read_property_csv
+
     path = resolve_file(spec.path, "lipophilicity/Lipophilicity.csv", LIPOPHILICITY_URL)
     table, report = read_property_csv(path, "smiles", "exp", "CMPD_CHEMBLID")
     if report.n_rows != 4200:  # the MoleculeNet file; anything else is a broken download
@@ -73,6 +78,8 @@ def _load_lipophilicity(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]
 def _load_nci_logp(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
     from rdkit import Chem, RDConfig
     from rdkit.Chem import Crippen
+
+    from trainables.data.tables import table_from_records
 
     path = Path(spec.path) if spec.path else Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
     if not path.is_file():
@@ -90,6 +97,8 @@ def _load_nci_logp(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
 
 
 def _load_csv(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
+    from trainables.data.tables import read_property_csv
+
     if not spec.path:
         raise DataError("dataset 'csv' needs dataset.path")
     return read_property_csv(spec.path, spec.smiles_column, spec.target_column, spec.id_column)
@@ -109,4 +118,13 @@ DATASETS.register(
     "csv",
     Dataset("molecules", _load_csv),
     help="any CSV: dataset.path, smiles_column, target_column",
+)
+# The reaction datasets (retrosynthesis), imported on first use; trainables.retro.data registers them.
+DATASETS.register_lazy(
+    "uspto50k", "trainables.retro.data",
+    help="USPTO-50K retrosynthesis (train/valid/test .smi, 'product >> reactants'); limit = first N per split",
+)
+DATASETS.register_lazy(
+    "reactions-csv", "trainables.retro.data",
+    help="any CSV with a 'reactants>>product' column (dataset.smiles_column), split by dataset.split",
 )

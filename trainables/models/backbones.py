@@ -1,4 +1,7 @@
-"""Backbone registry: pretrained (or tiny, random) encoders with their SMILES tokenizers."""
+"""Backbone registry: pretrained (or tiny, random) encoders with their SMILES tokenizers.
+
+transformers is imported by the loaders, not here: ``chemtune list models`` reads only the registry.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel, PreTrainedTokenizerBase
-
 from trainables.cache import cache_dir
 from trainables.errors import DataError
 from trainables.io import atomic_dir
-from trainables.models.tokenizer import BERT_SPECIALS, build_vocab, smiles_tokenizer
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
     from trainables.spec import ModelSpec
 
 __all__ = ["BACKBONES", "Backbone", "rxnfp_bert_dir", "load_backbone"]
 
-Loader = Callable[["ModelSpec", Sequence[str], int], tuple[PreTrainedModel, PreTrainedTokenizerBase]]
+Loader = Callable[["ModelSpec", Sequence[str], int], "tuple[PreTrainedModel, PreTrainedTokenizerBase]"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ def load_backbone(spec: "ModelSpec", train_smiles: Sequence[str], seed: int = 0)
 
 def _tiny_bert(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
     import torch
+    from transformers import BertConfig, BertModel
+
+    from trainables.models.tokenizer import BERT_SPECIALS, build_vocab, smiles_tokenizer
 
     tokenizer = smiles_tokenizer(build_vocab(train_smiles, list(BERT_SPECIALS.values())), BERT_SPECIALS, spec.max_length)
     config = BertConfig(
@@ -84,12 +89,18 @@ def rxnfp_bert_dir() -> Path:
 
 
 def _rxnfp_bert(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
+    from transformers import BertModel
+
+    from trainables.models.tokenizer import BERT_SPECIALS, smiles_tokenizer
+
     folder = Path(spec.path) if spec.path else rxnfp_bert_dir()
     tokenizer = smiles_tokenizer(folder / "vocab.txt", BERT_SPECIALS, min(spec.max_length, 512))
     return BertModel.from_pretrained(folder, add_pooling_layer=False), tokenizer
 
 
 def _hf(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
     assert spec.path is not None  # validated by ModelSpec
     kwargs = {"trust_remote_code": spec.trust_remote_code}
     tokenizer = AutoTokenizer.from_pretrained(spec.path, **kwargs)
@@ -105,3 +116,15 @@ def _hf(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
 BACKBONES.register("tiny-bert", Backbone(_tiny_bert), help="2-layer BERT (hidden 64), random init, vocab from train SMILES")
 BACKBONES.register("rxnfp-bert", Backbone(_rxnfp_bert), help="rxnfp MLM-pretrained BERT (12 layers, hidden 256), from PyPI wheel")
 BACKBONES.register("hf", Backbone(_hf), help="any Hugging Face encoder: model.path = hub id or directory")
+
+# The seq2seq models (retrosynthesis), imported on first use; trainables.retro.models registers them.
+for _name, _help in (
+    ("tiny-bart", "seq2seq: 2+2-layer BART (d_model 128, no dropout), random init (tests, smoke runs)"),
+    ("chemformer-small", "seq2seq: BART shaped like Chemformer small (d_model 512, 6+6 layers, 8 heads, FFN 2048, "
+                         "GELU); from scratch, or model.path = a Chemformer (molbart) .ckpt (vocabulary file beside "
+                         "it) or a transformers dir / hub id"),
+    ("rxnfp-bert2bert", "seq2seq: encoder-decoder warm-started from the rxnfp BERT on both sides (cross-attention new)"),
+    ("hf-seq2seq", "seq2seq: any Hugging Face seq2seq model: model.path = hub id or directory"),
+):
+    BACKBONES.register_lazy(_name, "trainables.retro.models", help=_help)
+del _name, _help

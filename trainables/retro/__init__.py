@@ -1,11 +1,18 @@
 """Retrosynthesis: seq2seq fine-tuning (product -> reactants) with treatments and teacher-label mixing.
 
-Importing this package registers the ``uspto50k`` and ``reactions-csv`` datasets, the seq2seq
-models (in ``BACKBONES``), the treatments and the ``retro`` task.
+The ``uspto50k`` and ``reactions-csv`` datasets, the seq2seq models (in ``BACKBONES``) and the
+``retro`` task are declared in their registries and imported on first use; importing this package
+is cheap (the knobs and treatments modules need no torch), and its names below load on access.
 """
 
-from trainables.retro import data as _data  # noqa: F401  (registers datasets)
-from trainables.retro import models as _models  # noqa: F401  (registers seq2seq backbones)
-from trainables.retro.task import RetroOptions, RetroTrainer, prepare_retro, retro_pyfunc, train_retro
+from typing import Any
 
 __all__ = ["RetroOptions", "RetroTrainer", "prepare_retro", "retro_pyfunc", "train_retro"]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: the trainer (torch, transformers) only when asked for
+    if name in __all__:
+        from trainables.retro import task
+
+        return getattr(task, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -83,7 +83,7 @@ class RetroPredictor:
 
     @classmethod
     def load(cls, path: str | Path) -> "RetroPredictor":
-        from trainables.retro.treatments import Seq2SeqModel
+        from trainables.retro.adapters import Seq2SeqModel
 
         path = Path(path)
         meta = json.loads((path / "retro.json").read_text())

@@ -11,7 +11,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -24,7 +24,6 @@ from trainables.base import TASKS, Prepared, Reporter, Task
 from trainables.batching import length_grouped_loader, pad_batch, sorted_chunks, to_device
 from trainables.data.datasets import DATASETS
 from trainables.errors import DataError, StudyError
-from trainables.knobs import KnobSet, Search
 from trainables.loop import EpochLoop
 from trainables.methods import count_parameters
 from trainables.retro.data import Reactions, ReactionSplits, randomize_smiles, reactions_hash
@@ -32,6 +31,7 @@ from trainables.retro.models import SEQ2SEQ, decoder_start_id, is_random_init, l
 from trainables.retro.scoring import TOPK, score_topk
 from trainables.retro.predictor import generate, save_retro_model
 from trainables.retro.teacher import TeacherLabels, mix_labels, teacher_from_csv, teacher_from_model, teacher_top1
+from trainables.retro.knobs import DEFAULTS, RetroKnobs
 from trainables.retro.treatments import TREATMENT_CHOICES, apply_treatment, needs_pretrained, validate_treatment
 
 if TYPE_CHECKING:
@@ -40,36 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["RetroKnobs", "RetroOptions", "RetroData", "RetroTrainer", "prepare_retro", "train_retro", "METRICS", "retro_pyfunc"]
 
 METRICS = ("top1", "token_acc", "loss")
-
-
-class RetroKnobs(KnobSet):
-    """Knobs of the ``retro`` task (a treatment's own knobs are declared with its parts, in ``treatments``)."""
-
-    treatment: Annotated[str, Search(choices=TREATMENT_CHOICES)] = Field(
-        "full", description="which parts train: the paper's 15 rows (fix_*, lora_*, mlp_* combined with '+', or full)")
-    gamma: Annotated[float, Search(0.0, 1.0, step=0.1)] = Field(
-        0.0, ge=0, le=1, description="share of the usable teacher labels swapped in (trials log gamma_effective over all rows)")
-    lr: Annotated[float, Search(1e-5, 3e-3, log=True)] = Field(
-        5e-4, gt=0, description="peak learning rate (AdamW, one-cycle schedule)")
-    label_smoothing: Annotated[float, Search(0.0, 0.2)] = Field(
-        0.0, ge=0, lt=1, description="label smoothing of the token cross-entropy")
-    augment_prob: Annotated[float, Search(0.0, 1.0)] = Field(
-        0.0, ge=0, le=1, description="share of train products fed as randomized SMILES each epoch")
-    batch_size: Annotated[int, Search(choices=(16, 32, 64, 128))] = Field(64, ge=1, description="reactions per step")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    warmup: float = Field(0.1, gt=0, lt=1, description="share of the one-cycle schedule spent warming up")
-    grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
-    patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation "
-                                               "metric (0: run every epoch); test is scored on the best epoch")
-
-    @field_validator("treatment")
-    @classmethod
-    def _treatment(cls, v: str) -> str:
-        validate_treatment(v)
-        return v
-
-
-DEFAULTS: dict[str, Any] = RetroKnobs.defaults()
 
 
 class RetroOptions(BaseModel):

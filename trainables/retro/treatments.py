@@ -15,28 +15,32 @@ The parts follow the treatments of the Chemformer PEFT retrosynthesis study (tab
 
 :func:`validate_treatment` is the one place a composition is checked and named canonically;
 :data:`PAPER_TREATMENTS` lists the paper's 15 rows in that canonical spelling.
+
+torch, transformers and peft are imported where a treatment is applied (the modules it builds live
+in :mod:`trainables.retro.adapters`): the ``retro`` search space reads this module without them.
 """
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import Field, field_validator
-from torch import nn
-from transformers import PreTrainedModel
 
 from trainables.errors import StudyError
 from trainables.knobs import KnobSet, Search
 from trainables.registry import Registry
 
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedModel
+
+    from trainables.retro.adapters import Seq2SeqModel
+
 __all__ = [
-    "TREATMENTS", "PAPER_TREATMENTS", "TREATMENT_CHOICES", "MLP_KINDS", "Seq2SeqModel", "Adapters",
+    "TREATMENTS", "PAPER_TREATMENTS", "TREATMENT_CHOICES", "MLP_KINDS",
     "validate_treatment", "parse_treatment", "apply_treatment", "attention_output_projections",
     "stack_parameters", "lora_treatments", "mlp_treatments", "all_treatments", "needs_pretrained",
     "LoraTreatmentKnobs", "AdapterKnobs", "treatment_knobs",
@@ -89,118 +93,14 @@ class AdapterKnobs(KnobSet):
 TREATMENTS: Registry[Treatment] = Registry("treatment")
 
 
-def _paper_mlp(d_model: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, d_model), nn.GELU(),
-                         nn.Linear(d_model, d_model))
-
-
-def _bottleneck(d_model: int, dim: int) -> nn.Sequential:
-    mlp = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, dim), nn.GELU(), nn.Linear(dim, d_model))
-    nn.init.zeros_(mlp[-1].weight)  # the residual bottleneck starts as the identity
-    nn.init.zeros_(mlp[-1].bias)
-    return mlp
-
-
-class Adapters(nn.Module):
-    """MLPs attached to a seq2seq model with forward hooks.
-
-    Args:
-        d_model: Hidden size of the model.
-        dim: Bottleneck width (``bottleneck`` kind only).
-        where: Subset of ``{"mid", "end"}``.
-        kind: ``"paper"`` (3-layer d x d GELU MLP replacing the hidden states) or ``"bottleneck"``
-            (residual, zero-initialised, so the model starts out unchanged).
-    """
-
-    def __init__(self, d_model: int, dim: int, where: set[str], kind: str = "paper") -> None:
-        super().__init__()
-        if kind not in MLP_KINDS:
-            raise StudyError(f"mlp_kind: {kind!r} is not one of {list(MLP_KINDS)}")
-        self.d_model, self.dim, self.where, self.kind = d_model, dim, sorted(where), kind
-        self.mlps = nn.ModuleDict({
-            w: _paper_mlp(d_model) if kind == "paper" else _bottleneck(d_model, dim) for w in self.where
-        })
-        self._handles: list[Any] = []
-
-    def _apply_mlp(self, where: str, hidden: torch.Tensor) -> torch.Tensor:
-        out = self.mlps[where](hidden)
-        return out if self.kind == "paper" else hidden + out
-
-    def detach(self) -> None:
-        """Remove the hooks (a deep copy of the model would otherwise carry copies of them)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def attach(self, model: PreTrainedModel) -> None:
-        """Hook the MLPs into ``model``: ``mid`` after the encoder, ``end`` before the output projection."""
-        self.detach()
-        if "mid" in self.mlps:
-            self._handles.append(model.get_encoder().register_forward_hook(self._mid))
-        if "end" in self.mlps:
-            self._handles.append(model.get_output_embeddings().register_forward_pre_hook(self._end))
-
-    def _mid(self, module: nn.Module, args: Any, output: Any) -> Any:
-        if isinstance(output, tuple):
-            return (self._apply_mlp("mid", output[0]), *output[1:])
-        output.last_hidden_state = self._apply_mlp("mid", output.last_hidden_state)
-        return output
-
-    def _end(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return (self._apply_mlp("end", args[0]), *args[1:])
-
-    def spec(self) -> dict[str, Any]:
-        return {"d_model": self.d_model, "dim": self.dim, "where": self.where, "kind": self.kind}
-
-
-class Seq2SeqModel(nn.Module):
-    """A transformers seq2seq model (possibly PEFT-wrapped) and its adapters, trained as one module.
-
-    Attributes:
-        model: The (PEFT-wrapped) transformers model.
-        adapters: :class:`Adapters` or ``None``.
-    """
-
-    def __init__(self, model: PreTrainedModel) -> None:
-        super().__init__()
-        self.model = model
-        self.adapters: Adapters | None = None
-
-    def forward(self, **batch: torch.Tensor) -> Any:
-        return self.model(**batch)
-
-    def generate(self, **kwargs: Any) -> torch.Tensor:
-        return self.model.generate(**kwargs)
-
-    def base(self) -> PreTrainedModel:
-        """The transformers model under any PEFT wrapper."""
-        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
-
-    def add_adapters(self, where: set[str], dim: int, kind: str = "paper") -> None:
-        d_model = self.base().get_output_embeddings().in_features
-        if self.adapters is not None:
-            where = where | set(self.adapters.where)
-        self.adapters = Adapters(d_model, dim, where, kind)
-        self.adapters.attach(self.base())
-
-    def export(self) -> tuple[PreTrainedModel, Adapters | None]:
-        """A plain transformers model (LoRA merged into a copy) and the adapters, for serving."""
-        if not isinstance(self.model, PeftModel):
-            return self.model, self.adapters
-        if self.adapters is not None:
-            self.adapters.detach()
-        merged = copy.deepcopy(self.model).merge_and_unload()
-        if self.adapters is not None:
-            self.adapters.attach(self.base())
-        return merged, self.adapters
-
-
 def _part(model: PreTrainedModel, stack: str) -> nn.Module:
     return model.get_encoder() if stack == "encoder" else model.get_decoder()
 
 
 def stack_parameters(model: PreTrainedModel, stack: str) -> list[nn.Parameter]:
     """The parameters of a layer stack: the encoder's/decoder's modules less embeddings and output heads."""
+    from torch import nn
+
     part = _part(model, stack)
     outside: set[int] = {id(p) for p in model.get_output_embeddings().parameters()}
     outside |= {id(p) for p in model.get_input_embeddings().parameters()}
@@ -217,6 +117,8 @@ def attention_output_projections(model: PreTrainedModel, stack: str) -> list[str
         model: A transformers seq2seq model.
         stack: ``"encoder"`` or ``"decoder"``.
     """
+    from torch import nn
+
     inside = {id(m) for m in _part(model, stack).modules()}
     names = [n for n, m in model.named_modules()
              if id(m) in inside and isinstance(m, nn.Linear) and _OUT_PROJ.search(n)]
@@ -236,6 +138,8 @@ def _fix(stack: str) -> Callable[[Seq2SeqModel, dict[str, Any]], None]:
 
 def _lora(stacks: tuple[str, ...]) -> Callable[[Seq2SeqModel, dict[str, Any]], None]:
     def apply(m: Seq2SeqModel, config: dict[str, Any]) -> None:
+        from peft import LoraConfig, get_peft_model
+
         base = m.base()
         trainable = {n for n, p in base.named_parameters() if p.requires_grad}
         targets = [name for s in stacks for name in attention_output_projections(base, s)]
@@ -382,6 +286,8 @@ def apply_treatment(model: PreTrainedModel, name: str, config: dict[str, Any]) -
     Returns:
         The :class:`Seq2SeqModel` to train.
     """
+    from trainables.retro.adapters import Seq2SeqModel
+
     parts = parse_treatment(name)
     model.requires_grad_(True)
     wrapped = Seq2SeqModel(model)

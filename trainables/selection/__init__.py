@@ -1,10 +1,11 @@
-"""Data-selection methods for property trials; importing this package registers them in ``SELECTORS``.
+"""Data-selection methods for property trials, registered in ``SELECTORS`` on first use.
 
 - ``influence``: influence functions with LiSSA (:mod:`trainables.selection.influence`)
 - ``curriculum``: easy-to-hard pacing (:mod:`trainables.selection.curriculum`)
 - ``active``: MC-dropout uncertainty or random acquisition (:mod:`trainables.selection.active`)
-"""
 
-from trainables.selection import active, curriculum, influence  # noqa: F401  (registers the selectors)
+Nothing is imported here: ``trainables.selectors`` declares each method (and its knobs, in the
+light :mod:`trainables.selection.knobs`), and ``SELECTORS.get`` imports the module that needs torch.
+"""
 
 __all__ = ["active", "curriculum", "influence"]

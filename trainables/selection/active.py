@@ -13,21 +13,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
 from trainables.errors import StudyError
 from trainables.batching import model_device, padded_batches
-from trainables.knobs import Search
-from trainables.selection.common import Knobs, write_selection_csv
+from trainables.selection.common import write_selection_csv
+from trainables.selection.knobs import ActiveKnobs
 from trainables.selectors import SELECTORS
 
 if TYPE_CHECKING:
-    from trainables.spec import StudySpec
     from trainables.base import Reporter
     from trainables.selectors import SelectionContext
 
@@ -82,34 +80,6 @@ def mc_dropout_loop(model: nn.Module, ids: list[list[int]], pad_id: int, passes:
 def acquisition_epochs(rounds: int, epochs: int) -> list[int]:
     """0-based epochs that start with an acquisition: ``floor(r E / (R + 1))`` for r = 1..R (distinct, in 1..E-1)."""
     return [r * epochs // (rounds + 1) for r in range(1, rounds + 1)]
-
-
-class ActiveKnobs(Knobs):
-    """Knobs of ``selection: active``."""
-
-    pool_knobs: ClassVar[tuple[str, ...]] = ("n_select", "rounds")
-
-    acquisition: Annotated[Literal["uncertainty", "random"], Search(choices=("uncertainty", "random"))] = Field(
-        "uncertainty", description="MC-dropout uncertainty, or the random baseline with the same budget")
-    mc_passes: Annotated[int, Search(5, 50, when={"acquisition": ["uncertainty"]})] = Field(
-        20, ge=2, description="MC-dropout passes T")
-    n_select: Annotated[int, Search(16, 512, log=True)] = Field(50, ge=1, description="pool molecules added per round")
-    rounds: Annotated[int, Search(1, 4)] = Field(2, ge=1, description="acquisition rounds (below max_epochs)")
-    mc_batch: int = Field(64, ge=1, description="molecules per MC-dropout forward (times mc_passes rows)")
-
-    def pool_demand(self) -> int:
-        return self.n_select * self.rounds
-
-    @classmethod
-    def check_study(cls, spec: "StudySpec", n_pool: int | None, name: str) -> None:
-        super().check_study(spec, n_pool, name)
-        rounds = cls.from_config({k: v for k, v in spec.fixed.items() if k == "rounds"}).rounds
-        rounds = max(rounds, int(max(spec.ranges["rounds"]))) if "rounds" in spec.ranges else rounds
-        if rounds >= spec.max_epochs:
-            raise StudyError(
-                f"{spec.name}: selection {name!r} needs an epoch after each acquisition round: rounds {rounds} "
-                f"must be below max_epochs {spec.max_epochs}"
-            )
 
 
 class ActiveSelector:

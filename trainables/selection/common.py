@@ -1,4 +1,7 @@
-"""Shared pieces of the selection methods: validated knobs, study-time checks, embeddings, artifacts."""
+"""Shared pieces of the selection methods: validated knobs, study-time checks, embeddings, artifacts.
+
+torch and pandas are imported by the functions that use them: the knobs are read without them.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
-import torch
+
 from trainables.errors import StudyError
 from trainables.io import atomic_path
-from trainables.batching import model_device, padded_batches
 from trainables.knobs import KnobSet
 
 if TYPE_CHECKING:
+    import torch
+
     from trainables.spec import StudySpec
     from trainables.selectors import SelectionContext
 
@@ -85,19 +88,25 @@ def study_values(spec: "StudySpec", names: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-@torch.no_grad()
 def embed_ids(model: torch.nn.Module, ids: list[list[int]], pad_id: int, device: torch.device | None = None,
               batch_size: int = 128) -> torch.Tensor:
     """Pooled embeddings [N, H] (float32, CPU) of token-id sequences, dropout off (on the model's device)."""
+    import torch
+
+    from trainables.batching import model_device, padded_batches
+
     model.eval()
     out = torch.empty(len(ids), model.config.hidden_size, dtype=torch.float32)
-    for chunk, input_ids, mask in padded_batches(ids, pad_id, batch_size, device or model_device(model)):
-        out[torch.as_tensor(chunk)] = model.embed(input_ids, mask).float().cpu()
+    with torch.no_grad():
+        for chunk, input_ids, mask in padded_batches(ids, pad_id, batch_size, device or model_device(model)):
+            out[torch.as_tensor(chunk)] = model.embed(input_ids, mask).float().cpu()
     return out
 
 
 def write_selection_csv(path: Path, ctx: "SelectionContext", rows: np.ndarray, columns: dict[str, Any]) -> None:
     """Write the chosen candidate ``rows`` (id, smiles, target, source, extra columns) atomically."""
+    import pandas as pd
+
     cand = ctx.candidates
     frame = pd.DataFrame({
         "candidate": rows,

@@ -5,8 +5,9 @@ import torch
 
 from trainables.errors import StudyError
 from trainables.retro.chemformer import ChemformerConfig, ChemformerForConditionalGeneration
+from trainables.retro.adapters import Seq2SeqModel
 from trainables.retro.treatments import (
-    PAPER_TREATMENTS, TREATMENT_CHOICES, Seq2SeqModel, apply_treatment, needs_pretrained, validate_treatment,
+    PAPER_TREATMENTS, TREATMENT_CHOICES, apply_treatment, needs_pretrained, validate_treatment,
 )
 
 # Trainable parts per paper row. E: encoder layer stack, D: decoder layer stack, LE/LD: LoRA in the

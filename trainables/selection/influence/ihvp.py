@@ -17,6 +17,7 @@ import torch
 from torch.func import grad, jvp, vjp, vmap
 
 from trainables.errors import StudyError
+from trainables.selection.knobs import Curvature
 
 __all__ = [
     "Predict", "Prepare", "Dots", "Curvature", "CURVATURES", "EXACT_MAX_PARAMS", "LissaSettings", "mean_loss",
@@ -106,7 +107,6 @@ def gnvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor
     return pullback(2.0 * jv / len(x))[0]
 
 
-Curvature = Literal["hessian", "gauss_newton"]
 CURVATURES: dict[str, Callable[..., torch.Tensor]] = {"hessian": hvp, "gauss_newton": gnvp}
 
 

@@ -12,21 +12,20 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
 from trainables.batching import model_device, to_device
 from trainables.cache import cache_dir
 from trainables.errors import DataError, StudyError
 from trainables.io import atomic_path
-from trainables.knobs import Search
-from trainables.selection.common import Knobs, embed_ids, write_selection_csv
+from trainables.selection.common import embed_ids, write_selection_csv
+from trainables.selection.knobs import InfluenceKnobs
 from trainables.selection.influence.ihvp import (
-    EXACT_MAX_PARAMS, Curvature, LissaSettings, _same, influence_scores, per_sample_dots, per_sample_dots_vmap,
+    EXACT_MAX_PARAMS, _same, influence_scores, per_sample_dots, per_sample_dots_vmap,
 )
 from trainables.selection.influence.subsets import SUBSETS, FlatModule, PackedRegression, check_packed
 from trainables.selectors import SELECTORS
@@ -37,50 +36,6 @@ if TYPE_CHECKING:
     from trainables.selectors import SelectionContext
 
 __all__ = ["InfluenceKnobs", "InfluenceSelector"]
-
-
-class InfluenceKnobs(Knobs):
-    """Knobs of ``selection: influence`` (trial config keys)."""
-
-    pool_knobs: ClassVar[tuple[str, ...]] = ("top_k",)
-
-    # Declaration order is the search order: a knob's ``when`` names earlier ones.
-    top_k: Annotated[int, Search(16, 2048, log=True)] = Field(
-        100, ge=1, description="pool molecules added by influence (the most helpful)")
-    influence_train_on: Annotated[Literal["train+topk", "topk"], Search(choices=("train+topk", "topk"))] = Field(
-        "train+topk", description="phase 3 trains on train + top-k, or on the top-k alone")
-    influence_params: Annotated[str, Search(choices=SUBSETS.names)] = Field(
-        "head", description="parameter subset the influence is taken over: " + ", ".join(SUBSETS.names()))
-    influence_layers: Annotated[int, Search(1, 4, when={"influence_params": ["last_layers"]})] = Field(
-        1, ge=1, description="encoder layers, from the top, in the 'last_layers' subset")
-    influence_solver: Annotated[Literal["lissa", "exact"], Search(choices=("lissa", "exact"),
-                                                                  when={"influence_params": ["head_out"]})] = Field(
-        "lissa", description="inverse-HVP by LiSSA, or the explicit Hessian (small subsets)")
-    influence_curvature: Annotated[Curvature, Search(choices=("gauss_newton", "hessian"))] = Field(
-        "gauss_newton", description="Gauss-Newton matrix (positive semi-definite), or the Hessian "
-                                    "(needs damping above its lowest eigenvalue)")
-    lissa_depth: Annotated[int, Search(50, 500, log=True)] = Field(100, ge=1, description="LiSSA recursion depth")
-    lissa_damping: Annotated[float, Search(1e-3, 1.0, log=True)] = Field(
-        0.01, ge=0, description="damping added to the Hessian before inversion")
-    influence_epochs: int = Field(1, ge=1, description="phase-1 epochs on the train split (no base_model_uri)")
-    lissa_scale: float | None = Field(None, gt=0, description="LiSSA scale (default: 1.5x top Hessian eigenvalue)")
-    lissa_repeats: int = Field(1, ge=1, description="LiSSA estimates averaged")
-    lissa_batch: int = Field(64, ge=1, description="train samples per Hessian-vector product")
-
-    def pool_demand(self) -> int:
-        return self.top_k
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "InfluenceKnobs":
-        SUBSETS.get(self.influence_params)
-        if self.influence_solver == "exact" and self.influence_params == "head":
-            raise ValueError("influence_solver 'exact' forms the Hessian explicitly, too big for the whole head; "
-                             "use influence_params 'head_out' (or a small 'peft' subset)")
-        return self
-
-    def lissa(self, seed: int) -> LissaSettings:
-        return LissaSettings(self.lissa_depth, self.lissa_scale, self.lissa_damping, self.lissa_repeats,
-                             self.lissa_batch, seed, self.influence_curvature)
 
 
 def _content_key(tensors: list[torch.Tensor], settings: dict[str, Any]) -> str:

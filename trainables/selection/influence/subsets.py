@@ -17,11 +17,11 @@ from torch.func import functional_call
 from trainables.batching import model_device, pad_batch
 from trainables.errors import StudyError
 from trainables.models.regression import masked_mean
-from trainables.registry import Registry
+from trainables.selection.knobs import SUBSETS
 
 if TYPE_CHECKING:
     from trainables.models.regression import RegressionModel
-    from trainables.selection.influence.selector import InfluenceKnobs
+    from trainables.selection.knobs import InfluenceKnobs
 
 __all__ = ["FlatModule", "PackedRegression", "Subset", "SUBSETS", "encoder_layers", "check_packed"]
 
@@ -141,7 +141,7 @@ class Subset:
     encoder: bool
 
 
-SUBSETS: Registry[Subset] = Registry("influence parameter subset")
+# The registry and its declared entries live with the influence knobs (trainables.selection.knobs).
 SUBSETS.register("head", Subset(_head, encoder=False), help="the whole regression head (MLP)")
 SUBSETS.register("head_out", Subset(_head_out, encoder=False),
                  help="the head's output layer only (small enough for the exact solver)")

@@ -1,0 +1,111 @@
+"""The knobs of the selection methods that need torch (``active``, ``influence``), declared apart from them.
+
+The ``selection`` search space and ``chemtune list spaces`` read these models without importing
+torch (``SELECTORS`` declares each method with its knobs here, ``trainables.registry``); the
+selectors themselves validate their config with the same models.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from trainables.errors import StudyError
+from trainables.knobs import Search
+from trainables.registry import Registry
+from trainables.selection.common import Knobs
+
+if TYPE_CHECKING:
+    from trainables.selection.influence.ihvp import LissaSettings
+    from trainables.selection.influence.subsets import Subset
+    from trainables.spec import StudySpec
+
+__all__ = ["ActiveKnobs", "InfluenceKnobs", "SUBSETS", "Curvature"]
+
+Curvature = Literal["hessian", "gauss_newton"]
+
+# Parameter subsets influence is taken over; trainables.selection.influence.subsets registers them.
+SUBSETS: Registry[Subset] = Registry("influence parameter subset")
+SUBSETS.register_lazy("head", "trainables.selection.influence.subsets", help="the whole regression head (MLP)")
+SUBSETS.register_lazy("head_out", "trainables.selection.influence.subsets",
+                      help="the head's output layer only (small enough for the exact solver)")
+SUBSETS.register_lazy("peft", "trainables.selection.influence.subsets",
+                      help="what the method trains in the encoder (LoRA / IA3 adapters, BitFit biases; all for "
+                           "'full') + the head")
+SUBSETS.register_lazy("last_layers", "trainables.selection.influence.subsets",
+                      help="the last influence_layers encoder layers + the head")
+
+
+class ActiveKnobs(Knobs):
+    """Knobs of ``selection: active``."""
+
+    pool_knobs: ClassVar[tuple[str, ...]] = ("n_select", "rounds")
+
+    acquisition: Annotated[Literal["uncertainty", "random"], Search(choices=("uncertainty", "random"))] = Field(
+        "uncertainty", description="MC-dropout uncertainty, or the random baseline with the same budget")
+    mc_passes: Annotated[int, Search(5, 50, when={"acquisition": ["uncertainty"]})] = Field(
+        20, ge=2, description="MC-dropout passes T")
+    n_select: Annotated[int, Search(16, 512, log=True)] = Field(50, ge=1, description="pool molecules added per round")
+    rounds: Annotated[int, Search(1, 4)] = Field(2, ge=1, description="acquisition rounds (below max_epochs)")
+    mc_batch: int = Field(64, ge=1, description="molecules per MC-dropout forward (times mc_passes rows)")
+
+    def pool_demand(self) -> int:
+        return self.n_select * self.rounds
+
+    @classmethod
+    def check_study(cls, spec: "StudySpec", n_pool: int | None, name: str) -> None:
+        super().check_study(spec, n_pool, name)
+        rounds = cls.from_config({k: v for k, v in spec.fixed.items() if k == "rounds"}).rounds
+        rounds = max(rounds, int(max(spec.ranges["rounds"]))) if "rounds" in spec.ranges else rounds
+        if rounds >= spec.max_epochs:
+            raise StudyError(
+                f"{spec.name}: selection {name!r} needs an epoch after each acquisition round: rounds {rounds} "
+                f"must be below max_epochs {spec.max_epochs}"
+            )
+
+
+class InfluenceKnobs(Knobs):
+    """Knobs of ``selection: influence`` (trial config keys)."""
+
+    pool_knobs: ClassVar[tuple[str, ...]] = ("top_k",)
+
+    # Declaration order is the search order: a knob's ``when`` names earlier ones.
+    top_k: Annotated[int, Search(16, 2048, log=True)] = Field(
+        100, ge=1, description="pool molecules added by influence (the most helpful)")
+    influence_train_on: Annotated[Literal["train+topk", "topk"], Search(choices=("train+topk", "topk"))] = Field(
+        "train+topk", description="phase 3 trains on train + top-k, or on the top-k alone")
+    influence_params: Annotated[str, Search(choices=SUBSETS.names)] = Field(
+        "head", description="parameter subset the influence is taken over: " + ", ".join(SUBSETS.names()))
+    influence_layers: Annotated[int, Search(1, 4, when={"influence_params": ["last_layers"]})] = Field(
+        1, ge=1, description="encoder layers, from the top, in the 'last_layers' subset")
+    influence_solver: Annotated[Literal["lissa", "exact"], Search(choices=("lissa", "exact"),
+                                                                  when={"influence_params": ["head_out"]})] = Field(
+        "lissa", description="inverse-HVP by LiSSA, or the explicit Hessian (small subsets)")
+    influence_curvature: Annotated[Curvature, Search(choices=("gauss_newton", "hessian"))] = Field(
+        "gauss_newton", description="Gauss-Newton matrix (positive semi-definite), or the Hessian "
+                                    "(needs damping above its lowest eigenvalue)")
+    lissa_depth: Annotated[int, Search(50, 500, log=True)] = Field(100, ge=1, description="LiSSA recursion depth")
+    lissa_damping: Annotated[float, Search(1e-3, 1.0, log=True)] = Field(
+        0.01, ge=0, description="damping added to the Hessian before inversion")
+    influence_epochs: int = Field(1, ge=1, description="phase-1 epochs on the train split (no base_model_uri)")
+    lissa_scale: float | None = Field(None, gt=0, description="LiSSA scale (default: 1.5x top Hessian eigenvalue)")
+    lissa_repeats: int = Field(1, ge=1, description="LiSSA estimates averaged")
+    lissa_batch: int = Field(64, ge=1, description="train samples per Hessian-vector product")
+
+    def pool_demand(self) -> int:
+        return self.top_k
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "InfluenceKnobs":
+        SUBSETS.check(self.influence_params)
+        if self.influence_solver == "exact" and self.influence_params == "head":
+            raise ValueError("influence_solver 'exact' forms the Hessian explicitly, too big for the whole head; "
+                             "use influence_params 'head_out' (or a small 'peft' subset)")
+        return self
+
+    def lissa(self, seed: int) -> "LissaSettings":
+        from trainables.selection.influence.ihvp import LissaSettings
+
+        return LissaSettings(self.lissa_depth, self.lissa_scale, self.lissa_damping, self.lissa_repeats,
+                             self.lissa_batch, seed, self.influence_curvature)
