@@ -221,6 +221,16 @@ def test_leaderboard_says_what_it_is_sorted_by_and_why_test_is_empty(study, caps
     assert "did you mean valid_r2" in out and "run_id" not in out and "wall_s" not in out
 
 
+def test_leaderboard_loads_mlflow_and_pandas_only(study) -> None:
+    """`chemtune leaderboard` answers in seconds: a fresh interpreter loads no task (torch), Ray or Optuna."""
+    root, _ = study
+    code = ("import sys, studies.cli as c; rc = c.main(['leaderboard', 'views', '--root', sys.argv[1], '--format', 'csv']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'ray', 'optuna', 'sklearn') if m in sys.modules), rc)")
+    out = subprocess.run([sys.executable, "-c", code, str(root)], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[] 0"
+    assert "t00 full lr=2e-3" in out.stdout  # and it did read the study
+
+
 def test_register_once_with_signature_description_and_tags(study, capsys: pytest.CaptureFixture) -> None:
     root, result = study
     args = ["register", "views", "--model-name", "views-model", "--root", str(root)]
