@@ -180,11 +180,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     blank = smiles == ""
     with tracking_uri_scope(_tracking_uri(args)):
         model = mlflow.pyfunc.load_model(args.model_uri)
-    out = model.predict(pd.DataFrame({"smiles": smiles[~blank].tolist()}))
+    schema = model.metadata.get_input_schema()  # the column the model reads: smiles, or a retro model's product
+    column = schema.input_names()[0] if schema is not None and schema.has_input_names() else "smiles"
+    out = model.predict(pd.DataFrame({column: smiles[~blank].tolist()}))
     if len(out) != int((~blank).sum()):
         raise _user_error(f"{args.model_uri}: returned {len(out)} rows for {int((~blank).sum())} inputs")
     out.index = frame.index[~blank]
-    new = [c for c in out.columns if c not in ("smiles",)]
+    new = [c for c in out.columns if c != column]  # the model echoes its input
     result = frame.copy()
     for column in new:  # the input's columns first, unchanged; the model's beside them
         name = column if column not in frame.columns else f"predicted_{column}"

@@ -43,8 +43,6 @@ __all__ = [
 _RAY_KEYS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "trial_id", "experiment_tag", "iterations_since_restore",
              "time_since_restore", "timesteps_since_restore", "should_checkpoint"}
 _PARENT = PARENT_TAG
-# The served model's input column per task: the registered model carries it as its signature.
-_SIGNATURE_INPUT = {"property": "smiles"}
 log = logging.getLogger(__name__)
 
 
@@ -71,19 +69,6 @@ def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
         k: float(v) for k, v in metrics.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k not in _RAY_KEYS
     }
-
-
-def _signature(task: str) -> Any:
-    """Input: the one string column the task's model reads; output: its prediction table."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    column = _SIGNATURE_INPUT.get(task)
-    if column is None:  # a task with inference parameters (retro's beams) keeps MLflow's defaults
-        return None
-    outputs = Schema([ColSpec("string", "smiles"), ColSpec("string", "canonical_smiles", required=False),
-                      ColSpec("double", "prediction", required=False), ColSpec("string", "error")])
-    return ModelSignature(inputs=Schema([ColSpec("string", column)]), outputs=outputs)
 
 
 class StudyTracker:
@@ -307,12 +292,15 @@ class MLflowTrialCallback(tune.Callback):
                 with tempfile.TemporaryDirectory() as tmp:  # MLflow copies; Tune may delete the checkpoint
                     local = Path(tmp) / "model"
                     shutil.copytree(folder / "model", local)
+                    python_model = task.pyfunc()
+                    # the task's pyfunc describes what it reads and returns (MLflow checks inputs and params by it)
+                    describe = getattr(python_model, "model_signature", None)
                     with tracking_uri_scope(self.uri), mlflow.start_run(run_id=run_id):
                         info = mlflow.pyfunc.log_model(
-                            name="model", python_model=task.pyfunc(), artifacts={"model": str(local)},
+                            name="model", python_model=python_model, artifacts={"model": str(local)},
                             pip_requirements=list(task.pip_requirements)
                             + (["chemprop==2.3.1"] if (local / "dmpnn.json").is_file() else []),
-                            signature=_signature(self.task),
+                            signature=describe(local) if describe is not None else None,
                         )
                 self.client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
 def error_summary(trial: Any) -> tuple[str, str]:

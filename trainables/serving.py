@@ -95,3 +95,13 @@ class PropertyPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
         return self.predictor.predict(input_column(model_input, "smiles"))
+
+    @staticmethod
+    def model_signature(model_dir: str | Path) -> Any:
+        """Input: a ``smiles`` column; output: ``smiles, canonical_smiles, prediction, error`` (for the registry)."""
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        outputs = Schema([ColSpec("string", "smiles"), ColSpec("string", "canonical_smiles", required=False),
+                          ColSpec("double", "prediction", required=False), ColSpec("string", "error")])
+        return ModelSignature(inputs=Schema([ColSpec("string", "smiles")]), outputs=outputs)

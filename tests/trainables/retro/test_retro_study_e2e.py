@@ -42,6 +42,8 @@ def test_two_trial_retro_study(tmp_path: Path) -> None:
     register_best("retro-e2e", "retro-e2e-model", result.tracking_uri, alias="champion")
     with tracking_uri_scope(result.tracking_uri):
         model = mlflow.pyfunc.load_model("models:/retro-e2e-model@champion")
+        signature = model.metadata.signature  # logged by the tracker from the retro pyfunc
+        assert signature.inputs.input_names() == ["product"] and signature.params.params[0].name == "num_beams"
         out = model.predict(pd.DataFrame({"product": ["CC(=O)Nc1ccccc1", "C1CC"]}))
         assert list(out.columns[:3]) == ["product", "canonical_product", "prediction_1"]
         assert out["error"].tolist() == ["", "invalid SMILES"]
