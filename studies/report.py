@@ -1,8 +1,9 @@
 """The study's views: Optuna's plots and the leaderboard on the study run, and one HTML report.
 
 Plots are plotly (interactive HTML, plotly.js embedded so they open offline, in the MLflow UI's
-artifact view too) and matplotlib (PNG). ``refresh_study`` runs at the end of every study and on
-``chemtune report``.
+artifact view too) and matplotlib (PNG). plotly.js (~4.8 MB) is embedded once per page: the report
+is one page, and the study run's Optuna views are one page (``plots/optuna.html``) beside a PNG per
+view. ``refresh_study`` runs at the end of every study and on ``chemtune report``.
 """
 
 from __future__ import annotations
@@ -63,20 +64,40 @@ def optuna_plots(study: Any) -> dict[str, Any]:
     return figures
 
 
+def _plots_html(figures: list[tuple[str, Any]]) -> str:
+    """The figures as ``div.plot#plot-KEY`` blocks; they need plotly.js on the page (:func:`_page`)."""
+    return "".join(f'<div class="plot" id="plot-{key}">' + fig.to_html(full_html=False, include_plotlyjs=False)
+                   + "</div>" for key, fig in figures)
+
+
+def _page(title: str, body: str) -> str:
+    """A self-contained HTML page: plotly.js embedded once in the head (no network needed)."""
+    from plotly.offline import get_plotlyjs
+
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
+            f"<body>{body}</body></html>")
+
+
 def _write_plots(study: Any, folder: Path) -> list[Path]:
-    """``folder/KEY.html`` (self-contained) and ``folder/KEY.png`` for each view the study can draw."""
+    """``folder/optuna.html`` (every view the study can draw, one self-contained page) and ``folder/KEY.png``
+    per view: one page, not one per view, because each page carries its own plotly.js."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as mvis
 
+    from trainables.io import atomic_write_text
+
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for key, figure in optuna_plots(study).items():
-        path = folder / f"{key}.html"
-        figure.write_html(path, include_plotlyjs=True, full_html=True)
-        written.append(path)
+    figures = optuna_plots(study)
+    page = folder / "optuna.html"
+    atomic_write_text(page, _page(f"Optuna views of study {study.study_name}",
+                                  f"<h1>Optuna views of study {html.escape(study.study_name)}</h1>"
+                                  + _plots_html(list(figures.items()))))
+    written = [page]
+    for key in figures:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -137,7 +158,6 @@ def build_report(name: str, tracking_uri: str, optuna_url: str | None, out: Path
     per trial, Optuna's plots, the data report, the split hashes and the baseline row when a
     study has one (a trial run tagged ``chemtune.role=baseline``)."""
     from mlflow.tracking import MlflowClient
-    from plotly.offline import get_plotlyjs
 
     client = MlflowClient(tracking_uri)
     experiment_id, parent = study_run(client, name)
@@ -167,9 +187,7 @@ def build_report(name: str, tracking_uri: str, optuna_url: str | None, out: Path
     study = _load_optuna(name, optuna_url) if optuna_url else None
     if study is not None:
         figures.extend(optuna_plots(study).items())
-    sections.append("<h2>Plots</h2>" + ("".join(
-        f'<div class="plot" id="plot-{key}">' + fig.to_html(full_html=False, include_plotlyjs=False) + "</div>"
-        for key, fig in figures) or "<p>no plots yet</p>"))
+    sections.append("<h2>Plots</h2>" + (_plots_html(figures) or "<p>no plots yet</p>"))
     try:
         reports = json.loads(Path(client.download_artifacts(parent.info.run_id, "data_report.json",
                                                             tempfile.mkdtemp())).read_text())
@@ -179,9 +197,7 @@ def build_report(name: str, tracking_uri: str, optuna_url: str | None, out: Path
     hashes = pd.DataFrame([{"split": k.split(".", 1)[1], "hash": v} for k, v in sorted(tags.items())
                            if k.startswith("split_hash.")], columns=["split", "hash"])
     sections.append(_table(hashes, "split hashes (rows are comparable only on identical hashes)", "hashes"))
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>chemtune study {html.escape(name)}</title>"
-            f"<style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
-            f"<body>{''.join(sections)}</body></html>")
+    page = _page(f"chemtune study {name}", "".join(sections))
     out.parent.mkdir(parents=True, exist_ok=True)
     from trainables.io import atomic_write_text
 

@@ -198,8 +198,11 @@ def test_the_study_run_carries_the_study(study) -> None:
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"leaderboard.csv", "leaderboard.json", "report.html", "plots", "data_report.json"} <= artifacts
     plots = {a.path.split("/")[-1] for a in client.list_artifacts(result.parent_run_id, "plots")}
+    page = Path(client.download_artifacts(result.parent_run_id, "plots/optuna.html")).read_text()
     for view in ("optimization_history", "parallel_coordinate", "slice", "intermediate_values"):
-        assert {f"{view}.html", f"{view}.png"} <= plots, view
+        assert f"{view}.png" in plots and f'id="plot-{view}"' in page, view
+    assert "optuna.html" in plots and not any(p.endswith(".html") and p != "optuna.html" for p in plots)
+    assert _plotlyjs_copies(page) == 1  # once for the page, not once per view
     table = json.loads(Path(client.download_artifacts(result.parent_run_id, "leaderboard.json")).read_text())
     assert len(table["data"]) == 3
 
@@ -270,11 +273,19 @@ def test_predict_keeps_columns_and_reports_bad_lines(study, tmp_path: Path, caps
     assert text.startswith("error:") and "views-nope" in text and "Traceback" not in text
 
 
+def _plotlyjs_copies(page: str) -> int:
+    """How many copies of plotly.js (~4.8 MB) a page embeds (its bundle opens with this banner)."""
+    from plotly.offline import get_plotlyjs
+
+    return page.count(get_plotlyjs()[:200])
+
+
 def test_report_command_writes_a_self_contained_page(study, tmp_path: Path) -> None:
     root, _ = study
     out = tmp_path / "r.html"
     assert cli(["report", "views", "--root", str(root), "-o", str(out)]) == 0
     page = out.read_text()
+    assert _plotlyjs_copies(page) == 1 and page.count('class="plot"') >= 4  # one plotly.js for all the plots
     assert "<table" in page and "t00 full lr=2e-3" in page and 'id="plot-optimization_history"' in page
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=\"http", page)  # nothing fetched from the network
 
