@@ -21,10 +21,11 @@ from torch import nn
 
 from trainables.batching import model_device, to_device
 from trainables.cache import cache_dir
+from trainables.data.splits import SPLITTERS
 from trainables.errors import DataError, StudyError
 from trainables.io import atomic_path
 from trainables.knobs import Search
-from trainables.selection.common import Knobs, embed_ids, write_selection_csv
+from trainables.selection.common import Knobs, embed_ids, study_values, write_selection_csv
 from trainables.selection.influence.ihvp import (
     EXACT_MAX_PARAMS, Curvature, LissaSettings, _same, influence_scores, per_sample_dots, per_sample_dots_vmap,
 )
@@ -33,10 +34,11 @@ from trainables.selectors import SELECTORS
 
 if TYPE_CHECKING:
     from trainables.base import Reporter
+    from trainables.spec import StudySpec
     from trainables.models.regression import RegressionModel
     from trainables.selectors import SelectionContext
 
-__all__ = ["InfluenceKnobs", "InfluenceSelector"]
+__all__ = ["InfluenceKnobs", "InfluenceSelector", "influence_target"]
 
 
 class InfluenceKnobs(Knobs):
@@ -66,6 +68,18 @@ class InfluenceKnobs(Knobs):
     lissa_scale: float | None = Field(None, gt=0, description="LiSSA scale (default: 1.5x top Hessian eigenvalue)")
     lissa_repeats: int = Field(1, ge=1, description="LiSSA estimates averaged")
     lissa_batch: int = Field(64, ge=1, description="train samples per Hessian-vector product")
+    influence_target_fraction: float = Field(
+        0.1, gt=0, le=0.5,
+        description="share of the train split held out as the influence target (carved like valid: by scaffold "
+                    "under a scaffold split); influence minimises the loss on these rows, and neither phase 1 nor "
+                    "phase 3 trains on them, so the study's ranking on valid is not on the split influence optimised")
+
+    @classmethod
+    def data_summary(cls, spec: "StudySpec", train_smiles: list[str]) -> dict[str, int]:
+        """Study parameters: how many train rows the influence target holds out (``n_influence_target``)."""
+        fraction = study_values(spec, ["influence_target_fraction"]).get(
+            "influence_target_fraction", cls.model_fields["influence_target_fraction"].default)
+        return {"n_influence_target": len(influence_target(train_smiles, float(fraction), spec.dataset.split, spec.seed))}
 
     def pool_demand(self) -> int:
         return self.top_k
@@ -81,6 +95,22 @@ class InfluenceKnobs(Knobs):
     def lissa(self, seed: int) -> LissaSettings:
         return LissaSettings(self.lissa_depth, self.lissa_scale, self.lissa_damping, self.lissa_repeats,
                              self.lissa_batch, seed, self.influence_curvature)
+
+
+def influence_target(train_smiles: list[str], fraction: float, split: str, seed: int) -> np.ndarray:
+    """Rows of the train split held out as the influence target, carved as the study carved valid.
+
+    Under a scaffold split valid shares no scaffold with train; a target drawn at random from train
+    would share scaffolds with the rows phase 1 trains on and so favour pool molecules like train, not
+    like valid. The registered splitter (``dataset.split``) with ``{"valid": fraction}`` keeps the two alike.
+    """
+    target = SPLITTERS.get(split)(list(train_smiles), {"valid": fraction}, seed)["valid"]
+    if len(target) == 0 or len(target) == len(train_smiles):
+        raise StudyError(
+            f"selection 'influence': influence_target_fraction {fraction} of the {len(train_smiles)} train molecules "
+            f"({split} split) leaves {len(target)} target rows; the target and the rows trained on must both be "
+            "non-empty: change influence_target_fraction or use more data")
+    return np.asarray(target, dtype=np.int64)
 
 
 def _content_key(tensors: list[torch.Tensor], settings: dict[str, Any]) -> str:
@@ -115,6 +145,7 @@ class InfluenceSelector:
     def __init__(self, config: dict[str, Any]) -> None:
         self.knobs = InfluenceKnobs.from_config(config, where="selection 'influence'")
         self.n_train = 0
+        self.target = np.zeros(0, dtype=np.int64)  # candidate rows (train) the influence is taken on
         self.selected = np.zeros(0, dtype=np.int64)
         self.scores = np.zeros(0)
         self.stats: dict[str, float] = {}
@@ -129,6 +160,15 @@ class InfluenceSelector:
             raise StudyError("selection 'influence': the pool is empty")
         if self.knobs.top_k > n_pool:
             raise StudyError(f"selection 'influence': top_k {self.knobs.top_k} is larger than the pool ({n_pool})")
+        cand = ctx.candidates
+        self.target = influence_target(cand.smiles[: ctx.n_train], self.knobs.influence_target_fraction, ctx.split,
+                                       ctx.seed)
+        # A pool copy of a target molecule would be "most helpful" by construction and train on the target.
+        held = {cand.smiles[i] for i in self.target}
+        in_target = np.asarray([s in held for s in cand.smiles[ctx.n_train :]], dtype=bool)
+        if self.knobs.top_k > n_pool - in_target.sum():
+            raise StudyError(f"selection 'influence': top_k {self.knobs.top_k} is larger than the pool less the "
+                             f"{int(in_target.sum())} molecules in the influence target ({n_pool - int(in_target.sum())})")
         model = ctx.model()
         self._subset_names(model)  # a subset that does not apply fails now, before phase 1 trains
         if SUBSETS.get(self.knobs.influence_params).encoder and not ctx.options.get("base_model_uri"):
@@ -137,13 +177,16 @@ class InfluenceSelector:
         model, inputs = self._phase1(ctx)
         phase1 = time.perf_counter() - tic
         scores, hit, n_params = self._scores(ctx, model, inputs)
-        order = np.argsort(scores, kind="stable")[: self.knobs.top_k]  # most negative: most helpful
+        ranked = np.where(in_target, np.inf, scores)
+        order = np.argsort(ranked, kind="stable")[: self.knobs.top_k]  # most negative: most helpful
         self.selected = (ctx.n_train + order).astype(np.int64)
         self.scores = scores[order]
         self.stats = {
             "influence_seconds": time.perf_counter() - tic, "influence_phase1_seconds": phase1,
             "influence_cache_hit": float(hit),
             "influence_top_k": float(self.knobs.top_k), "influence_pool": float(n_pool),
+            "influence_target_rows": float(len(self.target)), "influence_train_rows": float(len(self.train_rows())),
+            "influence_pool_in_target": float(in_target.sum()),
             "influence_params": float(n_params),
             "influence_selected_mean_score": float(self.scores.mean()),
             "influence_pool_mean_score": float(scores.mean()),
@@ -161,24 +204,31 @@ class InfluenceSelector:
             )
         return names
 
+    def train_rows(self) -> np.ndarray:
+        """The train rows phase 1 and phase 3 train on: the train split less the influence target."""
+        return np.setdiff1d(np.arange(self.n_train), self.target)
+
     def _phase1(self, ctx: "SelectionContext") -> tuple[nn.Module, dict[str, list[list[int]]]]:
-        """The phase-1 model and the token ids it reads; the trial's own model is left as it was."""
+        """The phase-1 model and the token ids it reads (train less target, target, pool); the trial's own
+        model is left as it was."""
         uri = ctx.options.get("base_model_uri")
         cand = ctx.candidates
+        train = self.train_rows()
         if uri:
             predictor = _load_base_model(uri)
             enc = predictor.tokenizer
             encode = lambda s: enc(list(s), truncation=True, max_length=enc.model_max_length)["input_ids"]  # noqa: E731
-            inputs = {"train": encode(cand.smiles[: ctx.n_train]), "valid": encode(ctx.valid.smiles),
+            inputs = {"train": encode([cand.smiles[i] for i in train]),
+                      "target": encode([cand.smiles[i] for i in self.target]),
                       "pool": encode(cand.smiles[ctx.n_train :])}
             model = predictor.model.to(ctx.device)
             if SUBSETS.get(self.knobs.influence_params).encoder:  # the loaded encoder, not the trial's
-                check_packed(model, inputs["valid"][:4], enc.pad_token_id, self.knobs.influence_params)
+                check_packed(model, inputs["target"][:4], enc.pad_token_id, self.knobs.influence_params)
             return model, {**inputs, "pad": [[enc.pad_token_id]]}
         ids = ctx.ids["candidates"]
-        inputs = {"train": ids[: ctx.n_train], "valid": ctx.ids["valid"], "pool": ids[ctx.n_train :],
-                  "pad": [[ctx.pad_id]]}
-        return ctx.phase1(self.knobs.influence_epochs), inputs
+        inputs = {"train": [ids[i] for i in train], "target": [ids[i] for i in self.target],
+                  "pool": ids[ctx.n_train :], "pad": [[ctx.pad_id]]}
+        return ctx.phase1(self.knobs.influence_epochs, train), inputs
 
     def _scores(self, ctx: "SelectionContext", model: nn.Module,
                 inputs: dict[str, Any]) -> tuple[np.ndarray, bool, int]:
@@ -188,7 +238,7 @@ class InfluenceSelector:
         device = model_device(model)
         z = lambda y: torch.as_tensor(model.standardize(np.asarray(y)), dtype=torch.float32, device=device)  # noqa: E731
         cand = ctx.candidates
-        targets = {"train": z(cand.targets[: ctx.n_train]), "valid": z(ctx.valid.targets),
+        targets = {"train": z(cand.targets[self.train_rows()]), "target": z(cand.targets[self.target]),
                    "pool": z(cand.targets[ctx.n_train :])}
         order = np.arange(len(inputs["pool"]))
         if SUBSETS.get(self.knobs.influence_params).encoder:
@@ -197,7 +247,7 @@ class InfluenceSelector:
                 model.backbone.set_attn_implementation("eager")
             flat = FlatModule(PackedRegression(model).eval(), [f"model.{n}" for n in names])
             order = np.argsort([len(x) for x in inputs["pool"]], kind="stable")  # chunks of similar length
-            feats = {k: to_device(PackedRegression.pack(inputs[k], pad), device) for k in ("train", "valid")}
+            feats = {k: to_device(PackedRegression.pack(inputs[k], pad), device) for k in ("train", "target")}
             feats["pool"] = to_device(PackedRegression.pack([inputs["pool"][i] for i in order], pad), device)
             targets["pool"] = targets["pool"][torch.as_tensor(order, device=device)]
             content = list(model.state_dict().values())  # the frozen weights shape the scores too
@@ -206,7 +256,7 @@ class InfluenceSelector:
             dots = per_sample_dots_vmap  # measured faster than forward mode through the encoder
         else:
             with torch.no_grad():
-                feats = {k: embed_ids(model, inputs[k], pad, device).float().cpu() for k in ("train", "valid", "pool")}
+                feats = {k: embed_ids(model, inputs[k], pad, device).float().cpu() for k in ("train", "target", "pool")}
             targets = {k: t.cpu() for k, t in targets.items()}
             flat = FlatModule(copy.deepcopy(model.head).float().cpu().eval(), [n.removeprefix("head.") for n in names])
             content, prepare, chunk = [flat.theta], _same, 512  # features already hold the frozen encoder
@@ -222,7 +272,7 @@ class InfluenceSelector:
         if path.is_file():
             return np.load(path), True, flat.theta.numel()
         sorted_scores = influence_scores(
-            flat, flat.theta, (feats["train"], targets["train"]), (feats["valid"], targets["valid"]),
+            flat, flat.theta, (feats["train"], targets["train"]), (feats["target"], targets["target"]),
             (feats["pool"], targets["pool"]), solver=self.knobs.influence_solver, lissa=lissa, chunk=chunk,
             prepare=prepare, dots=dots)
         scores = np.empty_like(sorted_scores)
@@ -234,7 +284,7 @@ class InfluenceSelector:
     def indices(self, epoch: int) -> np.ndarray:
         if self.knobs.influence_train_on == "topk":
             return self.selected
-        return np.concatenate([np.arange(self.n_train), self.selected])
+        return np.concatenate([self.train_rows(), self.selected])
 
     def epoch_sizes(self, epochs: int) -> list[int]:
         return [len(self.indices(0))] * epochs
@@ -243,21 +293,26 @@ class InfluenceSelector:
         return dict(self.stats)
 
     def write_artifacts(self, path: Path, ctx: "SelectionContext") -> None:
-        """``selection.csv``: the chosen pool molecules, their influence scores and ranks."""
+        """``selection.csv``: the chosen pool molecules, their influence scores and ranks;
+        ``influence_target.csv``: the train rows held out as the target."""
         if len(self.selected):
             write_selection_csv(path / "selection.csv", ctx, self.selected,
                                 {"influence": self.scores, "rank": np.arange(1, len(self.selected) + 1)})
+        if len(self.target):
+            write_selection_csv(path / "influence_target.csv", ctx, self.target, {})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n_train": self.n_train, "selected": self.selected.tolist(), "scores": self.scores.tolist(),
-                "stats": self.stats}
+        return {"n_train": self.n_train, "target": self.target.tolist(), "selected": self.selected.tolist(),
+                "scores": self.scores.tolist(), "stats": self.stats}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.n_train = int(state["n_train"])
+        self.target = np.asarray(state.get("target", []), dtype=np.int64)
         self.selected = np.asarray(state["selected"], dtype=np.int64)
         self.scores = np.asarray(state["scores"], dtype=np.float64)
         self.stats = dict(state["stats"])
 
 
 SELECTORS.register("influence", InfluenceSelector,
-                   help="influence functions (LiSSA): train + the top_k pool molecules that most lower valid loss")
+                   help="influence functions (LiSSA): train + the top_k pool molecules that most lower the loss on "
+                        "a target held out of train")
