@@ -23,7 +23,7 @@ from torch import nn
 from trainables.errors import StudyError
 from trainables.batching import model_device, padded_batches
 from trainables.knobs import Search
-from trainables.selection.common import Knobs, write_selection_csv
+from trainables.selection.common import Knobs, first_rung, study_bounds, write_selection_csv
 from trainables.selectors import SELECTORS
 
 if TYPE_CHECKING:
@@ -102,13 +102,23 @@ class ActiveKnobs(Knobs):
 
     @classmethod
     def check_study(cls, spec: "StudySpec", n_pool: int | None, name: str) -> None:
+        """Besides the pool: every round leaves an epoch after it, and ASHA's first rung comes after the
+        first epoch that trains on acquired molecules (else trials are cut before the selection acts)."""
         super().check_study(spec, n_pool, name)
-        rounds = cls.from_config({k: v for k, v in spec.fixed.items() if k == "rounds"}).rounds
-        rounds = max(rounds, int(max(spec.ranges["rounds"]))) if "rounds" in spec.ranges else rounds
-        if rounds >= spec.max_epochs:
+        fewest, most = (int(v) for v in study_bounds(spec, cls, "rounds"))
+        if most >= spec.max_epochs:
             raise StudyError(
-                f"{spec.name}: selection {name!r} needs an epoch after each acquisition round: rounds {rounds} "
+                f"{spec.name}: selection {name!r} needs an epoch after each acquisition round: rounds {most} "
                 f"must be below max_epochs {spec.max_epochs}"
+            )
+        # The fewest rounds acquire first the latest: at 0-based epoch E // (R + 1), trained as epoch + 1.
+        first = acquisition_epochs(fewest, spec.max_epochs)[0] + 1
+        if first_rung(spec) < first:
+            raise StudyError(
+                f"{spec.name}: scheduler.grace_period {spec.scheduler.grace_period} lets ASHA stop trials after "
+                f"epoch {first_rung(spec)}, before selection {name!r} has trained on its first acquisition (with "
+                f"rounds {fewest} and max_epochs {spec.max_epochs} the first epoch with acquired molecules is "
+                f"epoch {first}): set scheduler.grace_period to at least {first}, or raise rounds"
             )
 
 
