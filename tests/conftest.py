@@ -58,9 +58,11 @@ def tiny_study(**overrides: Any) -> dict[str, Any]:
 
 
 def tiny_selection_study(selection: str, limit: int, max_epochs: int, **fixed: Any) -> dict[str, Any]:
-    """A tiny ``selection`` study: NCI molecules with 30% of them as the pool."""
+    """A tiny ``selection`` study: NCI molecules with 30% of them as the pool; no early stopping (ASHA's first
+    rung may not come before an active-learning round or a mixed curriculum's last epoch)."""
     return tiny_study(
         name=f"tiny-{selection}", search_space="selection", max_epochs=max_epochs,
+        scheduler={"grace_period": max_epochs},
         dataset={"limit": limit, "fractions": {"valid": 0.1, "test": 0.1, "pool": 0.3}},
         fixed={"selection": selection, **fixed},
     )

@@ -23,7 +23,9 @@ from transformers import get_linear_schedule_with_warmup
 from trainables.augment import augmented_rows, save_tta, tta_predict
 from trainables.base import TASKS, Prepared, Reporter, Task
 from trainables.batching import length_grouped_loader, pad_batch, padded_batches
+from trainables.data.chem import murcko_scaffold
 from trainables.data.datasets import DATASETS
+from trainables.data.report import DataReport
 from trainables.data.splits import split_hash, split_indices
 from trainables.data.tables import MoleculeTable, read_property_csv
 from trainables.errors import DataError
@@ -33,7 +35,7 @@ from trainables.models.backbones import load_backbone
 from trainables.models.regression import HeadConfig, RegressionModel
 from trainables.property_knobs import DEFAULTS, LM_EXTRA_DEFAULTS, ArchKnobs, LMExtraKnobs, PropertyKnobs
 from trainables.selection.common import embed_ids
-from trainables.selectors import SELECTORS, SelectionContext, Selector, check_selection
+from trainables.selectors import SELECTORS, SelectionContext, Selector, check_selection, selection_summary
 
 if TYPE_CHECKING:
     from trainables.spec import StudySpec, TrialSpec
@@ -66,6 +68,24 @@ def _empty_table() -> MoleculeTable:
     return MoleculeTable([], np.zeros(0), [], [])
 
 
+def _exclude_held_out(pool: MoleculeTable, report: DataReport, valid: MoleculeTable, test: MoleculeTable,
+                      split: str) -> MoleculeTable:
+    """The pool less its molecules in valid or test and, under a scaffold split, less those whose Bemis-Murcko
+    scaffold is a valid or test scaffold (the split keeps scaffolds apart; a pool must not carry them back into
+    training). Each excluded row is counted in ``report`` with its line number."""
+    held = set(valid.smiles) | set(test.smiles)
+    scaffolds = {murcko_scaffold(s) for s in valid.smiles + test.smiles} if split == "scaffold" else set()
+    keep = []
+    for i, smiles in enumerate(pool.smiles):
+        if smiles in held:
+            report.add("in valid or test", pool.rows[i], smiles)
+        elif scaffolds and (scaffold := murcko_scaffold(smiles)) in scaffolds:
+            report.add("scaffold in valid or test", pool.rows[i], f"{smiles} (scaffold {scaffold or '(acyclic)'})")
+        else:
+            keep.append(i)
+    return pool.subset(keep)
+
+
 def prepare_property(spec: "StudySpec") -> Prepared:
     """Load, validate and split the study's molecules; raise before any trial on bad data."""
     ds = spec.dataset
@@ -79,11 +99,7 @@ def prepare_property(spec: "StudySpec") -> Prepared:
     if spec.pool is not None:
         pool, pool_report = read_property_csv(spec.pool.path, spec.pool.smiles_column, spec.pool.target_column)
         pool_report.check(ds.max_bad_fraction)
-        held_out = set(splits["valid"].smiles) | set(splits["test"].smiles)
-        keep = [i for i, s in enumerate(pool.smiles) if s not in held_out]
-        for i in set(range(len(pool))) - set(keep):
-            pool_report.add("in valid or test", pool.rows[i], pool.smiles[i])
-        splits["pool"] = pool.subset(keep)
+        splits["pool"] = _exclude_held_out(pool, pool_report, splits["valid"], splits["test"], ds.split)
         reports.append(pool_report)
     data = PropertyData(
         train=splits["train"], valid=splits["valid"], test=splits["test"], pool=splits.get("pool", _empty_table())
@@ -91,6 +107,7 @@ def prepare_property(spec: "StudySpec") -> Prepared:
     check_selection(spec, len(data.pool))  # top_k vs pool size etc., before any trial
     tags = {f"split_hash.{name}": split_hash(t.smiles, t.targets) for name, t in vars(data).items() if len(t)}
     summary = {f"n_{name}": len(t) for name, t in vars(data).items()}
+    summary.update(selection_summary(spec, data.train.smiles))  # e.g. n_influence_target
     return Prepared(payload=data, reports=reports, tags=tags, summary=summary)
 
 
@@ -222,15 +239,16 @@ class PropertyTrainer(EpochLoop):
         return get_linear_schedule_with_warmup(optimizer, int(float(self.config["warmup_ratio"]) * total_steps),
                                                total_steps)
 
-    def phase1(self, epochs: int) -> torch.nn.Module:
-        """A copy of this trial's model trained ``epochs`` epochs on the train rows (influence phase 1).
+    def phase1(self, epochs: int, rows: np.ndarray | None = None) -> torch.nn.Module:
+        """A copy of this trial's model trained ``epochs`` epochs on candidate ``rows`` (default: the train rows;
+        influence phase 1, which holds its target rows out).
 
         Trains the trial's own (placed, prepared) model through the same loop, returns a copy and puts
         the initial weights back, so phase 3 starts from the same weights as a ``none`` trial.
         """
         initial = copy.deepcopy(self.unwrapped().state_dict())
         optimizer = self.make_optimizer()
-        rows = np.arange(self.n_train)
+        rows = np.arange(self.n_train) if rows is None else np.asarray(rows, dtype=np.int64)
         scheduler = self.make_scheduler(optimizer, max(self.schedule_steps([len(rows)] * epochs), 2))
         for epoch in range(epochs):
             self.train_epoch(self.rows_loader(rows, 10_000 + epoch), optimizer, scheduler)
@@ -245,7 +263,7 @@ class PropertyTrainer(EpochLoop):
             valid=self.data.valid, pad_id=self.tokenizer.pad_token_id, max_epochs=self.spec.max_epochs,
             seed=self.seed, device=self.device, config=MappingProxyType(self.config),
             options=MappingProxyType(dict(self.spec.options)), model=self.unwrapped, predict=self.predict_ids,
-            embed=self.embed_ids, phase1=self.phase1,
+            embed=self.embed_ids, phase1=self.phase1, split=self.spec.dataset.split,
         )
 
     def before_training(self, reporter: Reporter, state: dict[str, Any]) -> None:

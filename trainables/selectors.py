@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from trainables.base import Reporter
     from trainables.data.tables import MoleculeTable
 
-__all__ = ["SELECTORS", "Selector", "SelectionContext", "AllTrainRows", "check_selection"]
+__all__ = [
+    "SELECTORS", "Selector", "SelectionContext", "AllTrainRows", "check_selection", "selection_names",
+    "selection_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,11 @@ class SelectionContext:
         model: The trial's current model (unwrapped ``RegressionModel``), for MC dropout or subsets.
         predict: ``ids -> predictions`` (label units, dropout off) of the current model.
         embed: ``ids -> [N, H]`` pooled embeddings (CPU) of the current model.
-        phase1: ``epochs -> model``: a copy of the trial's model trained that many epochs on the train
-            rows by the trial's own loop; the trial's model keeps its initial weights.
+        phase1: ``(epochs, rows=None) -> model``: a copy of the trial's model trained that many epochs on
+            candidate ``rows`` (default: every train row) by the trial's own loop; the trial's model keeps
+            its initial weights.
+        split: The study's splitter (``dataset.split``), for a selector that carves its own held-out rows
+            from train the way valid was carved (influence's target).
     """
 
     candidates: "MoleculeTable"
@@ -63,7 +69,8 @@ class SelectionContext:
     model: Callable[[], "nn.Module"]
     predict: Callable[[list[list[int]]], np.ndarray]
     embed: Callable[[list[list[int]]], "torch.Tensor"]
-    phase1: Callable[[int], "nn.Module"]
+    phase1: Callable[..., "nn.Module"]
+    split: str = "random"
 
     @property
     def n_pool(self) -> int:
@@ -143,7 +150,7 @@ SELECTORS.register_lazy(
     help="curriculum: train molecules whose difficulty bin lies below a threshold that rises each epoch")
 SELECTORS.register_lazy(
     "influence", "trainables.selection.influence.selector", knobs="trainables.selection.knobs:InfluenceKnobs",
-    help="influence functions (LiSSA): train + the top_k pool molecules that most lower valid loss")
+    help="influence functions (LiSSA): train + the top_k pool molecules that most lower the loss on a target held out of train")
 
 
 def check_selection(spec: "StudySpec", n_pool: int | None = None) -> None:
@@ -153,13 +160,27 @@ def check_selection(spec: "StudySpec", n_pool: int | None = None) -> None:
     ``check_study(spec, n_pool, name)`` classmethod (``Knobs.check_study``) is checked: fixed knobs
     valid, a pool present, and (once the data is read, ``n_pool`` given) big enough.
     """
-    if "selection" in spec.fixed:
-        names = [spec.fixed["selection"]]
-    elif "selection" in spec.ranges:
-        names = list(spec.ranges["selection"])
-    else:
-        names = [n for n in SELECTORS.names() if n != "none"] if "selection" in spec.searched else ["none"]
-    for name in names:
+    for name in selection_names(spec):
         check = getattr(SELECTORS.get(name), "check_study", None)
         if check is not None:
             check(spec, n_pool, name)
+
+
+def selection_names(spec: "StudySpec") -> list[str]:
+    """The selection methods a trial of the study can run (fixed, a grid's or narrowed values, or all)."""
+    if "selection" in spec.fixed:
+        return [spec.fixed["selection"]]
+    for values in (spec.grid, spec.ranges):
+        if "selection" in values:
+            return list(values["selection"])
+    return list(SELECTORS.names()) if "selection" in spec.searched else ["none"]
+
+
+def selection_summary(spec: "StudySpec", train_smiles: list[str]) -> dict[str, Any]:
+    """Study parameters the possible selectors add (``knobs.data_summary``; e.g. influence's target size)."""
+    out: dict[str, Any] = {}
+    for name in selection_names(spec):
+        summary = getattr(getattr(SELECTORS.get(name), "knobs", None), "data_summary", None)
+        if summary is not None:
+            out.update(summary(spec, train_smiles))
+    return out

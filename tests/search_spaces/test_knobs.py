@@ -23,7 +23,7 @@ README_KNOBS: dict[str, tuple[str, Any]] = {
     "lissa_scale": ("selection", 12.5), "lissa_repeats": ("selection", 3), "lissa_batch": ("selection", 16),
     "influence_epochs": ("selection", 2), "mc_batch": ("selection", 8), "grad_accum": ("property", 4),
     "warmup_ratio": ("property", 0.2), "adapter_dim": ("retro", 32), "warmup": ("retro", 0.3),
-    "weight_decay": ("retro", 0.05), "patience": ("property", 3),
+    "weight_decay": ("retro", 0.05), "patience": ("property", 3), "influence_target_fraction": ("selection", 0.2),
 }
 ALL = [(space, p.name) for space in SPACES.names() for p in SPACES.get(space).declared]
 
@@ -81,7 +81,8 @@ def test_each_documented_knob_can_be_fixed(name: str):
                  "model": {"name": "tiny-bart"}, "search_space": "retro", "metric": "valid_top1",
                  "fixed": {"gamma": 0, **fixed}, "options": {"allow_random_init": True}}
     elif space == "selection":
-        study = tiny_selection_study(fixed.pop("selection"), limit=200, max_epochs=3, **fixed)
+        # 5 epochs: an active study samples up to 4 rounds, each followed by an epoch
+        study = tiny_selection_study(fixed.pop("selection"), limit=200, max_epochs=5, **fixed)
     else:
         study = tiny_study(fixed=fixed)
     assert parse_study(study).fixed[name] == value

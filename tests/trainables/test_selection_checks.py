@@ -14,6 +14,7 @@ BASE = {
     "dataset": {"name": "nci-logp", "limit": 200, "split": "random",
                 "fractions": {"valid": 0.1, "test": 0.1, "pool": 0.2}},
     "model": {"name": "tiny-bert"}, "search_space": "selection", "max_epochs": 3,
+    "scheduler": {"grace_period": 3},  # no early stopping (tests/studies/test_selection_rungs.py checks the rungs)
 }
 
 

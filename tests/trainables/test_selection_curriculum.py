@@ -88,6 +88,7 @@ def test_curriculum_trial_logs_per_epoch_counts():
         "dataset": {"name": "nci-logp", "limit": 200, "split": "random"},
         "model": {"name": "tiny-bert", "max_length": 64}, "search_space": "selection",
         "fixed": {"selection": "curriculum", "curriculum_bins": 5}, "max_epochs": 3,
+        "scheduler": {"grace_period": 3},  # pacing and difficulty are searched: no rung before every molecule trains
     })
     data = prepare_property(spec).payload
     reporter = NullReporter()

@@ -128,8 +128,11 @@ def test_influence_trial_trains_on_train_plus_top_k_and_logs_the_selection(tmp_p
     data = prepare_property(spec).payload
     reporter = NullReporter(keep_dir=tmp_path / "ckpt")
     final = train_property({**CONFIG, "top_k": 15}, data, spec, reporter)
-    assert [h["n_train_rows"] for h in reporter.history] == [len(data.train) + 15] * 2
+    n_target = round(0.1 * len(data.train))  # influence_target_fraction's default, held out of training
+    assert final["influence_target_rows"] == n_target
+    assert [h["n_train_rows"] for h in reporter.history] == [len(data.train) - n_target + 15] * 2
     assert final["influence_cache_hit"] == 0 and "test_rmse" in final
+    assert len(pd.read_csv(tmp_path / "ckpt" / "influence_target.csv")) == n_target
     table = pd.read_csv(tmp_path / "ckpt" / "selection.csv")
     assert len(table) == 15 and set(table["source"]) == {"pool"}
     assert set(table["smiles"]) <= set(data.pool.smiles)

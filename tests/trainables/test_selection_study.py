@@ -30,6 +30,7 @@ def test_selection_methods_run_as_study_trials(tmp_path, monkeypatch):
                 "model": {"name": "tiny-bert", "max_length": 64}, "search_space": "selection",
                 "fixed": {"selection": method, "method": "full", "batch_size": 32, **knobs},
                 "num_trials": 1, "max_epochs": 2, "resources": {"cpus_per_trial": 1},
+                "scheduler": {"grace_period": 2},  # the active round trains at epoch 2: no rung before it
                 "baselines": {"random_forest": False},
             })
             result = launch(spec, root=tmp_path / "runs")

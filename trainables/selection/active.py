@@ -22,7 +22,7 @@ from torch import nn
 from trainables.errors import StudyError
 from trainables.batching import model_device, padded_batches
 from trainables.selection.common import write_selection_csv
-from trainables.selection.knobs import ActiveKnobs
+from trainables.selection.knobs import ActiveKnobs, acquisition_epochs
 from trainables.selectors import SELECTORS
 
 if TYPE_CHECKING:
@@ -75,11 +75,6 @@ def mc_dropout_loop(model: nn.Module, ids: list[list[int]], pad_id: int, passes:
             for t in range(passes):
                 out[t, chunk] = model(input_ids, mask).float().cpu()
     return out
-
-
-def acquisition_epochs(rounds: int, epochs: int) -> list[int]:
-    """0-based epochs that start with an acquisition: ``floor(r E / (R + 1))`` for r = 1..R (distinct, in 1..E-1)."""
-    return [r * epochs // (rounds + 1) for r in range(1, rounds + 1)]
 
 
 class ActiveSelector:

@@ -13,7 +13,7 @@ import numpy as np
 
 from trainables.errors import StudyError
 from trainables.io import atomic_path
-from trainables.knobs import KnobSet
+from trainables.knobs import KnobSet, search_of
 
 if TYPE_CHECKING:
     import torch
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from trainables.spec import StudySpec
     from trainables.selectors import SelectionContext
 
-__all__ = ["Knobs", "study_values", "embed_ids", "write_selection_csv"]
+__all__ = ["Knobs", "study_values", "study_bounds", "study_choices", "first_rung", "embed_ids", "write_selection_csv"]
 
 
 class Knobs(KnobSet):
@@ -60,7 +60,8 @@ class Knobs(KnobSet):
         if n_pool is None:
             return
         if n_pool == 0:
-            raise StudyError(f"{spec.name}: selection {name!r}: the pool is empty after excluding molecules in valid/test")
+            raise StudyError(f"{spec.name}: selection {name!r}: the pool is empty after excluding molecules in valid/test "
+                             "(and, under a scaffold split, molecules with a valid/test scaffold; see the data report)")
         demand = knobs.pool_demand()
         if demand > n_pool:
             what = " * ".join(cls.pool_knobs)
@@ -86,6 +87,44 @@ def study_values(spec: "StudySpec", names: Iterable[str]) -> dict[str, Any]:
             if numeric:
                 out[name] = max(value)
     return out
+
+
+def _allowed(spec: "StudySpec", knobs: type[KnobSet], name: str) -> list[Any] | None:
+    """Values the study pins knob ``name`` to (fixed, a grid's, narrowed choices); ``None`` when it does not."""
+    if name in spec.fixed:
+        return [spec.fixed[name]]
+    for values in (spec.grid, spec.ranges):
+        if name in values:
+            return list(values[name])
+    return None
+
+
+def study_bounds(spec: "StudySpec", knobs: type[KnobSet], name: str) -> tuple[float, float]:
+    """Lowest and highest value of numeric knob ``name`` a trial of the study can get: fixed, grid, narrowed
+    range, the space's search range when the study samples it, else the declared default."""
+    values = _allowed(spec, knobs, name)
+    if values is None:
+        search = search_of(knobs, name)
+        if name in spec.searched and search is not None and search.low is not None:
+            return search.low, search.high
+        values = [knobs.model_fields[name].default]
+    return min(values), max(values)
+
+
+def study_choices(spec: "StudySpec", knobs: type[KnobSet], name: str) -> list[Any]:
+    """Every value of categorical knob ``name`` a trial of the study can get (as :func:`study_bounds`)."""
+    values = _allowed(spec, knobs, name)
+    if values is None:
+        search = search_of(knobs, name)
+        if name in spec.searched and search is not None and search.choices is not None:
+            return list(search.choices() if callable(search.choices) else search.choices)
+        values = [knobs.model_fields[name].default]
+    return values
+
+
+def first_rung(spec: "StudySpec") -> int:
+    """The epoch after which ASHA may first stop a trial (the runner caps grace_period at max_epochs)."""
+    return min(spec.scheduler.grace_period, spec.max_epochs)
 
 
 def embed_ids(model: torch.nn.Module, ids: list[list[int]], pad_id: int, device: torch.device | None = None,

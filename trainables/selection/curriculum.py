@@ -22,14 +22,18 @@ from pydantic import Field, field_validator
 
 from trainables.registry import Registry
 from trainables.knobs import Search
-from trainables.selection.common import Knobs, write_selection_csv
-from trainables.selectors import SELECTORS
+from trainables.errors import StudyError
+from trainables.selection.common import Knobs, first_rung, study_bounds, study_choices, write_selection_csv
+from trainables.selectors import SELECTORS, selection_names
 
 if TYPE_CHECKING:
+    from trainables.spec import StudySpec
     from trainables.base import Reporter
     from trainables.selectors import SelectionContext
 
-__all__ = ["DIFFICULTIES", "PACINGS", "CurriculumKnobs", "CurriculumSelector", "binned_difficulty", "eligible"]
+__all__ = [
+    "DIFFICULTIES", "PACINGS", "CurriculumKnobs", "CurriculumSelector", "binned_difficulty", "eligible", "full_data_epoch",
+]
 
 DIFFICULTIES: Registry[Callable[[str], float]] = Registry("difficulty")
 PACINGS: Registry[Callable[[float], float]] = Registry("pacing")
@@ -80,6 +84,12 @@ def eligible(difficulty: np.ndarray, bins: int, epoch: int, epochs: int,
     return rows, threshold
 
 
+def full_data_epoch(pace: Callable[[float], float], epochs: int) -> int:
+    """The first 1-based epoch whose threshold reaches d_max, i.e. that trains on every molecule
+    (the last bin's upper edge is d_max): ``epochs`` for every registered pacing."""
+    return next(e for e in range(1, epochs + 1) if e == epochs or pace(e / epochs) >= 1 - 1e-9)
+
+
 class CurriculumKnobs(Knobs):
     """Knobs of ``selection: curriculum``."""
 
@@ -102,6 +112,32 @@ class CurriculumKnobs(Knobs):
     def _pacing(cls, v: str) -> str:
         PACINGS.get(v)
         return v
+
+    @classmethod
+    def check_study(cls, spec: "StudySpec", n_pool: int | None, name: str) -> None:
+        """ASHA's first rung must not fall before the curriculum trains on all of train when trials at that rung
+        can differ in how much of train they have seen (another selection method, or another schedule).
+
+        Before that epoch a curriculum trial's valid metric is that of a model which has not met the hardest
+        molecules; ranked against a trial that has (or a faster schedule), it is cut for its pacing, not its
+        quality. Trials that all run one schedule are alike at every rung, so early stopping stays allowed.
+        """
+        super().check_study(spec, n_pool, name)
+        pacings = study_choices(spec, cls, "curriculum_pacing")
+        full = max(full_data_epoch(PACINGS.get(p), spec.max_epochs) for p in pacings)
+        others = [n for n in selection_names(spec) if n != name]
+        schedules = (len(pacings) > 1 or len(study_choices(spec, cls, "curriculum_difficulty")) > 1
+                     or len(set(study_bounds(spec, cls, "curriculum_bins"))) > 1)
+        if first_rung(spec) >= full or not (others or schedules):
+            return
+        against = f"trials of selection {', '.join(others)}" if others else "trials on another curriculum schedule"
+        raise StudyError(
+            f"{spec.name}: scheduler.grace_period {spec.scheduler.grace_period} lets ASHA stop trials after epoch "
+            f"{first_rung(spec)}, but selection {name!r} trains on all of train only from epoch {full} of max_epochs "
+            f"{spec.max_epochs} (curriculum_pacing {', '.join(map(str, pacings))}); before that it would be ranked "
+            f"against {against} on a model that has not seen the hardest molecules: set scheduler.grace_period to "
+            f"{full}, or fix selection: curriculum with one curriculum_bins, curriculum_pacing and curriculum_difficulty"
+        )
 
 
 class CurriculumSelector:

@@ -14,14 +14,14 @@ from pydantic import Field, model_validator
 from trainables.errors import StudyError
 from trainables.knobs import Search
 from trainables.registry import Registry
-from trainables.selection.common import Knobs
+from trainables.selection.common import Knobs, first_rung, study_bounds, study_values
 
 if TYPE_CHECKING:
     from trainables.selection.influence.ihvp import LissaSettings
     from trainables.selection.influence.subsets import Subset
     from trainables.spec import StudySpec
 
-__all__ = ["ActiveKnobs", "InfluenceKnobs", "SUBSETS", "Curvature"]
+__all__ = ["ActiveKnobs", "InfluenceKnobs", "SUBSETS", "Curvature", "acquisition_epochs"]
 
 Curvature = Literal["hessian", "gauss_newton"]
 
@@ -35,6 +35,11 @@ SUBSETS.register_lazy("peft", "trainables.selection.influence.subsets",
                            "'full') + the head")
 SUBSETS.register_lazy("last_layers", "trainables.selection.influence.subsets",
                       help="the last influence_layers encoder layers + the head")
+
+
+def acquisition_epochs(rounds: int, epochs: int) -> list[int]:
+    """0-based epochs that start with an acquisition: ``floor(r E / (R + 1))`` for r = 1..R (distinct, in 1..E-1)."""
+    return [r * epochs // (rounds + 1) for r in range(1, rounds + 1)]
 
 
 class ActiveKnobs(Knobs):
@@ -55,13 +60,23 @@ class ActiveKnobs(Knobs):
 
     @classmethod
     def check_study(cls, spec: "StudySpec", n_pool: int | None, name: str) -> None:
+        """Besides the pool: every round leaves an epoch after it, and ASHA's first rung comes after the
+        first epoch that trains on acquired molecules (else trials are cut before the selection acts)."""
         super().check_study(spec, n_pool, name)
-        rounds = cls.from_config({k: v for k, v in spec.fixed.items() if k == "rounds"}).rounds
-        rounds = max(rounds, int(max(spec.ranges["rounds"]))) if "rounds" in spec.ranges else rounds
-        if rounds >= spec.max_epochs:
+        fewest, most = (int(v) for v in study_bounds(spec, cls, "rounds"))
+        if most >= spec.max_epochs:
             raise StudyError(
-                f"{spec.name}: selection {name!r} needs an epoch after each acquisition round: rounds {rounds} "
+                f"{spec.name}: selection {name!r} needs an epoch after each acquisition round: rounds {most} "
                 f"must be below max_epochs {spec.max_epochs}"
+            )
+        # The fewest rounds acquire first the latest: at 0-based epoch E // (R + 1), trained as epoch + 1.
+        first = acquisition_epochs(fewest, spec.max_epochs)[0] + 1
+        if first_rung(spec) < first:
+            raise StudyError(
+                f"{spec.name}: scheduler.grace_period {spec.scheduler.grace_period} lets ASHA stop trials after "
+                f"epoch {first_rung(spec)}, before selection {name!r} has trained on its first acquisition (with "
+                f"rounds {fewest} and max_epochs {spec.max_epochs} the first epoch with acquired molecules is "
+                f"epoch {first}): set scheduler.grace_period to at least {first}, or raise rounds"
             )
 
 
@@ -92,6 +107,20 @@ class InfluenceKnobs(Knobs):
     lissa_scale: float | None = Field(None, gt=0, description="LiSSA scale (default: 1.5x top Hessian eigenvalue)")
     lissa_repeats: int = Field(1, ge=1, description="LiSSA estimates averaged")
     lissa_batch: int = Field(64, ge=1, description="train samples per Hessian-vector product")
+    influence_target_fraction: float = Field(
+        0.1, gt=0, le=0.5,
+        description="share of the train split held out as the influence target (carved like valid: by scaffold "
+                    "under a scaffold split); influence minimises the loss on these rows, and neither phase 1 nor "
+                    "phase 3 trains on them, so the study's ranking on valid is not on the split influence optimised")
+
+    @classmethod
+    def data_summary(cls, spec: "StudySpec", train_smiles: list[str]) -> dict[str, int]:
+        """Study parameters: how many train rows the influence target holds out (``n_influence_target``)."""
+        from trainables.selection.influence.selector import influence_target
+
+        fraction = study_values(spec, ["influence_target_fraction"]).get(
+            "influence_target_fraction", cls.model_fields["influence_target_fraction"].default)
+        return {"n_influence_target": len(influence_target(train_smiles, float(fraction), spec.dataset.split, spec.seed))}
 
     def pool_demand(self) -> int:
         return self.top_k

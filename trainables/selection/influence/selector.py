@@ -20,6 +20,7 @@ from torch import nn
 
 from trainables.batching import model_device, to_device
 from trainables.cache import cache_dir
+from trainables.data.splits import SPLITTERS
 from trainables.errors import DataError, StudyError
 from trainables.io import atomic_path
 from trainables.selection.common import embed_ids, write_selection_csv
@@ -32,10 +33,27 @@ from trainables.selectors import SELECTORS
 
 if TYPE_CHECKING:
     from trainables.base import Reporter
+    from trainables.spec import StudySpec
     from trainables.models.regression import RegressionModel
     from trainables.selectors import SelectionContext
 
-__all__ = ["InfluenceKnobs", "InfluenceSelector"]
+__all__ = ["InfluenceKnobs", "InfluenceSelector", "influence_target"]
+
+
+def influence_target(train_smiles: list[str], fraction: float, split: str, seed: int) -> np.ndarray:
+    """Rows of the train split held out as the influence target, carved as the study carved valid.
+
+    Under a scaffold split valid shares no scaffold with train; a target drawn at random from train
+    would share scaffolds with the rows phase 1 trains on and so favour pool molecules like train, not
+    like valid. The registered splitter (``dataset.split``) with ``{"valid": fraction}`` keeps the two alike.
+    """
+    target = SPLITTERS.get(split)(list(train_smiles), {"valid": fraction}, seed)["valid"]
+    if len(target) == 0 or len(target) == len(train_smiles):
+        raise StudyError(
+            f"selection 'influence': influence_target_fraction {fraction} of the {len(train_smiles)} train molecules "
+            f"({split} split) leaves {len(target)} target rows; the target and the rows trained on must both be "
+            "non-empty: change influence_target_fraction or use more data")
+    return np.asarray(target, dtype=np.int64)
 
 
 def _content_key(tensors: list[torch.Tensor], settings: dict[str, Any]) -> str:
@@ -70,6 +88,7 @@ class InfluenceSelector:
     def __init__(self, config: dict[str, Any]) -> None:
         self.knobs = InfluenceKnobs.from_config(config, where="selection 'influence'")
         self.n_train = 0
+        self.target = np.zeros(0, dtype=np.int64)  # candidate rows (train) the influence is taken on
         self.selected = np.zeros(0, dtype=np.int64)
         self.scores = np.zeros(0)
         self.stats: dict[str, float] = {}
@@ -84,6 +103,15 @@ class InfluenceSelector:
             raise StudyError("selection 'influence': the pool is empty")
         if self.knobs.top_k > n_pool:
             raise StudyError(f"selection 'influence': top_k {self.knobs.top_k} is larger than the pool ({n_pool})")
+        cand = ctx.candidates
+        self.target = influence_target(cand.smiles[: ctx.n_train], self.knobs.influence_target_fraction, ctx.split,
+                                       ctx.seed)
+        # A pool copy of a target molecule would be "most helpful" by construction and train on the target.
+        held = {cand.smiles[i] for i in self.target}
+        in_target = np.asarray([s in held for s in cand.smiles[ctx.n_train :]], dtype=bool)
+        if self.knobs.top_k > n_pool - in_target.sum():
+            raise StudyError(f"selection 'influence': top_k {self.knobs.top_k} is larger than the pool less the "
+                             f"{int(in_target.sum())} molecules in the influence target ({n_pool - int(in_target.sum())})")
         model = ctx.model()
         self._subset_names(model)  # a subset that does not apply fails now, before phase 1 trains
         if SUBSETS.get(self.knobs.influence_params).encoder and not ctx.options.get("base_model_uri"):
@@ -92,13 +120,16 @@ class InfluenceSelector:
         model, inputs = self._phase1(ctx)
         phase1 = time.perf_counter() - tic
         scores, hit, n_params = self._scores(ctx, model, inputs)
-        order = np.argsort(scores, kind="stable")[: self.knobs.top_k]  # most negative: most helpful
+        ranked = np.where(in_target, np.inf, scores)
+        order = np.argsort(ranked, kind="stable")[: self.knobs.top_k]  # most negative: most helpful
         self.selected = (ctx.n_train + order).astype(np.int64)
         self.scores = scores[order]
         self.stats = {
             "influence_seconds": time.perf_counter() - tic, "influence_phase1_seconds": phase1,
             "influence_cache_hit": float(hit),
             "influence_top_k": float(self.knobs.top_k), "influence_pool": float(n_pool),
+            "influence_target_rows": float(len(self.target)), "influence_train_rows": float(len(self.train_rows())),
+            "influence_pool_in_target": float(in_target.sum()),
             "influence_params": float(n_params),
             "influence_selected_mean_score": float(self.scores.mean()),
             "influence_pool_mean_score": float(scores.mean()),
@@ -116,24 +147,31 @@ class InfluenceSelector:
             )
         return names
 
+    def train_rows(self) -> np.ndarray:
+        """The train rows phase 1 and phase 3 train on: the train split less the influence target."""
+        return np.setdiff1d(np.arange(self.n_train), self.target)
+
     def _phase1(self, ctx: "SelectionContext") -> tuple[nn.Module, dict[str, list[list[int]]]]:
-        """The phase-1 model and the token ids it reads; the trial's own model is left as it was."""
+        """The phase-1 model and the token ids it reads (train less target, target, pool); the trial's own
+        model is left as it was."""
         uri = ctx.options.get("base_model_uri")
         cand = ctx.candidates
+        train = self.train_rows()
         if uri:
             predictor = _load_base_model(uri)
             enc = predictor.tokenizer
             encode = lambda s: enc(list(s), truncation=True, max_length=enc.model_max_length)["input_ids"]  # noqa: E731
-            inputs = {"train": encode(cand.smiles[: ctx.n_train]), "valid": encode(ctx.valid.smiles),
+            inputs = {"train": encode([cand.smiles[i] for i in train]),
+                      "target": encode([cand.smiles[i] for i in self.target]),
                       "pool": encode(cand.smiles[ctx.n_train :])}
             model = predictor.model.to(ctx.device)
             if SUBSETS.get(self.knobs.influence_params).encoder:  # the loaded encoder, not the trial's
-                check_packed(model, inputs["valid"][:4], enc.pad_token_id, self.knobs.influence_params)
+                check_packed(model, inputs["target"][:4], enc.pad_token_id, self.knobs.influence_params)
             return model, {**inputs, "pad": [[enc.pad_token_id]]}
         ids = ctx.ids["candidates"]
-        inputs = {"train": ids[: ctx.n_train], "valid": ctx.ids["valid"], "pool": ids[ctx.n_train :],
-                  "pad": [[ctx.pad_id]]}
-        return ctx.phase1(self.knobs.influence_epochs), inputs
+        inputs = {"train": [ids[i] for i in train], "target": [ids[i] for i in self.target],
+                  "pool": ids[ctx.n_train :], "pad": [[ctx.pad_id]]}
+        return ctx.phase1(self.knobs.influence_epochs, train), inputs
 
     def _scores(self, ctx: "SelectionContext", model: nn.Module,
                 inputs: dict[str, Any]) -> tuple[np.ndarray, bool, int]:
@@ -143,7 +181,7 @@ class InfluenceSelector:
         device = model_device(model)
         z = lambda y: torch.as_tensor(model.standardize(np.asarray(y)), dtype=torch.float32, device=device)  # noqa: E731
         cand = ctx.candidates
-        targets = {"train": z(cand.targets[: ctx.n_train]), "valid": z(ctx.valid.targets),
+        targets = {"train": z(cand.targets[self.train_rows()]), "target": z(cand.targets[self.target]),
                    "pool": z(cand.targets[ctx.n_train :])}
         order = np.arange(len(inputs["pool"]))
         if SUBSETS.get(self.knobs.influence_params).encoder:
@@ -152,7 +190,7 @@ class InfluenceSelector:
                 model.backbone.set_attn_implementation("eager")
             flat = FlatModule(PackedRegression(model).eval(), [f"model.{n}" for n in names])
             order = np.argsort([len(x) for x in inputs["pool"]], kind="stable")  # chunks of similar length
-            feats = {k: to_device(PackedRegression.pack(inputs[k], pad), device) for k in ("train", "valid")}
+            feats = {k: to_device(PackedRegression.pack(inputs[k], pad), device) for k in ("train", "target")}
             feats["pool"] = to_device(PackedRegression.pack([inputs["pool"][i] for i in order], pad), device)
             targets["pool"] = targets["pool"][torch.as_tensor(order, device=device)]
             content = list(model.state_dict().values())  # the frozen weights shape the scores too
@@ -161,7 +199,7 @@ class InfluenceSelector:
             dots = per_sample_dots_vmap  # measured faster than forward mode through the encoder
         else:
             with torch.no_grad():
-                feats = {k: embed_ids(model, inputs[k], pad, device).float().cpu() for k in ("train", "valid", "pool")}
+                feats = {k: embed_ids(model, inputs[k], pad, device).float().cpu() for k in ("train", "target", "pool")}
             targets = {k: t.cpu() for k, t in targets.items()}
             flat = FlatModule(copy.deepcopy(model.head).float().cpu().eval(), [n.removeprefix("head.") for n in names])
             content, prepare, chunk = [flat.theta], _same, 512  # features already hold the frozen encoder
@@ -177,7 +215,7 @@ class InfluenceSelector:
         if path.is_file():
             return np.load(path), True, flat.theta.numel()
         sorted_scores = influence_scores(
-            flat, flat.theta, (feats["train"], targets["train"]), (feats["valid"], targets["valid"]),
+            flat, flat.theta, (feats["train"], targets["train"]), (feats["target"], targets["target"]),
             (feats["pool"], targets["pool"]), solver=self.knobs.influence_solver, lissa=lissa, chunk=chunk,
             prepare=prepare, dots=dots)
         scores = np.empty_like(sorted_scores)
@@ -189,7 +227,7 @@ class InfluenceSelector:
     def indices(self, epoch: int) -> np.ndarray:
         if self.knobs.influence_train_on == "topk":
             return self.selected
-        return np.concatenate([np.arange(self.n_train), self.selected])
+        return np.concatenate([self.train_rows(), self.selected])
 
     def epoch_sizes(self, epochs: int) -> list[int]:
         return [len(self.indices(0))] * epochs
@@ -198,21 +236,26 @@ class InfluenceSelector:
         return dict(self.stats)
 
     def write_artifacts(self, path: Path, ctx: "SelectionContext") -> None:
-        """``selection.csv``: the chosen pool molecules, their influence scores and ranks."""
+        """``selection.csv``: the chosen pool molecules, their influence scores and ranks;
+        ``influence_target.csv``: the train rows held out as the target."""
         if len(self.selected):
             write_selection_csv(path / "selection.csv", ctx, self.selected,
                                 {"influence": self.scores, "rank": np.arange(1, len(self.selected) + 1)})
+        if len(self.target):
+            write_selection_csv(path / "influence_target.csv", ctx, self.target, {})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n_train": self.n_train, "selected": self.selected.tolist(), "scores": self.scores.tolist(),
-                "stats": self.stats}
+        return {"n_train": self.n_train, "target": self.target.tolist(), "selected": self.selected.tolist(),
+                "scores": self.scores.tolist(), "stats": self.stats}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.n_train = int(state["n_train"])
+        self.target = np.asarray(state.get("target", []), dtype=np.int64)
         self.selected = np.asarray(state["selected"], dtype=np.int64)
         self.scores = np.asarray(state["scores"], dtype=np.float64)
         self.stats = dict(state["stats"])
 
 
 SELECTORS.register("influence", InfluenceSelector,
-                   help="influence functions (LiSSA): train + the top_k pool molecules that most lower valid loss")
+                   help="influence functions (LiSSA): train + the top_k pool molecules that most lower the loss on "
+                        "a target held out of train")
