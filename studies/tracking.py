@@ -327,7 +327,7 @@ class MLflowTrialCallback(tune.Callback):
                 if run.data.tags[TAG_STATE] == "complete" and value is not None and math.isfinite(value) and (
                         best is None or (value < best[0] if self.mode == "min" else value > best[0])):
                     best = (float(value), run)
-        if best is None or (self.best is not None and self.best["run_id"] == best[1].info.run_id):
+        if best is None:  # written even when unchanged here: another driver may have just written an older best
             return
         value, run = best
         self.best = {"value": value, "run_id": run.info.run_id, "name": run.info.run_name,
