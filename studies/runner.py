@@ -296,7 +296,12 @@ def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | Non
         except BaseException:
             leave_study(member, tracker.client, "KILLED")  # no run left RUNNING, nor the other joiners' ended
             raise
-    results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url, member, trials), tracker, member)
+    try:
+        tuner = _tuner(spec, prepared, tracker, paths, optuna_url, member, trials)
+    except BaseException:
+        leave_study(member, tracker.client, "FAILED")  # this joiner is gone: the others may close the study
+        raise
+    results = _fit(tuner, tracker, member)
     return _result(spec, tracker, results, optuna_url, paths, report=member.last)
 
 

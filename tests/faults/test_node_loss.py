@@ -22,13 +22,13 @@ pytestmark = pytest.mark.slow
 MAX_EPOCHS = 3
 
 
-def _tune_epochs(storage: Path) -> dict[str, list[int]]:
-    """Per Tune trial id, the epochs its processes reported, in order (Tune's own record, beside MLflow's)."""
-    out: dict[str, list[int]] = {}
+def _tune_results(storage: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per Tune trial id, the results its processes reported, in order (Tune's own record, beside MLflow's)."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for path in storage.rglob("result.json"):
         for line in path.read_text().splitlines():
             row = json.loads(line)
-            out.setdefault(row["trial_id"], []).append(int(row["epoch"]))
+            out.setdefault(row["trial_id"], []).append(row)
     return out
 
 
@@ -41,8 +41,8 @@ def test_trial_on_a_removed_worker_node_resumes_from_its_checkpoint(tmp_path: Pa
     ray.shutdown()  # this process becomes a driver of the cluster below, not of another module's Ray
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("CHEMTUNE_DATA_DIR", str(shared_data))
-    # Every epoch straggles 3 s, so a trial is caught between its first and last epoch on any CPU.
-    monkeypatch.setenv(FAULTS_ENV, json.dumps([{"kind": "slow", "epoch": "any", "seconds": 3, "times": 1000}]))
+    # Every epoch straggles 4 s, so a trial is caught between its first and last epoch on any CPU.
+    monkeypatch.setenv(FAULTS_ENV, json.dumps([{"kind": "slow", "epoch": "any", "seconds": 4, "times": 1000}]))
     monkeypatch.setenv(STATE_ENV, str(tmp_path / "faults"))
     spec = parse_study(tiny_study(
         name="node-loss", num_trials=2, max_epochs=MAX_EPOCHS, max_failures=1, dataset={"limit": 160},
@@ -51,7 +51,6 @@ def test_trial_on_a_removed_worker_node_resumes_from_its_checkpoint(tmp_path: Pa
     ))
     env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     outcome: dict[str, Any] = {}
-    uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
     # a 0-CPU head and two 1-CPU workers: each worker runs one of the two trials
     with LocalRayCluster([NodeSpec(num_cpus=1), NodeSpec(num_cpus=1)], head=NodeSpec(num_cpus=0), env=env) as cluster:
         def run() -> None:
@@ -63,19 +62,18 @@ def test_trial_on_a_removed_worker_node_resumes_from_its_checkpoint(tmp_path: Pa
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         try:
-            def both_mid_trial() -> bool:  # both trials past epoch 1 and neither done: either node's is mid-way
+            def mid_trial() -> tuple[str, int] | None:  # a trial between its first and last epoch, and its node
                 if "error" in outcome:
                     raise outcome["error"]
-                client = mlflow.MlflowClient(uri)
-                experiment = client.get_experiment_by_name("node-loss")
-                runs = client.search_runs([experiment.experiment_id], "tags.`chemtune.role` = 'trial'")
-                if len(runs) < 2 or any(r.info.status != "RUNNING" for r in runs):
-                    return False
-                epochs = [max((m.step for m in client.get_metric_history(r.info.run_id, "epoch")), default=0) for r in runs]
-                return min(epochs) >= 1 and max(epochs) < MAX_EPOCHS
+                for trial_id, rows in _tune_results(tmp_path / "tune").items():
+                    if 1 <= rows[-1]["epoch"] < MAX_EPOCHS and not rows[-1].get("done"):
+                        node = cluster.worker_of(int(rows[-1]["pid"]))  # Tune reports the trial's process id
+                        if node is not None:
+                            return trial_id, node
+                return None
 
-            wait_for(both_mid_trial, 600, "both trials between their first and last epoch")
-            cluster.remove_worker(0)  # the node goes, its trial process with it
+            victim, node = wait_for(mid_trial, 600, "a trial between its first and last epoch")
+            cluster.remove_worker(node)  # the node goes, its trial process with it
             thread.join(600)
         finally:
             ray.shutdown()
@@ -91,14 +89,16 @@ def test_trial_on_a_removed_worker_node_resumes_from_its_checkpoint(tmp_path: Pa
     recovered = [r for r in trials if r.data.tags.get("chemtune.recovered") == "true"]
     assert len(recovered) == 1, [r.data.tags for r in trials]  # the removed node's trial, retried once
     (moved,) = recovered
-    assert moved.data.tags["chemtune.failures"] == "1"
+    assert moved.data.tags["chemtune.trial_id"] == victim and moved.data.tags["chemtune.failures"] == "1"
     for run in trials:  # every epoch once, each the epoch it says (a restart from scratch would log epoch 1 at step 2)
         history = client.get_metric_history(run.info.run_id, "epoch")
         assert sorted((m.step, m.value) for m in history) == [(e, e) for e in range(1, MAX_EPOCHS + 1)]
         assert run.data.tags["chemtune.epochs"] == str(MAX_EPOCHS) and "test_rmse" in run.data.metrics
     # Tune's own record: the moved trial's processes reported each epoch once, so it went on from its
     # checkpoint on the other node instead of training again from epoch 1
-    reported = _tune_epochs(tmp_path / "tune")
-    assert reported[moved.data.tags["chemtune.trial_id"]] == list(range(1, MAX_EPOCHS + 1))
+    reported = _tune_results(tmp_path / "tune")[victim]
+    assert [r["epoch"] for r in reported] == list(range(1, MAX_EPOCHS + 1))
+    restored = [r for r in reported if r["iterations_since_restore"] == 1]
+    assert len(restored) == 2 and restored[1]["epoch"] > 1  # its second process began after a checkpointed epoch
     record_figures("1-worker-node-removed", faults_injected=1, trials=2, trials_finished=len(trials),
                    runs_lost=0, recovered=len(recovered))

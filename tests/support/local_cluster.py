@@ -226,6 +226,21 @@ class LocalRayCluster(_Service):
         # every node still running (a removed worker no longer counts)
         wait_for(lambda: len(self.alive_nodes()) == len(self._procs), self.timeout, f"Ray worker node {i}")
 
+    def worker_of(self, pid: int) -> int | None:
+        """Which worker node (index) runs process ``pid`` (e.g. a trial's, from Tune's ``pid`` result), if any."""
+        import psutil
+
+        for proc in self._procs:
+            name = self._names[proc.pid]
+            if name.startswith("worker"):
+                try:
+                    family = {proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))}
+                except psutil.NoSuchProcess:
+                    continue
+                if pid in family:
+                    return int(name.removeprefix("worker"))
+        return None
+
     def remove_worker(self, index: int, timeout: float | None = None) -> None:
         """SIGKILL worker node ``index`` whole (its raylet, object store and trial processes), as a pre-empted
         machine vanishes: no process of it gets to clean up. Waits until the cluster counts the node dead."""
