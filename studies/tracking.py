@@ -361,12 +361,32 @@ class MLflowTrialCallback(tune.Callback):
                             signature=_signature(self.task),
                         )
                 self.client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
+def _local_error(trial: Any) -> Any:
+    """The trial's latest error from its local error files (pickled, else the text of the last failure)."""
+    try:
+        pickled = Path(trial.pickled_error_file) if getattr(trial, "pickled_error_file", None) else None
+        if pickled is not None and pickled.is_file():
+            import cloudpickle
+
+            with pickled.open("rb") as f:
+                return cloudpickle.load(f)
+        text = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+        if text is not None and text.is_file():
+            last = text.read_text(errors="replace").rsplit("Failure # ", 1)[-1]
+            return RuntimeError(last.split("\n", 1)[-1].strip() or last.strip())
+    except Exception:  # noqa: BLE001 - an unreadable error file still gets a tag
+        return None
+    return None
+
+
 def error_summary(trial: Any) -> tuple[str, str]:
     """The root cause of a Tune trial's error: its type name and first line (not Ray's wrapper)."""
     try:
         error = trial.get_pickled_error() or trial.get_error()
     except Exception:  # noqa: BLE001 - an unreadable error file still gets a tag
         error = None
+    if error is None:  # Tune writes the error beside the trial first and syncs it to storage later (a lost node)
+        error = _local_error(trial)
     cause = getattr(error, "cause", None) or error
     if cause is None:
         return "UnknownError", "the trial failed without an error file"

@@ -90,6 +90,7 @@ def test_trial_on_a_removed_worker_node_resumes_from_its_checkpoint(tmp_path: Pa
     assert len(recovered) == 1, [r.data.tags for r in trials]  # the removed node's trial, retried once
     (moved,) = recovered
     assert moved.data.tags["chemtune.trial_id"] == victim and moved.data.tags["chemtune.failures"] == "1"
+    assert moved.data.tags["chemtune.error_type"] != "UnknownError", moved.data.tags  # why it moved: the lost actor
     for run in trials:  # every epoch once, each the epoch it says (a restart from scratch would log epoch 1 at step 2)
         history = client.get_metric_history(run.info.run_id, "epoch")
         assert sorted((m.step, m.value) for m in history) == [(e, e) for e in range(1, MAX_EPOCHS + 1)]
@@ -102,3 +103,21 @@ def test_trial_on_a_removed_worker_node_resumes_from_its_checkpoint(tmp_path: Pa
     assert len(restored) == 2 and restored[1]["epoch"] > 1  # its second process began after a checkpointed epoch
     record_figures("1-worker-node-removed", faults_injected=1, trials=2, trials_finished=len(trials),
                    runs_lost=0, recovered=len(recovered))
+
+
+def test_an_error_not_yet_synced_to_storage_is_read_from_the_trial_folder(tmp_path: Path) -> None:
+    """A lost node's trial fails before Tune syncs its error files to storage: the tag still names the error."""
+    from types import SimpleNamespace
+
+    import cloudpickle
+
+    from studies.tracking import error_summary
+
+    pickled, text = tmp_path / "error.pkl", tmp_path / "error.txt"
+    unsynced = SimpleNamespace(get_pickled_error=lambda: None, get_error=lambda: None,
+                               pickled_error_file=str(pickled), error_file=str(text))
+    assert error_summary(unsynced) == ("UnknownError", "the trial failed without an error file")
+    text.write_text("Failure # 1 (occurred at 2026-01-01_00-00-00)\nThe actor died unexpectedly\n")
+    assert error_summary(unsynced) == ("RuntimeError", "The actor died unexpectedly")
+    pickled.write_bytes(cloudpickle.dumps(ConnectionError("node 127.0.0.1 was lost")))
+    assert error_summary(unsynced) == ("ConnectionError", "node 127.0.0.1 was lost")
