@@ -194,7 +194,9 @@ class LocalRayCluster(_Service):
 
         self._check_procs()
         return [n.__dict__ if hasattr(n, "__dict__") else dict(n)
-                for n in list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")], timeout=10)]
+                # a node just killed (remove_worker) cannot answer: list the others instead of raising
+                for n in list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")], timeout=10,
+                                    raise_on_missing_output=False)]
 
     def start(self) -> "LocalRayCluster":
         """Start the head, then the workers; wait until every node is alive."""
