@@ -1,9 +1,13 @@
 """Run the whole fault suite, long variants included, and print its figures.
 
     python benchmarks/fault_figures.py            # CHEMTUNE_DATA_DIR must point at the shared data
+    python benchmarks/fault_figures.py --short    # only the variants CI runs (a loaded machine)
 
-Figures: faults injected, trials finished, runs lost (must be 0), the wall-time ratio of scenario 2
-(a study whose driver is SIGKILLed 3-5 times and resumed, over the same study uninterrupted; target <= 2.5x).
+Scenarios: tests/faults (trial faults, a worker node removed, drivers killed, checkpoints, stale trials, two
+studies on SQLite) and tests/cluster/test_joined_study.py (processes joining one study on PostgreSQL and
+the authenticated MLflow server). Figures: faults injected, trials finished, runs lost (must be 0), the
+wall-time ratio of scenario 2 (a study whose driver is SIGKILLed 3-5 times and resumed, over the same
+study uninterrupted; target <= 2.5x).
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SUITE = ["tests/faults", "tests/cluster/test_joined_study.py"]
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         figures_file = Path(tmp) / "figures.jsonl"
-        env = {**os.environ, "CHEMTUNE_FAULTS_LONG": "1", "CHEMTUNE_FAULT_FIGURES": str(figures_file),
-               "PYTHONPATH": str(ROOT)}
+        args = [a for a in sys.argv[1:] if a != "--short"]
+        env = {**os.environ, "CHEMTUNE_FAULT_FIGURES": str(figures_file), "PYTHONPATH": str(ROOT)}
+        env["CHEMTUNE_FAULTS_LONG"] = "0" if "--short" in sys.argv[1:] else "1"
         tic = time.monotonic()
-        code = subprocess.call([sys.executable, "-m", "pytest", "-q", "tests/faults", *sys.argv[1:]], cwd=ROOT, env=env)
+        code = subprocess.call([sys.executable, "-m", "pytest", "-q", *SUITE, *args], cwd=ROOT, env=env)
         wall = time.monotonic() - tic
         rows = [json.loads(line) for line in figures_file.read_text().splitlines()] if figures_file.exists() else []
     print(f"\nfault suite: exit code {code}, {wall:.0f} s")

@@ -65,7 +65,8 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     from studies.spec import load_study
 
     spec = load_study(args.study)
-    result = launch(spec, address=args.address, tracking_uri=args.tracking_uri, root=args.root, restart=args.restart)
+    result = launch(spec, address=args.address, tracking_uri=args.tracking_uri, root=args.root, restart=args.restart,
+                    join=args.join, trials=args.trials)
     board = result.leaderboard
     trials = int((board["role"] == "trial").sum()) if not board.empty else 0  # not the baseline rows
     _print_board(board.head(10), f"study {spec.name}: {trials} trials, "
@@ -319,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster (auto, ray://HOST:10001); default: local Ray")
     tracking(p)
     p.add_argument("--restart", action="store_true", help="start over if this study was launched before")
+    p.add_argument("--join", action="store_true", help="one of several processes on this study: create or attach to "
+                   "its Optuna study (shared RDB storage) and MLflow parent run, and run --trials of its trials")
+    p.add_argument("--trials", type=int, default=None, help="with --join: this process's share of the trials "
+                   "(default the study's num_trials); the study's total is the sum of the shares")
     p = command("resume", _cmd_resume, "continue an interrupted study from its checkpoints")
     p.add_argument("name", help=name_help)
     p.add_argument("--address", default=None, help="Ray cluster (default: the one the study was launched on, else local)")

@@ -4,7 +4,8 @@ The driver (``chemtune launch``/``resume``) records a lease in the study's state
 process's start time (so a recycled PID is not mistaken for it). A run left RUNNING while no live driver
 holds the lease is an orphan: its driver was killed. ``reconcile`` ends every orphan as KILLED with the
 reason as a tag (``chemtune resume`` and ``chemtune doctor --reconcile`` call it); it refuses while the
-driver is alive, so two drivers never run one study.
+driver is alive, so two drivers never run one study. Each trial run also carries its own driver's lease
+(``chemtune.driver``): in a joined study (``launch --join``) a run whose driver lives is not an orphan.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from studies.store import TAG_DRIVER
 from studies.tracking import TAG_TRIAL, StudyPaths
 from trainables.checkpoints import checkpoint_problem
 from trainables.errors import StudyError
 
-__all__ = ["TAG_END_REASON", "driver_lease", "driver_alive", "reconcile", "Diagnosis", "diagnose"]
+__all__ = ["TAG_END_REASON", "TAG_DRIVER", "driver_lease", "driver_alive", "reconcile", "Diagnosis", "diagnose"]
 
 TAG_END_REASON = "chemtune.end_reason"
 _PARENT = "mlflow.parentRunId"
@@ -63,6 +65,15 @@ def _running_runs(client: MlflowClient, parent_run_id: str) -> list[Any]:
     )
 
 
+def _run_driver_alive(run: Any) -> bool:
+    """Whether the driver recorded on a trial run (``chemtune.driver``) is alive and is not this process."""
+    try:
+        lease = json.loads(run.data.tags.get(TAG_DRIVER) or "null")
+    except ValueError:
+        return False
+    return bool(lease) and lease.get("pid") != os.getpid() and driver_alive(lease)
+
+
 def reconcile(paths: StudyPaths, name: str) -> list[str]:
     """End the runs a dead driver left RUNNING as KILLED, reason tagged; returns their run ids.
 
@@ -80,13 +91,16 @@ def reconcile(paths: StudyPaths, name: str) -> list[str]:
     who = f"PID {lease['pid']} on {lease['host']}" if lease else "an unknown process"
     reason = (f"orphaned: its driver ({who}) is gone; marked KILLED by reconcile at "
               f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
-    ended = []
+    ended, live = [], 0
     for run in _running_runs(client, state["parent_run_id"]):
+        if _run_driver_alive(run):  # another driver of a joined study (launch --join) still runs it
+            live += 1
+            continue
         client.set_tag(run.info.run_id, TAG_END_REASON, reason)
         client.set_terminated(run.info.run_id, "KILLED")
         ended.append(run.info.run_id)
     parent = client.get_run(state["parent_run_id"])
-    if parent.info.status == "RUNNING":
+    if parent.info.status == "RUNNING" and not live:
         client.set_tag(parent.info.run_id, TAG_END_REASON, reason)
         client.set_terminated(parent.info.run_id, "KILLED")
         ended.append(parent.info.run_id)
@@ -147,7 +161,7 @@ def diagnose(paths: StudyPaths, name: str) -> Diagnosis:
     children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{_PARENT}` = '{parent.info.run_id}'")
     for run in children:
         diagnosis.mlflow_states[run.info.status] = diagnosis.mlflow_states.get(run.info.status, 0) + 1
-        if run.info.status == "RUNNING" and not alive:
+        if run.info.status == "RUNNING" and not alive and not _run_driver_alive(run):
             diagnosis.orphans.append(f"{run.info.run_id} (trial {run.data.tags.get(TAG_TRIAL)})")
     spec = yaml.safe_load(paths.study_file(name).read_text()) if paths.study_file(name).exists() else {}
     storage = (spec.get("tracking") or {}).get("storage_path") or paths.tune_storage

@@ -19,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler
 from cluster.resources import limit_search, with_trial_resources
 from search_spaces import SPACES
 from studies.health import driver_lease, reconcile
+from studies.join import Membership, join_study, leave_study
 from studies.optuna_heartbeat import HeartbeatOptunaSearch, heartbeat_storage
 from studies.progress import ProgressCallback, print_data_summary, quiet
 from studies.redact import redact_url, worker_env
@@ -116,8 +117,12 @@ def _init_ray(address: str | None, tracking_uri: str) -> None:
         ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
 
 
-def _searcher(spec: StudySpec, optuna_url: str) -> HeartbeatOptunaSearch:
-    """TPE over the space (enqueued points first), or the study's grid with each row exactly once."""
+def _searcher(spec: StudySpec, optuna_url: str, member: Membership | None = None) -> HeartbeatOptunaSearch:
+    """TPE over the space (enqueued points first), or the study's grid with each row exactly once.
+
+    A joined process (``launch --join``) after the first offsets the seed by its slot (else all would
+    start on the same random points) and does not enqueue the study's points again (the first did).
+    """
     # a killed driver's Optuna trials go stale, fail and are retried (grid rows too)
     storage = heartbeat_storage(optuna_url, max_retry=max(1, spec.max_failures))
     if spec.sampler == "grid":
@@ -127,14 +132,18 @@ def _searcher(spec: StudySpec, optuna_url: str) -> HeartbeatOptunaSearch:
         return HeartbeatOptunaSearch(space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
                                      storage=storage, sampler=grid_sampler(spec), max_epochs=spec.max_epochs)
     space = SPACES.get(spec.search_space).define_by_run(spec.fixed, spec.ranges)
+    later = member is not None and not member.creator
     return HeartbeatOptunaSearch(
-        space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name, storage=storage, seed=spec.seed,
-        points_to_evaluate=[dict(p) for p in spec.enqueue] or None, max_epochs=spec.max_epochs,
+        space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name, storage=storage,
+        seed=spec.seed + member.slot if later else spec.seed,
+        points_to_evaluate=None if later else [dict(p) for p in spec.enqueue] or None, max_epochs=spec.max_epochs,
     )
 
 
-def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: StudyPaths, optuna_url: str) -> tune.Tuner:
-    searcher = _searcher(spec, optuna_url)
+def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: StudyPaths, optuna_url: str,
+           member: Membership | None = None, trials: int | None = None) -> tune.Tuner:
+    searcher = _searcher(spec, optuna_url, member)
+    num_trials = trials or spec.num_trials
     scheduler = ASHAScheduler(
         time_attr="training_iteration", max_t=spec.max_epochs,
         grace_period=min(spec.scheduler.grace_period, spec.max_epochs), reduction_factor=spec.scheduler.reduction_factor,
@@ -142,13 +151,14 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
     trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec), spec.resources)
     callbacks = [
         MLflowTrialCallback(tracker.uri, tracker.experiment_id, tracker.parent_run_id, spec.task, prepared.tags,
-                            metric=spec.metric, mode=spec.direction, max_epochs=spec.max_epochs),
-        ProgressCallback(spec.metric, spec.direction, spec.num_trials, spec.max_epochs),
+                            metric=spec.metric, mode=spec.direction, max_epochs=spec.max_epochs,
+                            joiner=member.joiner_id if member else None),
+        ProgressCallback(spec.metric, spec.direction, num_trials, spec.max_epochs),
     ]
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=limit_search(searcher, spec.resources), scheduler=scheduler, num_samples=spec.num_trials,
+            search_alg=limit_search(searcher, spec.resources), scheduler=scheduler, num_samples=num_trials,
             metric=spec.metric, mode=spec.direction,
             # No cap from the resources present at launch: Tune queues trials against the cluster, so an
             # autoscaling cluster that starts with no workers grows to run them (cap only when asked).
@@ -157,7 +167,9 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
             reuse_actors=spec.resources.num_workers == 1,
         ),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=spec.tracking.storage_path or paths.tune_storage,
+            # a joined process has its own experiment beside the other joiners' (studies/join.py)
+            name=f"{spec.name}.{member.experiment}" if member else spec.name,
+            storage_path=spec.tracking.storage_path or paths.tune_storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks, verbose=0,
@@ -165,7 +177,7 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
     )
 
 
-def _fit(tuner: tune.Tuner, tracker: StudyTracker) -> tune.ResultGrid:
+def _fit(tuner: tune.Tuner, tracker: StudyTracker, member: Membership | None = None) -> tune.ResultGrid:
     status = "FAILED"
     try:
         results = tuner.fit()
@@ -175,28 +187,33 @@ def _fit(tuner: tune.Tuner, tracker: StudyTracker) -> tune.ResultGrid:
         status = "KILLED"
         raise
     finally:
-        tracker.close(status)
+        if member is None:
+            tracker.close(status)
+        else:  # the parent run ends with the last joined process
+            leave_study(member, tracker.client, status)
 
 
 def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid, optuna_url: str | None,
-            paths: StudyPaths) -> StudyResult:
+            paths: StudyPaths, report: bool = True) -> StudyResult:
     # Only complete trials compete: one ASHA stopped has a partial (earlier-epoch) score.
     scored = [r for r in results if r.error is None and r.metrics and spec.metric in r.metrics
               and not stopped_early(r.metrics, spec.max_epochs)]
     sign = 1 if spec.direction == "min" else -1
     best = min(scored, key=lambda r: sign * r.metrics[spec.metric]).config if scored else None
     board = leaderboard(spec.name, tracker.uri)
-    report = None
+    page = None
     try:  # leaderboard table, Optuna's plots and the HTML report on the study run
-        report = refresh_study(spec.name, tracker.uri, optuna_url, paths.root / "reports" / f"{spec.name}.html")
+        if report:
+            page = refresh_study(spec.name, tracker.uri, optuna_url, paths.root / "reports" / f"{spec.name}.html")
     except Exception as err:  # noqa: BLE001 - the study's results stand without their views
         tracker.client.set_tag(tracker.parent_run_id, "chemtune.report_error", repr(err)[:500])
     return StudyResult(spec.name, tracker.parent_run_id, tracker.experiment_id, tracker.uri, best, board,
-                       results.num_errors, report)
+                       results.num_errors, page)
 
 
 def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | None = None,
-           root: str | os.PathLike[str] | None = None, restart: bool = False) -> StudyResult:
+           root: str | os.PathLike[str] | None = None, restart: bool = False, join: bool = False,
+           trials: int | None = None) -> StudyResult:
     """Validate the data, then run the study on Ray Tune and track it in MLflow.
 
     Args:
@@ -205,7 +222,17 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
         tracking_uri: MLflow URI; default: the study's, ``MLFLOW_TRACKING_URI``, or ``./chemtune-runs``.
         root: The embedded store's folder (default ``$CHEMTUNE_HOME`` or ``./chemtune-runs``).
         restart: Start over if a study of this name was launched before from ``root``.
+        join: Create or attach to the study in its (shared) Optuna storage and MLflow parent run, and run
+            this process's share of its trials beside other processes (``studies/join.py``).
+        trials: With ``join``: this process's share (default the study's ``num_trials``).
     """
+    if trials is not None and (not join or trials < 1):
+        raise StudyError(f"--trials {trials}: give a share of 1 or more, with --join (without it the study "
+                         "runs its num_trials)")
+    if join:
+        if restart:
+            raise StudyError("--join and --restart exclude each other: --join attaches to a study other processes run")
+        return _launch_joined(spec, address, tracking_uri, root, trials)
     paths = StudyPaths.default(root)
     state_file = paths.state_file(spec.name)
     if state_file.exists() and not restart:
@@ -235,6 +262,47 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
 
         repeat_best(spec, prepared, result.best_config, tracker.uri, tracker.parent_run_id)
     return result
+
+
+def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | None,
+                   root: str | os.PathLike[str] | None, trials: int | None) -> StudyResult:
+    """``launch --join``: one of several processes on one study (Optuna's distributed optimisation)."""
+    paths = StudyPaths.default(root)
+    uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
+    optuna_url = spec.tracking.optuna_storage or paths.optuna_url
+    prepared = prepare(spec, uri)  # bad data fails here, before Ray starts or the study is joined
+    quiet()
+    print_data_summary(prepared)
+    _init_ray(address, uri)
+    created: list[StudyTracker] = []
+
+    def create_parent() -> str:
+        created.append(StudyTracker(uri, spec, paths))
+        return created[0].parent_run_id
+
+    member = join_study(spec.name, spec.direction, optuna_url, create_parent)
+    tracker = created[0] if created else StudyTracker(uri, spec, paths, parent_run_id=member.parent_run_id)
+    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    atomic_write_text(paths.study_file(spec.name), spec_yaml)
+    if not paths.state_file(spec.name).exists():  # doctor/leaderboard from this root; resume refuses (joined)
+        save_state(paths, spec.name, {"parent_run_id": member.parent_run_id, "tracking_uri": uri,
+                                      "optuna_url": optuna_url, "address": address, "joined": True})
+    if member.creator:  # the study's parameters, data report and baselines: once, by the process that created it
+        from studies.baselines import fit_baselines
+
+        try:
+            tracker.log_study(redact_url(spec_yaml), prepared)
+            fit_baselines(spec, prepared, tracker.uri, tracker.experiment_id, tracker.parent_run_id)
+        except BaseException:
+            leave_study(member, tracker.client, "KILLED")  # no run left RUNNING, nor the other joiners' ended
+            raise
+    try:
+        tuner = _tuner(spec, prepared, tracker, paths, optuna_url, member, trials)
+    except BaseException:
+        leave_study(member, tracker.client, "FAILED")  # this joiner is gone: the others may close the study
+        raise
+    results = _fit(tuner, tracker, member)
+    return _result(spec, tracker, results, optuna_url, paths, report=member.last)
 
 
 def _baselines(spec: StudySpec, prepared: Prepared, tracker: StudyTracker) -> None:
@@ -267,8 +335,11 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     paths = StudyPaths.default(root)
     if not paths.state_file(name).exists():
         raise StudyError(f"no study named {name!r} was launched from {paths.root}")
-    reconcile(paths, name)  # a killed driver's RUNNING runs end as KILLED (reason tagged) before anything else
     state = json.loads(paths.state_file(name).read_text())
+    if state.get("joined"):
+        raise StudyError(f"study {name!r} was launched with --join (several processes): a joined process is not "
+                         "resumed; launch another `chemtune launch STUDY --join --trials N` to run the share it lost")
+    reconcile(paths, name)  # a killed driver's RUNNING runs end as KILLED (reason tagged) before anything else
     save_state(paths, name, {**state, "driver": driver_lease()})
     spec = parse_study(yaml.safe_load(paths.study_file(name).read_text()), str(paths.study_file(name)))
     prepared = prepare(spec, state["tracking_uri"])

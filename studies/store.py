@@ -17,13 +17,17 @@ from studies.names import check_name
 
 __all__ = [
     "StudyPaths", "resolve_tracking_uri", "tracking_uri_scope", "save_state",
-    "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "TAG_NUMBER", "TAG_STATE", "PARENT_TAG",
+    "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "TAG_NUMBER", "TAG_STATE", "PARENT_TAG", "TAG_DRIVER", "TAG_JOINER",
 ]
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL = "chemtune.study", "chemtune.role", "chemtune.trial_id"
 TAG_NUMBER = "chemtune.optuna_trial"  # Optuna's trial number: what optuna-dashboard shows
 TAG_STATE = "chemtune.state"  # complete | pruned (stopped early by ASHA) | failed
 PARENT_TAG = "mlflow.parentRunId"
+# The driver that runs a trial run (its lease, JSON): several drivers may share one study (``launch --join``),
+# so a run is an orphan when *its* driver is gone, not when the study's first driver is.
+TAG_DRIVER = "chemtune.driver"
+TAG_JOINER = "chemtune.joiner"  # the joined driver (studies/join.py) whose Tune experiment runs the trial
 
 
 @dataclass(frozen=True)

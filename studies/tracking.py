@@ -24,7 +24,7 @@ from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
 from studies.results import leaderboard, register_best
 from studies.store import (
-    PARENT_TAG, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL, StudyPaths, resolve_tracking_uri, save_state,
+    PARENT_TAG, TAG_DRIVER, TAG_JOINER, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL, StudyPaths, resolve_tracking_uri, save_state,
     tracking_uri_scope,
 )
 from studies.trials import optuna_trial, stopped_early, trial_name
@@ -53,6 +53,15 @@ def _now_ms() -> int:
 def _tag_number(trial: Any) -> int | None:
     ot_trial = optuna_trial(trial.trial_id) if trial is not None else None
     return None if ot_trial is None else ot_trial.number
+
+
+def _driver_tag() -> str:
+    """This driver's lease (the callbacks run in the driver), so ``reconcile`` knows whose run it is."""
+    import json
+
+    from studies.health import driver_lease  # health imports this module
+
+    return json.dumps(driver_lease())
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -142,14 +151,18 @@ class MLflowTrialCallback(tune.Callback):
     ``chemtune.optuna_trial``); the Optuna trial gets the run id as user attribute ``mlflow_run_id``,
     so optuna-dashboard and MLflow point at each other. A trial ASHA stopped early is tagged
     ``chemtune.state=pruned`` (Optuna marks it PRUNED). Pickles without its client (Tune saves
-    callbacks with the experiment for ``resume``).
+    callbacks with the experiment for ``resume``). With ``joiner`` (``launch --join``) it is one of several
+    drivers of the parent run: its runs are tagged and found by joiner too, and the parent run's counts and
+    best are recomputed from all the study's runs (no driver knows the others' trials).
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, task: str, tags: dict[str, str],
-                 metric: str | None = None, mode: str = "min", max_epochs: int | None = None) -> None:
+                 metric: str | None = None, mode: str = "min", max_epochs: int | None = None,
+                 joiner: str | None = None) -> None:
         self.uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.task, self.tags = task, tags
         self.metric, self.mode, self.max_epochs = metric, mode, max_epochs
+        self.joiner = joiner
         self.best: dict[str, Any] | None = None  # value, run_id, name of the best complete trial
         self.counts = {"complete": 0, "pruned": 0, "failed": 0}
         self._client: MlflowClient | None = None
@@ -169,12 +182,14 @@ class MLflowTrialCallback(tune.Callback):
         """The trial's run: found by tag (a resumed study) or created."""
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
+        mine = f" and tags.`{TAG_JOINER}` = '{self.joiner}'" if self.joiner else ""  # Tune ids are per experiment
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{_PARENT}` = '{self.parent_run_id}' and tags.`{TAG_TRIAL}` = '{trial.trial_id}'",
+            filter_string=f"tags.`{_PARENT}` = '{self.parent_run_id}' and tags.`{TAG_TRIAL}` = '{trial.trial_id}'{mine}",
         )
         if found:
             run_id = found[0].info.run_id
+            self.client.set_tag(run_id, TAG_DRIVER, _driver_tag())  # a resumed study: this driver now
             self.client.update_run(run_id, status="RUNNING")
             # A trial restored from an older checkpoint than MLflow saw re-runs epochs: log each step once.
             history = self.client.get_metric_history(run_id, "epoch")
@@ -184,7 +199,8 @@ class MLflowTrialCallback(tune.Callback):
             ot_trial = optuna_trial(trial.trial_id)
             number = None if ot_trial is None else ot_trial.number
             tags = {_PARENT: self.parent_run_id, TAG_TRIAL: trial.trial_id, TAG_ROLE: "trial",
-                    "chemtune.method": str(config.get("method") or config.get("arch", "")), "chemtune.task": self.task, **self.tags}
+                    "chemtune.method": str(config.get("method") or config.get("arch", "")), "chemtune.task": self.task,
+                    TAG_DRIVER: _driver_tag(), **({TAG_JOINER: self.joiner} if self.joiner else {}), **self.tags}
             if number is not None:
                 tags[TAG_NUMBER] = str(number)
             run = self.client.create_run(self.experiment_id, run_name=trial_name(number, config), tags=tags)
@@ -257,11 +273,14 @@ class MLflowTrialCallback(tune.Callback):
         """The parent run carries the study: counts, and the best complete trial so far (a metric
         the chart view shows at the top level, tags, and a description linking to the trial)."""
         try:
-            self.counts[state] += 1
+            if self.joiner:
+                self._recount()
+            else:
+                self.counts[state] += 1
             done = sum(self.counts.values())
             metrics = [Metric(f"trials_{k}", float(v), _now_ms(), done) for k, v in self.counts.items()]
             value = (result or {}).get(self.metric) if self.metric else None
-            if state == "complete" and isinstance(value, (int, float)) and math.isfinite(value):
+            if state == "complete" and isinstance(value, (int, float)) and math.isfinite(value) and not self.joiner:
                 better = self.best is None or (value < self.best["value"] if self.mode == "min" else value > self.best["value"])
                 if better:
                     self.best = {"value": float(value), "run_id": run_id,
@@ -277,6 +296,33 @@ class MLflowTrialCallback(tune.Callback):
             self.client.log_batch(self.parent_run_id, metrics=metrics)
         except Exception as err:  # noqa: BLE001 - the study summary never fails a trial
             log.warning("could not update the study run: %r", err)
+
+    def _recount(self) -> None:
+        """Counts and best over every driver's runs of the parent (a joined study), from MLflow."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{_PARENT}` = '{self.parent_run_id}' and tags.`{TAG_ROLE}` = 'trial'")
+        self.counts = {"complete": 0, "pruned": 0, "failed": 0}
+        best = None
+        for run in runs:
+            if run.info.status == "FAILED":
+                self.counts["failed"] += 1
+            elif run.info.status == "FINISHED" and run.data.tags.get(TAG_STATE) in ("complete", "pruned"):
+                self.counts[run.data.tags[TAG_STATE]] += 1
+                value = run.data.metrics.get(self.metric) if self.metric else None
+                if run.data.tags[TAG_STATE] == "complete" and value is not None and math.isfinite(value) and (
+                        best is None or (value < best[0] if self.mode == "min" else value > best[0])):
+                    best = (float(value), run)
+        if best is None:  # written even when unchanged here: another driver may have just written an older best
+            return
+        value, run = best
+        self.best = {"value": value, "run_id": run.info.run_id, "name": run.info.run_name,
+                     "number": run.data.tags.get(TAG_NUMBER)}
+        link = f"#/experiments/{self.experiment_id}/runs/{run.info.run_id}"
+        for key, tag in (("chemtune.best_run_id", run.info.run_id), ("chemtune.best_trial", run.info.run_name),
+                         ("chemtune.best_run_link", link),
+                         ("mlflow.note.content", f"Best {self.metric} = {value:.4g}: trial "
+                          f"[{run.info.run_name}]({link}) (run `{run.info.run_id}`)")):
+            self.client.set_tag(self.parent_run_id, key, tag)
 
     def _log_checkpoint(self, run_id: str, trial: Any) -> None:
         checkpoint = trial.checkpoint
@@ -303,12 +349,32 @@ class MLflowTrialCallback(tune.Callback):
                             signature=describe(local) if describe is not None else None,
                         )
                 self.client.set_tag(run_id, "chemtune.model_uri", info.model_uri)
+def _local_error(trial: Any) -> Any:
+    """The trial's latest error from its local error files (pickled, else the text of the last failure)."""
+    try:
+        pickled = Path(trial.pickled_error_file) if getattr(trial, "pickled_error_file", None) else None
+        if pickled is not None and pickled.is_file():
+            import cloudpickle
+
+            with pickled.open("rb") as f:
+                return cloudpickle.load(f)
+        text = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+        if text is not None and text.is_file():
+            last = text.read_text(errors="replace").rsplit("Failure # ", 1)[-1]
+            return RuntimeError(last.split("\n", 1)[-1].strip() or last.strip())
+    except Exception:  # noqa: BLE001 - an unreadable error file still gets a tag
+        return None
+    return None
+
+
 def error_summary(trial: Any) -> tuple[str, str]:
     """The root cause of a Tune trial's error: its type name and first line (not Ray's wrapper)."""
     try:
         error = trial.get_pickled_error() or trial.get_error()
     except Exception:  # noqa: BLE001 - an unreadable error file still gets a tag
         error = None
+    if error is None:  # Tune writes the error beside the trial first and syncs it to storage later (a lost node)
+        error = _local_error(trial)
     cause = getattr(error, "cause", None) or error
     if cause is None:
         return "UnknownError", "the trial failed without an error file"

@@ -65,6 +65,34 @@ def test_client_without_credentials_cannot_log(mlflow_server: LocalMlflowServer,
         client.create_experiment("no-credentials")
 
 
+def test_wrong_user_cannot_write_to_the_admins_experiment(mlflow_server: LocalMlflowServer,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scenario 9: a second, non-admin user (created through the auth API) is authenticated (it may read,
+    the server's default permission) but refused (403) a write to an experiment it was not granted."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    for key, value in mlflow_server.credentials.items():
+        monkeypatch.setenv(key, value)
+    user, password = "reader-7c1", "Reader-pass-9d2e"
+    AuthServiceClient(mlflow_server.url).create_user(user, password)
+    experiment_id = mlflow.MlflowClient(mlflow_server.url).create_experiment("admins-own")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    client = mlflow.MlflowClient(mlflow_server.url)
+    assert client.get_experiment(experiment_id).name == "admins-own"  # authenticated: reading is allowed
+    with pytest.raises(mlflow.exceptions.MlflowException, match="PERMISSION_DENIED|403|[Pp]ermission") as err:
+        client.create_run(experiment_id)
+    assert err.value.get_http_status_code() == 403
+    assert not mlflow.MlflowClient(mlflow_server.url).search_runs([experiment_id])  # nothing was written
+    body = json.dumps({"experiment_id": experiment_id}).encode()
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(f"{mlflow_server.url}/api/2.0/mlflow/runs/create", data=body, method="POST",
+                                     headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as http:
+        urllib.request.urlopen(request, timeout=30)
+    assert http.value.code == 403
+
+
 def test_study_runs_across_both_worker_nodes(cluster_study: dict[str, Any], on_cluster: LocalRayCluster) -> None:
     result = cluster_study["result"]
     assert result.num_errors == 0

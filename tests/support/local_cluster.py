@@ -194,7 +194,9 @@ class LocalRayCluster(_Service):
 
         self._check_procs()
         return [n.__dict__ if hasattr(n, "__dict__") else dict(n)
-                for n in list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")], timeout=10)]
+                # a node just killed (remove_worker) cannot answer: list the others instead of raising
+                for n in list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")], timeout=10,
+                                    raise_on_missing_output=False)]
 
     def start(self) -> "LocalRayCluster":
         """Start the head, then the workers; wait until every node is alive."""
@@ -223,7 +225,48 @@ class LocalRayCluster(_Service):
         temp_dir = self.temp_dir / f"w{i}"
         temp_dir.mkdir()
         self._start(["--address", self.address, *self._node_args(node, temp_dir)], f"worker{i}", temp_dir)
-        wait_for(lambda: len(self.alive_nodes()) == 2 + i, self.timeout, f"Ray worker node {i}")
+        # every node still running (a removed worker no longer counts)
+        wait_for(lambda: len(self.alive_nodes()) == len(self._procs), self.timeout, f"Ray worker node {i}")
+
+    def worker_of(self, pid: int) -> int | None:
+        """Which worker node (index) runs process ``pid`` (e.g. a trial's, from Tune's ``pid`` result), if any."""
+        import psutil
+
+        for proc in self._procs:
+            name = self._names[proc.pid]
+            if name.startswith("worker"):
+                try:
+                    family = {proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))}
+                except psutil.NoSuchProcess:
+                    continue
+                if pid in family:
+                    return int(name.removeprefix("worker"))
+        return None
+
+    def remove_worker(self, index: int, timeout: float | None = None) -> None:
+        """SIGKILL worker node ``index`` whole (its raylet, object store and trial processes), as a pre-empted
+        machine vanishes: no process of it gets to clean up. Waits until the cluster counts the node dead."""
+        import psutil
+
+        name = f"worker{index}"
+        (proc,) = [p for p in self._procs if self._names[p.pid] == name]
+        try:  # the node's processes: ``ray start``'s group and any descendant that left it
+            family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = [proc.pid]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid in family:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(30)
+        self._procs.remove(proc)
+        alive = len(self._procs)  # the head and the workers still running
+        wait_for(lambda: len(self.alive_nodes()) == alive, timeout or self.timeout, f"Ray to see {name} dead")
 
     def _check_procs(self) -> None:
         for proc in self._procs:
@@ -371,6 +414,18 @@ class LocalPostgres(_Service):
                 cur.execute(f'CREATE DATABASE "{db}"')
         conn.close()
         return self
+
+    def create_database(self, db: str) -> str:
+        """Create one more (empty) database on the running server; returns its SQLAlchemy URL."""
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                                dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{db}"')
+        conn.close()
+        return self.url(db)
 
     def stop(self) -> None:
         if self._started:
