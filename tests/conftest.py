@@ -28,6 +28,20 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_inherited_tracking_uri() -> Any:
+    """A module-scoped fixture that launches a study is set up before the per-test ``_isolated_home``; an
+    ``MLFLOW_TRACKING_URI`` left in the process by an earlier module would send its runs to another store."""
+    import warnings
+
+    leaked = os.environ.get("MLFLOW_TRACKING_URI")
+    if leaked:
+        warnings.warn(f"MLFLOW_TRACKING_URI={leaked} was left in the environment by an earlier test module")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # Keep studies out of the working tree; the model/data cache stays shared (downloads once).

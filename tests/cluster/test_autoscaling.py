@@ -29,6 +29,9 @@ def _peak(intervals: list[tuple[float, float]], after: float = 0.0) -> int:
     return max((sum(s <= t < e for s, e in intervals) for t in moments), default=0)
 
 
+@pytest.mark.xfail(strict=True, reason="known bug (issue 14, open): with 2 s straggling epochs the 7 trials left after "
+                   "the node joined still ran one at a time (peak 1, measured 2026-11-22); strict, so a fix shows up")
+@pytest.mark.long  # ~110 s, a known failure (xfail strict)
 def test_concurrency_rises_when_a_node_joins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 

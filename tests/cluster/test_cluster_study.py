@@ -149,6 +149,7 @@ def test_leaderboard_and_register_against_the_server(cluster_study: dict[str, An
     assert version.run_id == rows[0]["run_id"]
 
 
+@pytest.mark.long  # ~120 s; CI checks multi-worker trial resources in test_resources.py
 def test_two_worker_torchtrainer_trial(on_cluster: LocalRayCluster, mlflow_server: LocalMlflowServer,
                                        study_dict: Any, tmp_path: Path) -> None:
     """One trial on 2 Ray Train workers (one per node, gloo): it trains, reports every epoch, checkpoints."""

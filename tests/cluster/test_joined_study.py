@@ -98,6 +98,7 @@ def _check(name: str, processes: int, share: int, optuna_url: str, mlflow_server
     return {"trials_finished": total, "runs_lost": 0}
 
 
+@pytest.mark.long  # ~160-400 s; CI runs scenario 7 on SQLite (test_driver_kills) and the join units (test_join_units)
 def test_two_processes_join_one_study(tmp_path: Path, postgres: LocalPostgres, mlflow_server: LocalMlflowServer,
                                       ray_cluster: LocalRayCluster, study_dict: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     out = _joined("join-2x2", 2, 2, tmp_path, postgres, mlflow_server, ray_cluster, study_dict, timeout=900)

@@ -32,6 +32,7 @@ def _tune_results(storage: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+@pytest.mark.long  # ~100-200 s; CI runs scenario 1 by SIGKILL in tests/faults/test_trial_faults.py
 def test_trial_on_a_removed_worker_node_resumes_from_its_checkpoint(tmp_path: Path, shared_data: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import ray

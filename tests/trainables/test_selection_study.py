@@ -14,6 +14,7 @@ FIXED = {
 
 
 @pytest.mark.slow
+@pytest.mark.long  # ~90 s; CI runs each selector's trial in tests/trainables/test_selection_*.py
 def test_selection_methods_run_as_study_trials(tmp_path, monkeypatch):
     import ray
     from mlflow.tracking import MlflowClient

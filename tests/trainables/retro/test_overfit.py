@@ -1,5 +1,6 @@
 """The whole seq2seq path (tokenizer, training, beam search, canonical scoring) memorizes 64 reactions."""
 
+import pytest
 from pathlib import Path
 
 from studies.spec import parse_study
@@ -22,6 +23,7 @@ def _short_reactions(source: Path) -> list[str]:
     raise AssertionError("not enough short reactions")
 
 
+@pytest.mark.long  # ~55 s; CI trains retro in test_retro_study_e2e and the paper smoke studies
 def test_tiny_bart_overfits_64_reactions(shared_data: Path, tmp_path: Path) -> None:
     lines = _short_reactions(shared_data / "uspto50k" / "train.smi")
     # An epoch is COPIES passes over the 64 reactions, so the per-epoch greedy check runs less often.
