@@ -58,23 +58,12 @@ def _ours(trainer) -> float:  # noqa: ANN001 - a RetroTrainer
 
 
 def _mfu(trainer) -> None:  # noqa: ANN001 - a RetroTrainer
-    from flops import step_mfu  # benchmarks/flops.py, beside this script
+    from flops import train_step_mfu  # benchmarks/flops.py, beside this script
     from trainables.batching import to_device
 
     optimizer, _ = _prepare(trainer)
     batch = to_device(next(iter(trainer.train_loader(0))), trainer.device)
-
-    def step() -> None:
-        with trainer.accelerator.autocast():
-            loss, _ = trainer.train_step(batch)
-        trainer.accelerator.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    tflop, seconds, mfu = step_mfu(step)
-    shape = tuple(batch["input_ids"].shape)
-    print(f"  train step (source {shape}): {tflop:.3f} TFLOP in {seconds * 1000:.1f} ms = {tflop / seconds:.1f} TFLOP/s, "
-          f"MFU {'n/a (unknown GPU peak)' if mfu is None else f'{mfu:.1%}'}")
+    train_step_mfu(trainer, optimizer, batch, f"  train step (source {tuple(batch['input_ids'].shape)})")
 
 
 def _hf(trainer, batch: int, lr: float, out: str) -> float:  # noqa: ANN001 - a RetroTrainer (model + data)

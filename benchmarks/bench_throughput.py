@@ -107,23 +107,12 @@ def main() -> None:
     print(f"device             : {torch.cuda.get_device_name() if cuda else 'cpu'}{' (bf16)' if bf16 else ''}")
     print(f"ratio              : {ours_sps / hf_sps:8.2f}x  (target >= 1.5x)")
     if cuda:
-        from flops import step_mfu  # benchmarks/flops.py, beside this script
+        from flops import train_step_mfu  # benchmarks/flops.py, beside this script
+        from trainables.batching import to_device
 
         trainer, optimizer, scheduler = prepared()
-        batch = next(iter(trainer.rows_loader(np.arange(trainer.n_train), epoch=0)))
-        batch = {k: v.to(trainer.device) for k, v in batch.items()}
-
-        def step() -> None:
-            with trainer.accelerator.autocast():
-                loss, _ = trainer.train_step(batch)
-            trainer.accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        tflop, seconds, mfu = step_mfu(step)
-        width = batch["input_ids"].shape[1]
-        print(f"train step (batch {args.batch_size} x {width} tokens): {tflop:.3f} TFLOP in {seconds * 1000:.1f} ms"
-              f" = {tflop / seconds:.1f} TFLOP/s, MFU {'n/a (unknown GPU peak)' if mfu is None else f'{mfu:.1%}'}")
+        batch = to_device(next(iter(trainer.rows_loader(np.arange(trainer.n_train), epoch=0))), trainer.device)
+        train_step_mfu(trainer, optimizer, batch, f"train step (batch {args.batch_size} x {batch['input_ids'].shape[1]} tokens)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["peak_tflops", "step_mfu"]
+__all__ = ["peak_tflops", "step_mfu", "train_step_mfu"]
 
 _PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "L40": 181.0}
 
@@ -44,3 +44,19 @@ def step_mfu(step: Callable[[], None], repeats: int = 5) -> tuple[float, float, 
     seconds = (time.perf_counter() - tic) / repeats
     peak = peak_tflops()
     return flops / 1e12, seconds, (flops / seconds / (peak * 1e12)) if peak else None
+
+
+def train_step_mfu(trainer, optimizer, batch: dict[str, torch.Tensor], label: str) -> None:  # noqa: ANN001
+    """Print the FLOPs, time and MFU of one optimizer step of a chemtune trainer (property or retro) on ``batch``
+    (already on the trainer's device): forward under the accelerator's autocast, backward, step."""
+
+    def step() -> None:
+        with trainer.accelerator.autocast():
+            loss, _ = trainer.train_step(batch)
+        trainer.accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    tflop, seconds, mfu = step_mfu(step)
+    print(f"{label}: {tflop:.3f} TFLOP in {seconds * 1000:.1f} ms = {tflop / seconds:.1f} TFLOP/s, "
+          f"MFU {'n/a (unknown GPU peak)' if mfu is None else f'{mfu:.1%}'}")

@@ -8,15 +8,14 @@ then (one CPU: one trial at a time), so a node added later (by an autoscaler, he
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pytest
 
 from studies.spec import parse_study
+from support.background import StudyThread
 from support.local_cluster import LocalRayCluster, NodeSpec, wait_for
 from tests.conftest import tiny_study
 
@@ -37,8 +36,6 @@ def test_concurrency_rises_when_a_node_joins(tmp_path: Path, monkeypatch: pytest
 
     import ray
 
-    from studies.runner import launch
-
     ray.shutdown()  # not a driver of another module's cluster
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     repo = str(Path(__file__).resolve().parents[2])
@@ -51,22 +48,13 @@ def test_concurrency_rises_when_a_node_joins(tmp_path: Path, monkeypatch: pytest
     # ~30 s on one node: longer than a new node needs to start a trial actor, however fast the CPU is.
     monkeypatch.setenv("CHEMTUNE_FAULTS", json.dumps([{"kind": "slow", "epoch": "any", "seconds": 2, "times": 1000}]))
     monkeypatch.setenv("CHEMTUNE_FAULTS_STATE", str(tmp_path / "faults"))
-    outcome: dict[str, Any] = {}
     with LocalRayCluster([NodeSpec(num_cpus=1)], head=NodeSpec(num_cpus=0), env=env) as cluster:
-        def run() -> None:
-            try:
-                outcome["result"] = launch(spec, address=cluster.address, root=tmp_path / "home")
-            except BaseException as err:  # noqa: BLE001 - re-raised below
-                outcome["error"] = err
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        study = StudyThread(spec, cluster.address, tmp_path / "home")
         try:
             uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
 
             def first_trial_done() -> bool:
-                if "error" in outcome:
-                    raise outcome["error"]
+                study.check()
                 client = mlflow.MlflowClient(uri)
                 experiment = client.get_experiment_by_name("grow")
                 runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
@@ -75,13 +63,12 @@ def test_concurrency_rises_when_a_node_joins(tmp_path: Path, monkeypatch: pytest
             wait_for(first_trial_done, 600, "the first trial on one worker")
             cluster.add_worker(NodeSpec(num_cpus=1))  # what an autoscaler does when trials queue
             joined = time.time()
-            thread.join(900)
+            study.thread.join(900)
         finally:
             ray.shutdown()
-        assert not thread.is_alive(), "study still running after 900 s"
-    if "error" in outcome:
-        raise outcome["error"]
-    result = outcome["result"]
+        assert not study.thread.is_alive(), "study still running after 900 s"
+    study.check()
+    result = study.outcome["result"]
     assert result.num_errors == 0 and len(result.leaderboard) == 8
     client = mlflow.MlflowClient(result.tracking_uri)
     children = client.search_runs([result.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")

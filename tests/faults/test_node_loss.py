@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,6 @@ def test_trial_on_a_removed_worker_node_resumes_from_its_checkpoint(tmp_path: Pa
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
-    from studies.runner import launch
-
     ray.shutdown()  # this process becomes a driver of the cluster below, not of another module's Ray
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("CHEMTUNE_DATA_DIR", str(shared_data))
@@ -51,21 +48,12 @@ def test_trial_on_a_removed_worker_node_resumes_from_its_checkpoint(tmp_path: Pa
         tracking={"storage_path": str(tmp_path / "tune")},
     ))
     env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    outcome: dict[str, Any] = {}
     # a 0-CPU head and two 1-CPU workers: each worker runs one of the two trials
     with LocalRayCluster([NodeSpec(num_cpus=1), NodeSpec(num_cpus=1)], head=NodeSpec(num_cpus=0), env=env) as cluster:
-        def run() -> None:
-            try:
-                outcome["result"] = launch(spec, address=cluster.address, root=tmp_path / "home")
-            except BaseException as err:  # noqa: BLE001 - re-raised below
-                outcome["error"] = err
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        study = StudyThread(spec, cluster.address, tmp_path / "home")
         try:
             def mid_trial() -> tuple[str, int] | None:  # a trial between its first and last epoch, and its node
-                if "error" in outcome:
-                    raise outcome["error"]
+                study.check()
                 for trial_id, rows in _tune_results(tmp_path / "tune").items():
                     if 1 <= rows[-1]["epoch"] < MAX_EPOCHS and not rows[-1].get("done"):
                         node = cluster.worker_of(int(rows[-1]["pid"]))  # Tune reports the trial's process id
@@ -75,13 +63,12 @@ def test_trial_on_a_removed_worker_node_resumes_from_its_checkpoint(tmp_path: Pa
 
             victim, node = wait_for(mid_trial, 600, "a trial between its first and last epoch")
             cluster.remove_worker(node)  # the node goes, its trial process with it
-            thread.join(600)
+            study.thread.join(600)
         finally:
             ray.shutdown()
-        assert not thread.is_alive(), "study still running 600 s after the node was removed"
-    if "error" in outcome:
-        raise outcome["error"]
-    result = outcome["result"]
+        assert not study.thread.is_alive(), "study still running 600 s after the node was removed"
+    study.check()
+    result = study.outcome["result"]
     assert result.num_errors == 0
     client = mlflow.MlflowClient(result.tracking_uri)
     runs = client.search_runs([result.experiment_id])
