@@ -7,6 +7,7 @@ and MLflow.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ __all__ = [
     "StudyPaths", "resolve_tracking_uri", "tracking_uri_scope", "save_state",
     "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "TAG_NUMBER", "TAG_STATE", "PARENT_TAG", "TAG_DRIVER", "TAG_JOINER",
 ]
+
+_SCOPE_LOCK = threading.RLock()  # re-entrant: a scope may open inside another (same thread)
 
 TAG_STUDY, TAG_ROLE, TAG_TRIAL = "chemtune.study", "chemtune.role", "chemtune.trial_id"
 TAG_NUMBER = "chemtune.optuna_trial"  # Optuna's trial number: what optuna-dashboard shows
@@ -77,16 +80,20 @@ def tracking_uri_scope(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at ``uri`` for a block only.
 
     ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which would silently redirect
-    every later study of this process; this restores both afterwards.
+    every later study of this process; this restores both afterwards. The URI is process-global, so
+    the block holds a process-wide lock: two threads (two ``register`` calls, a study logging a model
+    while another registers) would otherwise restore each other's URI mid-call and send one call to
+    the wrong store ("Logged model ... not found", seen in CI).
     """
     import mlflow
 
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)  # None unsets the variable again
+    with _SCOPE_LOCK:
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)  # None unsets the variable again
 
 
 def save_state(paths: StudyPaths, name: str, state: dict[str, Any]) -> None:

@@ -43,3 +43,30 @@ def test_validate_finds_a_teacher_registered_in_the_study_store(
     assert main(["validate", str(path)]) == 0, capsys.readouterr().out
     assert "valid" in capsys.readouterr().out
     assert list(work.iterdir()) == []  # no stray ./mlflow.db or ./mlruns
+
+
+def test_tracking_uri_scopes_in_two_threads_do_not_redirect_each_other(tmp_path) -> None:
+    """The tracking URI is process-global: without the scope's lock, one thread's exit restored the
+    other's URI mid-call (CI: a racing ``register`` looked for its logged model in the wrong store)."""
+    import threading
+    import time
+
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+
+    def work(key: str) -> None:
+        uri = f"sqlite:///{tmp_path / key}.db"
+        start.wait()
+        for _ in range(5):
+            with tracking_uri_scope(uri):
+                time.sleep(0.01)  # a call into MLflow that takes a while
+                seen[key].append(mlflow.get_tracking_uri())
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in seen]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["a"] == [f"sqlite:///{tmp_path / 'a'}.db"] * 5
+    assert seen["b"] == [f"sqlite:///{tmp_path / 'b'}.db"] * 5
