@@ -115,11 +115,17 @@ class ResourcesSpec(_Strict):
     gpus_per_trial: float = Field(0, ge=0, description="GPUs each trial reserves; fractions pack trials on one GPU")
     num_workers: int = Field(1, ge=1, description="Ray Train workers per trial (several GPUs per trial)")
     max_concurrent_trials: int | None = Field(None, ge=1, description="cap on trials running at once")
+    reuse_actors: bool | None = Field(
+        None, description="a finished trial's process runs the next trial (default: yes on the embedded local "
+                          "Ray; no on a cluster, where reuse keeps queued trials off nodes that just joined)")
 
     @model_validator(mode="after")
     def _gpu_shapes(self) -> "ResourcesSpec":
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             raise ValueError("gpus_per_trial above 1 must be a whole number")
+        if self.reuse_actors and self.num_workers > 1:
+            raise ValueError("reuse_actors: a Ray Train trial (num_workers > 1) starts its own workers; set it "
+                             "only for one-worker trials")
         return self
 
 

@@ -3,6 +3,8 @@
 The cluster starts as the shipped configs do (a 0-CPU head and one small worker); the study sets no
 ``max_concurrent_trials``. Before the fix, the cap was computed once at launch from the resources present
 then (one CPU: one trial at a time), so a node added later (by an autoscaler, here by hand) sat idle.
+After that fix it still sat idle: Tune's actor reuse handed each queued trial to the process of the trial
+that had just finished, removing the actor starting on the new node (``studies.runner._reuse_actors``).
 """
 
 from __future__ import annotations
@@ -28,9 +30,7 @@ def _peak(intervals: list[tuple[float, float]], after: float = 0.0) -> int:
     return max((sum(s <= t < e for s, e in intervals) for t in moments), default=0)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (issue 14, open): with 2 s straggling epochs the 7 trials left after "
-                   "the node joined still ran one at a time (peak 1, measured 2026-11-22); strict, so a fix shows up")
-@pytest.mark.long  # ~110 s, a known failure (xfail strict)
+@pytest.mark.long  # ~150 s; the unit test of the choice that caused it (actor reuse) always runs
 def test_concurrency_rises_when_a_node_joins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 

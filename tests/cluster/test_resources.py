@@ -8,7 +8,7 @@ import pytest
 
 from cluster.resources import max_concurrent, trial_resources
 from cluster.distributed import scaling_config
-from studies.spec import ResourcesSpec
+from studies.spec import ResourcesSpec, parse_study
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,22 @@ def test_multi_worker_limit_follows_the_cluster(monkeypatch: pytest.MonkeyPatch)
     cluster["CPU"] = 16.0  # two 8-CPU nodes joined: 4 trials of 2 x 2 CPUs fit
     clock[0] = 20.0
     assert [limited.suggest(f"t{i}") is not None for i in range(3, 7)] == [True, True, True, False]
+
+
+@pytest.mark.parametrize(("given", "workers", "embedded", "expected"), [
+    (None, 1, True, True),    # embedded local Ray: its resources never change, reuse saves a torch import per trial
+    (None, 1, False, False),  # a cluster: a reused actor would take the queued trial from a node that just joined
+    (True, 1, False, True), (False, 1, True, False),  # the study's choice wins
+    (None, 2, True, False),   # Ray Train trials start their own workers
+])
+def test_actor_reuse_follows_the_cluster_unless_the_study_says(given, workers, embedded, expected) -> None:
+    from studies.runner import _reuse_actors
+    from tests.conftest import tiny_study
+
+    spec = parse_study(tiny_study(resources={"num_workers": workers, **({} if given is None else {"reuse_actors": given})}))
+    assert _reuse_actors(spec, embedded) is expected
+
+
+def test_reuse_actors_with_ray_train_workers_is_refused_naming_the_key() -> None:
+    with pytest.raises(ValueError, match="reuse_actors"):
+        ResourcesSpec(num_workers=2, reuse_actors=True)
