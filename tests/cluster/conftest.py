@@ -29,20 +29,20 @@ def _need(program: str) -> None:
         pytest.fail(f"the cluster tests need PostgreSQL's server programs: {err}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down after tests/cluster: no idle cluster beside the other packages
 def postgres() -> Iterator[LocalPostgres]:
     _need("initdb")
     with LocalPostgres(databases=("mlflow", "mlflow_auth", "optuna")) as pg:
         yield pg
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down after tests/cluster: no idle cluster beside the other packages
 def mlflow_server(postgres: LocalPostgres) -> Iterator[LocalMlflowServer]:
     with LocalMlflowServer(postgres.url("mlflow"), auth_database_uri=postgres.url("mlflow_auth")) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down after tests/cluster: no idle cluster beside the other packages
 def ray_cluster(mlflow_server: LocalMlflowServer) -> Iterator[LocalRayCluster]:
     # The nodes get the MLflow credentials the way a real cluster gets them from a secret: in their
     # environment, so job drivers can log without the job's runtime environment carrying them.
@@ -90,7 +90,7 @@ def _study_dict(name: str, mlflow_server: LocalMlflowServer, postgres: LocalPost
     return data
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down after tests/cluster: no idle cluster beside the other packages
 def study_dict(mlflow_server: LocalMlflowServer, postgres: LocalPostgres) -> Any:
     """``(name, storage, **overrides) -> dict``: a tiny nci-logp study tracked on the server, Optuna in PostgreSQL."""
     return lambda name, storage, **overrides: _study_dict(name, mlflow_server, postgres, storage, **overrides)

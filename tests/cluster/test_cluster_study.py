@@ -18,6 +18,7 @@ from support.local_cluster import LocalMlflowServer, LocalPostgres, LocalRayClus
 from studies.spec import parse_study
 
 pytestmark = pytest.mark.slow
+TRIALS = 4  # enough for both workers to run trials (two at once, then two more)
 
 
 def _trial_actors(cluster: LocalRayCluster) -> dict[str, dict[str, Any]]:
@@ -31,11 +32,11 @@ def _trial_actors(cluster: LocalRayCluster) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def cluster_study(on_cluster: LocalRayCluster, study_dict: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One 6-trial study on the two-worker cluster (launched once for the tests below)."""
+    """One 4-trial study on the two-worker cluster (launched once for the tests below)."""
     from studies.runner import launch
 
     root = tmp_path_factory.mktemp("cluster-study")
-    spec = parse_study(study_dict("cluster-6", root / "tune", num_trials=6))
+    spec = parse_study(study_dict("cluster-4", root / "tune", num_trials=TRIALS))
     before = set(_trial_actors(on_cluster))
     result = launch(spec, address=on_cluster.address, root=root / "home")
     actors = {k: v for k, v in _trial_actors(on_cluster).items() if k not in before}
@@ -96,7 +97,7 @@ def test_wrong_user_cannot_write_to_the_admins_experiment(mlflow_server: LocalMl
 def test_study_runs_across_both_worker_nodes(cluster_study: dict[str, Any], on_cluster: LocalRayCluster) -> None:
     result = cluster_study["result"]
     assert result.num_errors == 0
-    assert len(result.leaderboard) == 6
+    assert len(result.leaderboard) == TRIALS
     actors = cluster_study["actors"]
     assert len(actors) >= 2  # trial actors; Tune reuses an actor for the next trial on its node
     workers = {n["node_id"] for n in on_cluster.alive_nodes() if not n["is_head_node"]}
@@ -114,7 +115,7 @@ def test_parent_and_child_runs_on_the_server(cluster_study: dict[str, Any], mlfl
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     children = client.search_runs([result.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
-    assert len(children) == 6
+    assert len(children) == TRIALS
     assert all("valid_rmse" in c.data.metrics and "test_rmse" in c.data.metrics for c in children)
     # The runs live in PostgreSQL, not in a file store beside the server.
     engine = sqlalchemy.create_engine(postgres.url("mlflow"))
@@ -122,13 +123,13 @@ def test_parent_and_child_runs_on_the_server(cluster_study: dict[str, Any], mlfl
         n = conn.execute(sqlalchemy.text("SELECT count(*) FROM runs WHERE experiment_id = :e"),
                          {"e": int(result.experiment_id)}).scalar()
     engine.dispose()
-    assert n == 7
+    assert n == TRIALS + 1
 
 
 def test_optuna_study_lives_in_postgres(cluster_study: dict[str, Any], postgres: LocalPostgres) -> None:
-    study = optuna.load_study(study_name="cluster-6", storage=postgres.url("optuna"))
+    study = optuna.load_study(study_name="cluster-4", storage=postgres.url("optuna"))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == 6
+    assert len(done) == TRIALS
     board = cluster_study["result"].leaderboard
     assert min(t.value for t in done) == pytest.approx(board["valid_rmse"].min(), rel=1e-6)
 
@@ -138,12 +139,12 @@ def test_leaderboard_and_register_against_the_server(cluster_study: dict[str, An
     from studies.cli import main
 
     home = str(cluster_study["root"] / "home")
-    assert main(["leaderboard", "cluster-6", "--tracking-uri", mlflow_server.url, "--format", "json",
+    assert main(["leaderboard", "cluster-4", "--tracking-uri", mlflow_server.url, "--format", "json",
                  "--root", home]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 6
+    assert len(rows) == TRIALS
     assert [r["valid_rmse"] for r in rows] == sorted(r["valid_rmse"] for r in rows)
-    assert main(["register", "cluster-6", "--model-name", "cluster-logp", "--tracking-uri", mlflow_server.url,
+    assert main(["register", "cluster-4", "--model-name", "cluster-logp", "--tracking-uri", mlflow_server.url,
                  "--root", home]) == 0
     version = mlflow.MlflowClient(mlflow_server.url).get_model_version_by_alias("cluster-logp", "champion")
     assert version.run_id == rows[0]["run_id"]
