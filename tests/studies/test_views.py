@@ -337,3 +337,23 @@ def test_mlflow_ui_shows_trials_nested_under_the_study(study, browser) -> None:
         for name in ("t01 bitfit lr=1e-5", "t02 lora r8 lr=1e-3"):
             assert page.locator(f"text={name}").count() >= 1
         page.close()
+
+
+def test_quiet_hides_the_heartbeats_experimental_warnings_and_shows_others_once() -> None:
+    """``launch`` output: Optuna's experimental-API warnings about chemtune's own heartbeat are noise to a
+    user (nothing to act on); any other warning still shows, once."""
+    import warnings
+
+    import optuna
+
+    from studies.progress import quiet
+    from studies.optuna_heartbeat import heartbeat_storage
+
+    with warnings.catch_warnings(record=True) as caught:
+        quiet()
+        heartbeat_storage("sqlite://", max_retry=1)  # Optuna warns: heartbeat_interval, the retry callback
+        for _ in range(2):
+            warnings.warn("a warning a user can act on", UserWarning)
+    shown = [str(w.message) for w in caught]
+    assert shown == ["a warning a user can act on"]
+    assert not any(issubclass(w.category, optuna.exceptions.ExperimentalWarning) for w in caught)
