@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any
 
 import optuna
@@ -20,10 +21,28 @@ from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled  # not re-exported by optuna.storages
 from studies.trials import ChemtuneOptunaSearch
 
-__all__ = ["HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "heartbeat_storage", "HeartbeatOptunaSearch"]
+__all__ = ["HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "heartbeat_storage", "HeartbeatOptunaSearch", "stop_heartbeats"]
 
 HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S = 10, 60
-_RUNTIME = ("_beat_thread", "_beat_stop", "_beat_started")
+_RUNTIME = ("_beat_thread", "_beat_stop", "_beat_started", "_beat_owner")
+_BEATING: "weakref.WeakSet[HeartbeatOptunaSearch]" = weakref.WeakSet()
+
+
+def stop_heartbeats(owner: int | None = None) -> int:
+    """End the heartbeat threads that ``tuner.fit()`` on thread ``owner`` (default: this one) started.
+
+    A study's searcher beats while its study runs; the process may live on (a notebook, the Python API,
+    the test suite running many studies) and a thread left beating would keep querying a storage that
+    may be gone. Tune asks the searcher on the thread that called ``fit``, so that thread owns it; other
+    studies running on other threads of the process keep theirs. Returns how many were stopped.
+    """
+    owner = threading.get_ident() if owner is None else owner
+    stopped = 0
+    for searcher in list(_BEATING):
+        if getattr(searcher, "_beat_owner", None) == owner:
+            searcher.stop_beating()
+            stopped += 1
+    return stopped
 logger = logging.getLogger(__name__)
 
 
@@ -109,7 +128,18 @@ class HeartbeatOptunaSearch(ChemtuneOptunaSearch):
                     logger.warning("failing stale Optuna trials: %s", err)
 
         self._beat_thread = threading.Thread(target=loop, name="optuna-heartbeat", daemon=True)
+        self._beat_owner = threading.get_ident()
+        _BEATING.add(self)
         self._beat_thread.start()
+
+    def stop_beating(self) -> None:
+        """The study is over (or this driver leaves it): no more beats, no more stale-trial checks."""
+        stop, thread = getattr(self, "_beat_stop", None), getattr(self, "_beat_thread", None)
+        if stop is not None:
+            stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+        _BEATING.discard(self)
 
     # -- pickling (Tune saves the searcher with the experiment) ---------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from cluster.resources import limit_search, with_trial_resources
 from search_spaces import SPACES
 from studies.health import driver_lease, reconcile
 from studies.join import Membership, join_study, leave_study
-from studies.optuna_heartbeat import HeartbeatOptunaSearch, heartbeat_storage
+from studies.optuna_heartbeat import HeartbeatOptunaSearch, heartbeat_storage, stop_heartbeats
 from studies.progress import ProgressCallback, print_data_summary, quiet
 from studies.redact import redact_url, worker_env
 from studies.report import refresh_study
@@ -205,6 +205,7 @@ def _fit(tuner: tune.Tuner, tracker: StudyTracker, member: Membership | None = N
         status = "KILLED"
         raise
     finally:
+        stop_heartbeats()  # this fit's searcher: its study is over on this driver
         if member is None:
             tracker.close(status)
         else:  # the parent run ends with the last joined process

@@ -315,3 +315,22 @@ def test_a_resumed_trial_that_optuna_saw_finish_is_not_reported_again(tmp_path: 
     searcher._beat_stop.set()
     trial = optuna.load_study(study_name="hb", storage=url).trials[0]
     assert trial.state.name == "COMPLETE" and trial.value == 0.5 and trial.intermediate_values == {}
+
+
+def test_a_finished_fit_stops_its_searchers_heartbeat_and_only_its_own(tmp_path: Path) -> None:
+    """A process that outlives its study (a notebook, the test suite) must not keep beating and checking a
+    storage that may be gone; another study's searcher on another thread keeps beating."""
+    import threading
+
+    from studies.optuna_heartbeat import stop_heartbeats
+
+    mine = _searcher(f"sqlite:///{tmp_path / 'mine.db'}")
+    mine.suggest("t0")  # the first suggest starts the beat, on the thread that runs Tune's loop
+    other = _searcher(f"sqlite:///{tmp_path / 'other.db'}")
+    started = threading.Thread(target=other.suggest, args=("t0",))
+    started.start()
+    started.join()
+    assert mine._beat_thread.is_alive() and other._beat_thread.is_alive()
+    assert stop_heartbeats() == 1
+    assert not mine._beat_thread.is_alive() and other._beat_thread.is_alive()
+    assert stop_heartbeats(started.ident) == 1 and not other._beat_thread.is_alive()

@@ -41,6 +41,9 @@ def test_parent_and_three_finished_child_runs(finished) -> None:
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}
+    import threading  # the study is over: its Optuna heartbeat no longer beats in this (living) process
+
+    assert not [t for t in threading.enumerate() if t.name == "optuna-heartbeat"]
     for run in children:
         assert {"valid_rmse", "valid_r2", "train_loss", "trainable_params"} <= set(run.data.metrics)
         assert run.data.tags["split_hash.test"] == parents[0].data.tags["split_hash.test"]
