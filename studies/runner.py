@@ -195,10 +195,19 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
     )
 
 
+def _interrupted(results: tune.ResultGrid) -> bool:
+    """Whether Tune stopped on a Ctrl-C: it then saves the experiment and *returns* (no exception), with
+    trials still pending or running; every trial of a study that ran out is TERMINATED or ERROR."""
+    trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None) or []
+    return any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+
+
 def _fit(tuner: tune.Tuner, tracker: StudyTracker, member: Membership | None = None) -> tune.ResultGrid:
     status = "FAILED"
     try:
         results = tuner.fit()
+        if _interrupted(results):  # not a finished study: no report, no seed repeats; the parent run ends KILLED
+            raise KeyboardInterrupt(f"interrupted; continue with `chemtune resume {tracker.spec.name}`")
         status = "FINISHED"
         return results
     except KeyboardInterrupt:

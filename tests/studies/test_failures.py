@@ -57,3 +57,25 @@ def test_crashed_trial_is_failed_and_resume_retries_it(tmp_path: Path) -> None:
         assert "valid_rmse" in runs[0].data.metrics or "valid_rmse" in runs[1].data.metrics
     finally:
         ray.shutdown()
+
+
+def test_a_ctrl_c_that_tune_swallows_still_ends_the_study_as_killed(monkeypatch) -> None:
+    """Tune answers SIGINT by saving the experiment and returning normally, trials left RUNNING/PENDING.
+    Seen on the champion study: the driver then closed the study run FINISHED and started the seed repeats."""
+    from types import SimpleNamespace
+
+    from studies import runner
+
+    closed: list[str] = []
+    tracker = SimpleNamespace(spec=SimpleNamespace(name="s"), close=closed.append)
+
+    def results(*statuses: str) -> SimpleNamespace:
+        return SimpleNamespace(_experiment_analysis=SimpleNamespace(trials=[SimpleNamespace(status=s) for s in statuses]))
+
+    monkeypatch.setattr(runner, "stop_heartbeats", lambda: 0)
+    interrupted = SimpleNamespace(fit=lambda: results("TERMINATED", "RUNNING", "PENDING"))
+    with pytest.raises(KeyboardInterrupt, match="chemtune resume s"):
+        runner._fit(interrupted, tracker)
+    finished = SimpleNamespace(fit=lambda: results("TERMINATED", "ERROR"))
+    assert runner._fit(finished, tracker)._experiment_analysis.trials[1].status == "ERROR"
+    assert closed == ["KILLED", "FINISHED"]
