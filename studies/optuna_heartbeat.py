@@ -43,6 +43,8 @@ def stop_heartbeats(owner: int | None = None) -> int:
             searcher.stop_beating()
             stopped += 1
     return stopped
+
+
 logger = logging.getLogger(__name__)
 
 
