@@ -16,7 +16,6 @@ time of each study; every study stays in the embedded store under ``--root`` for
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import time
 from pathlib import Path
@@ -57,16 +56,15 @@ def cpu_variant(paper: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _fix_free_knobs(study: dict[str, Any]) -> dict[str, Any]:
-    """A grid samples nothing else: the knobs the paper searched or left free take their declared default
-    (the one source of each knob's default, as ``chemtune list spaces`` prints it)."""
+    """A grid samples nothing else: the knobs the paper searched or left free (those the study schema would
+    name as free) take their declared default, the one source of each knob's default."""
     from search_spaces import SPACES
+    from studies.grid import grid_free_params
 
-    fixed, grid = study["fixed"], study["grid"]
-    rows = [{**fixed, **dict(zip(grid, combo))} for combo in itertools.product(*grid.values())]
-    for param in SPACES.get(study["search_space"]).params:
-        applies = any(all(row.get(k) in allowed for k, allowed in param.when.items()) for row in rows)
-        if param.name not in fixed and param.name not in grid and param.searchable and applies:
-            fixed[param.name] = param.default
+    space = SPACES.get(study["search_space"])
+    defaults = {p.name: p.default for p in space.params}
+    for name in grid_free_params(space, study["grid"], study["fixed"]):
+        study["fixed"][name] = defaults[name]
     return study
 
 

@@ -47,16 +47,23 @@ def check_grid(space: "SearchSpace", grid: dict[str, list[Any]], fixed: dict[str
             p = by_name[name]
             if p.kind != "categorical" and not (p.low <= v <= p.high):
                 raise StudyError(f"grid.{name}: {v!r} is outside [{p.low:g}, {p.high:g}]")
-    free = []
-    for point in grid_points(grid):  # a parameter a row activates (LoRA rank on a LoRA row) must be fixed too
-        values = {**fixed, **point}
-        free += [p.name for p in space.params if p.name not in values and p.name not in free
-                 and all(values.get(k) in allowed for k, allowed in p.when.items())]
+    free = grid_free_params(space, grid, fixed)
     if free:
         raise StudyError(f"grid: fix every other parameter of the space (a grid samples nothing else); free: {free}")
     size = math.prod(len(v) for v in grid.values())
     if num_trials != size:
         raise StudyError(f"num_trials: {num_trials}, but the grid has {size} combinations (each runs exactly once)")
+
+
+def grid_free_params(space: "SearchSpace", grid: dict[str, list[Any]], fixed: dict[str, Any]) -> list[str]:
+    """The space's parameters some row would still sample: neither fixed nor in the grid, and active on a
+    row (a parameter a row activates, LoRA rank on a LoRA row, must be fixed too)."""
+    free: list[str] = []
+    for point in grid_points(grid):
+        values = {**fixed, **point}
+        free += [p.name for p in space.params if p.name not in values and p.name not in free
+                 and all(values.get(k) in allowed for k, allowed in p.when.items())]
+    return free
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

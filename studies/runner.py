@@ -198,8 +198,7 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
 def _interrupted(results: tune.ResultGrid) -> bool:
     """Whether Tune stopped on a Ctrl-C: it then saves the experiment and *returns* (no exception), with
     trials still pending or running; every trial of a study that ran out is TERMINATED or ERROR."""
-    trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None) or []
-    return any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+    return len(results) > results.num_terminated + results.num_errors
 
 
 def _fit(tuner: tune.Tuner, tracker: StudyTracker, member: Membership | None = None) -> tune.ResultGrid:

@@ -69,8 +69,13 @@ def test_a_ctrl_c_that_tune_swallows_still_ends_the_study_as_killed(monkeypatch)
     closed: list[str] = []
     tracker = SimpleNamespace(spec=SimpleNamespace(name="s"), close=closed.append)
 
-    def results(*statuses: str) -> SimpleNamespace:
-        return SimpleNamespace(_experiment_analysis=SimpleNamespace(trials=[SimpleNamespace(status=s) for s in statuses]))
+    class results:  # the ResultGrid surface _fit reads: its length and Tune's counts by trial status
+        def __init__(self, *statuses: str) -> None:
+            self._experiment_analysis = SimpleNamespace(trials=[SimpleNamespace(status=s) for s in statuses])
+            self.num_terminated, self.num_errors = statuses.count("TERMINATED"), statuses.count("ERROR")
+
+        def __len__(self) -> int:
+            return len(self._experiment_analysis.trials)
 
     monkeypatch.setattr(runner, "stop_heartbeats", lambda: 0)
     interrupted = SimpleNamespace(fit=lambda: results("TERMINATED", "RUNNING", "PENDING"))
