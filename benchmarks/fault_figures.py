@@ -31,7 +31,9 @@ def main() -> int:
         env = {**os.environ, "CHEMTUNE_FAULT_FIGURES": str(figures_file), "PYTHONPATH": str(ROOT)}
         env["CHEMTUNE_FAULTS_LONG"] = "0" if "--short" in sys.argv[1:] else "1"
         tic = time.monotonic()
-        code = subprocess.call([sys.executable, "-m", "pytest", "-q", *SUITE, *args], cwd=ROOT, env=env)
+        # pyproject's addopts deselect `long` tests (node removal, processes joining on PostgreSQL): select them too
+        select = [] if "--short" in sys.argv[1:] else ["-m", "long or not long"]
+        code = subprocess.call([sys.executable, "-m", "pytest", "-q", *SUITE, *select, *args], cwd=ROOT, env=env)
         wall = time.monotonic() - tic
         rows = [json.loads(line) for line in figures_file.read_text().splitlines()] if figures_file.exists() else []
     print(f"\nfault suite: exit code {code}, {wall:.0f} s")
