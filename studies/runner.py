@@ -18,6 +18,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from cluster.resources import limit_search, with_trial_resources
 from search_spaces import SPACES
+from studies.baselines import BaselineCallback, BaselineJob
 from studies.health import driver_lease, reconcile
 from studies.join import Membership, join_study, leave_study
 from studies.optuna_heartbeat import HeartbeatOptunaSearch, heartbeat_storage, stop_heartbeats
@@ -160,7 +161,8 @@ def _searcher(spec: StudySpec, optuna_url: str, member: Membership | None = None
 
 
 def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: StudyPaths, optuna_url: str,
-           member: Membership | None = None, trials: int | None = None) -> tune.Tuner:
+           member: Membership | None = None, trials: int | None = None,
+           baselines: BaselineJob | None = None) -> tune.Tuner:
     searcher = _searcher(spec, optuna_url, member)
     num_trials = trials or spec.num_trials
     scheduler = ASHAScheduler(
@@ -174,6 +176,8 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
                             joiner=member.joiner_id if member else None),
         ProgressCallback(spec.metric, spec.direction, num_trials, spec.max_epochs),
     ]
+    if baselines is not None:  # their results are logged as they come, while the trials run
+        callbacks.append(BaselineCallback(baselines))
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -201,18 +205,26 @@ def _interrupted(results: tune.ResultGrid) -> bool:
     return len(results) > results.num_terminated + results.num_errors
 
 
-def _fit(tuner: tune.Tuner, tracker: StudyTracker, member: Membership | None = None) -> tune.ResultGrid:
+def _fit(tuner: tune.Tuner, tracker: StudyTracker, member: Membership | None = None,
+         baselines: BaselineJob | None = None) -> tune.ResultGrid:
+    """Run the trials (and wait for the baselines fitted beside them); end the study run as they ended."""
     status = "FAILED"
     try:
+        if baselines is not None:  # the first baseline's task before any trial: it has its CPUs, trials fill the rest
+            baselines.poll()
         results = tuner.fit()
         if _interrupted(results):  # not a finished study: no report, no seed repeats; the parent run ends KILLED
             raise KeyboardInterrupt(f"interrupted; continue with `chemtune resume {tracker.spec.name}`")
+        if baselines is not None:  # the leaderboard and report show them
+            baselines.finish()
         status = "FINISHED"
         return results
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
+        if baselines is not None:  # one still fitting ends KILLED with the reason; resume fits it again
+            baselines.cancel()
         stop_heartbeats()  # this fit's searcher: its study is over on this driver
         if member is None:
             tracker.close(status)
@@ -281,8 +293,8 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     atomic_write_text(paths.study_file(spec.name), spec_yaml)
     save_state(paths, spec.name, {"parent_run_id": tracker.parent_run_id, "tracking_uri": uri,
                                   "optuna_url": optuna_url, "address": address, "driver": driver_lease()})
-    _baselines(spec, prepared, tracker)
-    results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url), tracker)
+    job = _baselines(spec, prepared, tracker)
+    results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url, baselines=job), tracker, baselines=job)
     result = _result(spec, tracker, results, optuna_url, paths)
     if spec.seed_repeats and result.best_config is not None:  # mean +/- std of the best config (studies/seeds.py)
         from studies.seeds import repeat_best
@@ -314,33 +326,28 @@ def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | Non
     if not paths.state_file(spec.name).exists():  # doctor/leaderboard from this root; resume refuses (joined)
         save_state(paths, spec.name, {"parent_run_id": member.parent_run_id, "tracking_uri": uri,
                                       "optuna_url": optuna_url, "address": address, "joined": True})
+    job = None
     if member.creator:  # the study's parameters, data report and baselines: once, by the process that created it
-        from studies.baselines import fit_baselines
-
         try:
             tracker.log_study(redact_url(spec_yaml), prepared)
-            fit_baselines(spec, prepared, tracker.uri, tracker.experiment_id, tracker.parent_run_id)
+            job = _baselines(spec, prepared, tracker)
         except BaseException:
             leave_study(member, tracker.client, "KILLED")  # no run left RUNNING, nor the other joiners' ended
             raise
     try:
-        tuner = _tuner(spec, prepared, tracker, paths, optuna_url, member, trials)
+        tuner = _tuner(spec, prepared, tracker, paths, optuna_url, member, trials, baselines=job)
     except BaseException:
         leave_study(member, tracker.client, "FAILED")  # this joiner is gone: the others may close the study
         raise
-    results = _fit(tuner, tracker, member)
+    results = _fit(tuner, tracker, member, baselines=job)
     return _result(spec, tracker, results, optuna_url, paths, report=member.last)
 
 
-def _baselines(spec: StudySpec, prepared: Prepared, tracker: StudyTracker) -> None:
-    """Peer baselines on the same payload, once per study (a resumed study skips finished ones)."""
-    from studies.baselines import fit_baselines
-
-    try:
-        fit_baselines(spec, prepared, tracker.uri, tracker.experiment_id, tracker.parent_run_id)
-    except BaseException:
-        tracker.close("KILLED")  # interrupted before the trials: no run left RUNNING
-        raise
+def _baselines(spec: StudySpec, prepared: Prepared, tracker: StudyTracker) -> BaselineJob | None:
+    """The study's peer baselines not yet FINISHED (a resumed study skips the others), or ``None``; ``_fit``
+    starts them beside the trials."""
+    job = BaselineJob(spec, prepared, tracker.uri, tracker.experiment_id, tracker.parent_run_id)
+    return job if job.pending else None
 
 
 def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
@@ -373,12 +380,12 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     experiment_dir = str(Path(spec.tracking.storage_path or paths.tune_storage) / spec.name)
     _init_ray(address or state.get("address"), state["tracking_uri"])
     tracker = StudyTracker(state["tracking_uri"], spec, paths, parent_run_id=state["parent_run_id"])
-    _baselines(spec, prepared, tracker)
+    job = _baselines(spec, prepared, tracker)  # a restored experiment keeps its old callbacks: logged at its end
     if tune.Tuner.can_restore(experiment_dir):
         trainable = with_trial_resources(tune.with_parameters(run_trial, payload=prepared.payload, spec=spec),
                                          spec.resources)
         tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
     else:  # the driver died before Tune's first experiment checkpoint: start its trials again, same runs
-        tuner = _tuner(spec, prepared, tracker, paths, state["optuna_url"])
+        tuner = _tuner(spec, prepared, tracker, paths, state["optuna_url"], baselines=job)
     quiet()
-    return _result(spec, tracker, _fit(tuner, tracker), state.get("optuna_url"), paths)
+    return _result(spec, tracker, _fit(tuner, tracker, baselines=job), state.get("optuna_url"), paths)

@@ -11,7 +11,8 @@ times (counted with marker files, so a retried or resumed trial sees how often a
 variables to Ray workers, so the faults reach every trial process. Faults are injected at the same
 places real failures happen: after the first optimizer step of an epoch (``nan``, ``oom``, ``kill``,
 and ``slow``: a straggler that sleeps ``seconds``) and between writing a checkpoint's files
-(``kill_in_checkpoint``). ``"epoch": "any"`` matches every epoch.
+(``kill_in_checkpoint``). ``"epoch": "any"`` matches every epoch. ``"at"`` names another point: ``baseline``
+is a study's baseline fit (its config is ``{"baseline": name}``, epoch 1), e.g. a slow one beside the trials.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def inject(point: str, config: Mapping[str, Any], epoch: int, loss: Any = None) 
     Returns ``loss`` unchanged, or a NaN loss of the same type for a ``nan`` fault.
     """
     for index, fault in enumerate(_faults()):
-        if _POINTS[fault["kind"]] != point or not _matches(fault, config, epoch) or not _claim(fault, index):
+        at = fault.get("at", _POINTS[fault["kind"]])
+        if at != point or not _matches(fault, config, epoch) or not _claim(fault, index):
             continue
         kind = fault["kind"]
         if kind == "nan":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import ray
@@ -11,6 +13,7 @@ from studies.runner import launch
 from studies.seeds import seed_summary
 from studies.spec import parse_study
 from tests.conftest import tiny_study
+from trainables.faults import FAULTS_ENV, STATE_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +25,15 @@ def test_seed_summary_is_mean_and_sample_std() -> None:
     assert out["seeds_test_r2_std"] == 0.0 and out["seeds_n"] == 3 and "seeds_seed_mean" not in out
 
 
-def test_baseline_row_and_seed_repeats_on_the_study_run(tmp_path) -> None:
+def test_baseline_row_and_seed_repeats_on_the_study_run(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = parse_study(tiny_study(name="tiny-quality", num_trials=1, max_epochs=1, dataset={"limit": 100},
                                   baselines={"random_forest": True, "random_forest_trees": 10}, seed_repeats=2))
+    # A slow baseline (an injected 20 s straggle): the trial must not wait for it, the report must.
+    monkeypatch.setenv(FAULTS_ENV, json.dumps([{"kind": "slow", "at": "baseline", "seconds": 20, "id": "slow-base",
+                                                "match": {"baseline": "random_forest"}}]))
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "faults"))
+    if ray.is_initialized():
+        ray.shutdown()  # the study's Ray must forward the fault to its workers
     try:
         result = launch(spec, root=tmp_path)
     finally:
@@ -50,4 +59,7 @@ def test_baseline_row_and_seed_repeats_on_the_study_run(tmp_path) -> None:
     assert m["seeds_test_rmse_mean"] == pytest.approx(rows["test_rmse"].mean())
     baseline_runs = client.search_runs([result.experiment_id], "tags.`chemtune.role` = 'baseline'")
     assert [r.info.status for r in baseline_runs] == ["FINISHED"]
+    trial_runs = client.search_runs([result.experiment_id], "tags.`chemtune.role` = 'trial'")
+    # the trial ran beside the baseline's Ray task, not after it
+    assert min(r.info.start_time for r in trial_runs) < baseline_runs[0].info.end_time
     assert baseline_runs[0].data.tags["split_hash.test"] == parent.data.tags["split_hash.test"]
