@@ -29,6 +29,7 @@ def study(name: str, trials: int, limit: int, epochs: int) -> dict:
         # Grace = max_epochs: ASHA stops nothing, so both runs do exactly the same work.
         "scheduler": {"grace_period": epochs},
         "resources": {"cpus_per_trial": 1},
+        "baselines": {"random_forest": False},  # trials only: both runs do the same work
     }
 
 

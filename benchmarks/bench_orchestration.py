@@ -23,6 +23,7 @@ def _study(args: argparse.Namespace, configs: list[dict]) -> dict:
         "enqueue": configs, "num_trials": len(configs), "max_epochs": args.epochs,
         # no early stopping: both sides do the same work
         "scheduler": {"grace_period": args.epochs}, "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 2},
+        "baselines": {"random_forest": False},  # the direct side fits no baseline
     }
 
 

@@ -33,6 +33,7 @@ def study(args: argparse.Namespace, trials: int, gpu: bool, cpus: int) -> dict[s
         "fixed": config, "num_trials": trials, "max_epochs": args.epochs,
         "scheduler": {"grace_period": args.epochs},  # no early stopping: every trial does the same work
         "resources": {**share, "max_concurrent_trials": trials},
+        "baselines": {"random_forest": False},  # only the trials share the device
     }
 
 

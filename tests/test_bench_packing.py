@@ -23,6 +23,7 @@ def test_packed_trials_share_one_device():
     alone = parse_study(bench.study(ARGS, 1, gpu=False, cpus=2))
     assert alone.resources.cpus_per_trial == 2 and alone.num_trials == 1
     assert alone.scheduler.grace_period == alone.max_epochs == 2  # no early stop: equal work per trial
+    assert alone.baselines.enabled("property") == []  # nothing but the trials on the device
 
 
 def test_busy_sampler_sees_a_busy_cpu():
