@@ -104,7 +104,8 @@ def test_a_remote_baseline_fits_beside_its_caller_and_one_cut_short_ends_killed(
         (run,) = runs()
         assert run.info.status == "KILLED" and "before the baseline was fitted" in run.data.tags[TAG_END_REASON]
 
-        again = BaselineJob(spec, prepared, tracker.uri, tracker.experiment_id, tracker.parent_run_id, messages.append)
+        again = BaselineJob(spec, prepared, tracker.uri, tracker.experiment_id, tracker.parent_run_id, messages.append,
+                            remote=False)  # (a remote fit to the end: tests/studies/test_quality_e2e.py)
         assert again.pending  # not FINISHED: fitted again (the slow fault fired once already)
         assert set(again.finish()) == {"random_forest"}
         assert sorted(r.info.status for r in runs()) == ["FINISHED", "KILLED"]
