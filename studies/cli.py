@@ -109,7 +109,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _print_board(board, title: str) -> None:  # noqa: ANN001 - a DataFrame
     from rich.table import Table
 
-    from studies.results import format_value
+    from studies.results import COUNTS, format_value
 
     metric, mode = board.attrs.get("metric"), board.attrs.get("mode")
     caption = (f"sorted by {metric} ({'lower' if mode == 'min' else 'higher'} is better), complete trials first; "
@@ -118,10 +118,10 @@ def _print_board(board, title: str) -> None:  # noqa: ANN001 - a DataFrame
     hidden = {"run_id", "model_uri", "optuna_trial", "status", "role"}  # baseline:/ensemble: rows say their role
     columns = [c for c in board.columns if c not in hidden and not c.endswith("_mse")]
     for column in columns:
-        numeric = board[column].dtype.kind in "fi" or column in ("epochs", "trainable_params")
+        numeric = board[column].dtype.kind in "fi" or column in COUNTS
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column in ("trial", "state"))
     for _, row in board.iterrows():
-        table.add_row(*[f"{row[c]:.1f}" if c == "wall_s" else format_value(row[c]) for c in columns])
+        table.add_row(*[f"{row[c]:.1f}" if c == "wall_s" else format_value(row[c], c in COUNTS) for c in columns])
     _console.print(table)
 
 

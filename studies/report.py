@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from studies.results import format_value, leaderboard, study_run
+from studies.results import COUNTS, format_value, leaderboard, study_run
 from studies.store import PARENT_TAG, TAG_ROLE, StudyPaths
 
 __all__ = ["refresh_study", "optuna_plots", "build_report", "PLOTS"]
@@ -129,7 +129,8 @@ def _learning_curves(client: Any, board: pd.DataFrame, metric: str) -> Any | Non
 def _table(frame: pd.DataFrame, caption: str, css: str = "board") -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(format_value(v))}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(format_value(v, c in COUNTS))}</td>" for c, v in zip(frame.columns, row))
+        + "</tr>"
         for row in frame.itertuples(index=False)
     )
     return (f'<table class="{css}"><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>'

@@ -15,7 +15,7 @@ import pandas as pd
 from studies.names import check_name
 from studies.store import PARENT_TAG, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
 
-__all__ = ["leaderboard", "register_best", "study_run", "metric_direction", "is_test_metric", "format_value"]
+__all__ = ["leaderboard", "register_best", "study_run", "metric_direction", "is_test_metric", "format_value", "COUNTS"]
 
 log = logging.getLogger(__name__)
 # How the table groups trials before sorting by the metric: only complete trials compete.
@@ -136,13 +136,21 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
     return frame.head(top) if top else frame
 
 
-def format_value(value: Any) -> str:
-    """Numbers as a person reads them: counts with thousands separators, scores with 4 digits."""
+COUNTS = ("epochs", "trainable_params", "optuna_trial")
+"""Leaderboard columns that hold counts: a column with a missing value turns them into floats (40.0)."""
+
+
+def format_value(value: Any, count: bool = False) -> str:
+    """Numbers as a person reads them: counts with thousands separators, scores with 4 digits.
+
+    ``count``: the value is a count (a column of :data:`COUNTS`), so ``40.0`` prints as ``40``.
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, bool):
         return str(value)
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
+    integral = isinstance(value, float) and value.is_integer()
+    if isinstance(value, int) or (integral and (count or abs(value) >= 1000)):
         return f"{int(value):,}"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"

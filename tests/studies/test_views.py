@@ -48,6 +48,8 @@ def test_stopped_early_tells_asha_from_a_finished_or_patient_trial() -> None:
 def test_numbers_print_as_people_read_them() -> None:
     assert format_value(18940.0) == "18,940" and format_value(90753) == "90,753"
     assert format_value(0.123456) == "0.1235" and format_value(float("nan")) == "" and format_value(None) == ""
+    # a count column with a missing value is float in the frame: 40.0 epochs still reads 40
+    assert format_value(40.0, count=True) == "40" and format_value(40.0) == "40.0000"
 
 
 def test_progress_counts_best_and_eta() -> None:
