@@ -200,9 +200,13 @@ def _tuner(spec: StudySpec, prepared: Prepared, tracker: StudyTracker, paths: St
 
 
 def _interrupted(results: tune.ResultGrid) -> bool:
-    """Whether Tune stopped on a Ctrl-C: it then saves the experiment and *returns* (no exception), with
-    trials still pending or running; every trial of a study that ran out is TERMINATED or ERROR."""
-    return len(results) > results.num_terminated + results.num_errors
+    """Whether Tune stopped on a Ctrl-C: it then stops the running trials (TERMINATED, like finished ones),
+    saves the experiment and *returns* (no exception). A trial that ran out -- to its last epoch, or stopped by
+    ASHA or patience -- has ``done`` in its last result; one the interrupt stopped has not, nor has a pending
+    one (no result at all); an ERROR trial ran out of retries."""
+    if len(results) > results.num_terminated + results.num_errors:
+        return True
+    return any(r.error is None and not (r.metrics or {}).get("done") for r in results)
 
 
 def _fit(tuner: tune.Tuner, tracker: StudyTracker, member: Membership | None = None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -60,27 +62,59 @@ def test_crashed_trial_is_failed_and_resume_retries_it(tmp_path: Path) -> None:
 
 
 def test_a_ctrl_c_that_tune_swallows_still_ends_the_study_as_killed(monkeypatch) -> None:
-    """Tune answers SIGINT by saving the experiment and returning normally, trials left RUNNING/PENDING.
-    Seen on the champion study: the driver then closed the study run FINISHED and started the seed repeats."""
+    """Tune answers SIGINT by stopping the trials, saving the experiment and returning normally. Seen on the
+    champion study: the driver then closed the study run FINISHED and started the seed repeats."""
     from types import SimpleNamespace
 
     from studies import runner
 
     closed: list[str] = []
     tracker = SimpleNamespace(spec=SimpleNamespace(name="s"), close=closed.append)
-
-    class results:  # the ResultGrid surface _fit reads: its length and Tune's counts by trial status
-        def __init__(self, *statuses: str) -> None:
-            self._experiment_analysis = SimpleNamespace(trials=[SimpleNamespace(status=s) for s in statuses])
-            self.num_terminated, self.num_errors = statuses.count("TERMINATED"), statuses.count("ERROR")
-
-        def __len__(self) -> int:
-            return len(self._experiment_analysis.trials)
-
     monkeypatch.setattr(runner, "stop_heartbeats", lambda: 0)
-    interrupted = SimpleNamespace(fit=lambda: results("TERMINATED", "RUNNING", "PENDING"))
+    monkeypatch.setattr(runner, "_interrupted", lambda results: results == "cut")
     with pytest.raises(KeyboardInterrupt, match="chemtune resume s"):
-        runner._fit(interrupted, tracker)
-    finished = SimpleNamespace(fit=lambda: results("TERMINATED", "ERROR"))
-    assert runner._fit(finished, tracker)._experiment_analysis.trials[1].status == "ERROR"
+        runner._fit(SimpleNamespace(fit=lambda: "cut"), tracker)
+    assert runner._fit(SimpleNamespace(fit=lambda: "ran out"), tracker) == "ran out"
     assert closed == ["KILLED", "FINISHED"]
+
+
+def test_interrupted_tells_a_real_ctrl_c_from_a_study_that_ran_out(tmp_path: Path) -> None:
+    """Against Ray Tune itself: a run whose trials finished or were stopped by ASHA ran out; a run stopped by
+    SIGINT mid-trial did not (Tune marks those trials TERMINATED, like finished ones)."""
+    import signal
+
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from studies.runner import _interrupted
+
+    def report_steps(config: dict) -> None:  # defined here: Ray pickles it by value (a test module is not importable)
+        for step in range(config["steps"]):
+            time.sleep(config["sleep"])
+            tune.report({"loss": config["loss"] + step, "step": step + 1})
+
+    def run(name: str, configs: list[dict], callbacks: list) -> tune.ResultGrid:
+        space = {"loss": tune.grid_search([c["loss"] for c in configs]), "steps": configs[0]["steps"],
+                 "sleep": configs[0]["sleep"]}
+        scheduler = ASHAScheduler(time_attr="step", max_t=configs[0]["steps"], grace_period=1, reduction_factor=2)
+        return tune.Tuner(
+            report_steps, param_space=space,
+            tune_config=tune.TuneConfig(metric="loss", mode="min", scheduler=scheduler, max_concurrent_trials=2),
+            run_config=tune.RunConfig(name=name, storage_path=str(tmp_path), callbacks=callbacks, verbose=0),
+        ).fit()
+
+    class CtrlC(tune.Callback):  # a user's Ctrl-C once a trial has reported
+        def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, lambda *args: None)  # never a KeyboardInterrupt in pytest itself
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        ran_out = run("ran-out", [{"loss": x, "steps": 3, "sleep": 0.0} for x in (0.0, 10.0, 20.0, 30.0)], [])
+        assert any(r.metrics["step"] < 3 for r in ran_out)  # ASHA stopped one early: that still ran out
+        assert not _interrupted(ran_out)
+        cut = run("cut", [{"loss": x, "steps": 200, "sleep": 0.2} for x in (0.0, 1.0, 2.0)], [CtrlC()])
+        assert all(r.error is None for r in cut) and _interrupted(cut)
+    finally:
+        ray.shutdown()
+        signal.signal(signal.SIGINT, previous)
