@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from studies.trials import optuna_trial, stopped_early, trial_name
+from studies.trials import optuna_trial, ran_out, stopped_early, trial_name
 
 __all__ = ["ProgressCallback", "print_data_summary", "quiet"]
 
@@ -214,4 +214,6 @@ class ProgressCallback(tune.Callback):
         if self._live is not None:
             self._live.stop()
             self._live = None
-        self._print(f"study done in {_eta(time.monotonic() - self.started)}: {self.status_line()}")
+        cut = not all(ran_out(t.last_result, t.status == "ERROR") for t in trials)  # a Ctrl-C stopped it
+        how = "study stopped (resume with `chemtune resume`) after" if cut else "study done in"
+        self._print(f"{how} {_eta(time.monotonic() - self.started)}: {self.status_line()}")

@@ -25,7 +25,7 @@ from studies.optuna_heartbeat import HeartbeatOptunaSearch, heartbeat_storage, s
 from studies.progress import ProgressCallback, print_data_summary, quiet
 from studies.redact import redact_url, worker_env
 from studies.report import refresh_study
-from studies.trials import stopped_early
+from studies.trials import ran_out, stopped_early
 from studies.spec import StudySpec, parse_study
 from studies.tune_adapter import trial_reporter
 from mlflow.tracking import MlflowClient
@@ -206,7 +206,7 @@ def _interrupted(results: tune.ResultGrid) -> bool:
     one (no result at all); an ERROR trial ran out of retries."""
     if len(results) > results.num_terminated + results.num_errors:
         return True
-    return any(r.error is None and not (r.metrics or {}).get("done") for r in results)
+    return not all(ran_out(r.metrics, r.error is not None) for r in results)
 
 
 def _fit(tuner: tune.Tuner, tracker: StudyTracker, member: Membership | None = None,

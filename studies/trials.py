@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["ChemtuneOptunaSearch", "optuna_trial", "stopped_early", "trial_name", "CHEMTUNE_RESULT_KEYS"]
+__all__ = ["ChemtuneOptunaSearch", "optuna_trial", "ran_out", "stopped_early", "trial_name", "CHEMTUNE_RESULT_KEYS"]
 
 # Tune trial id -> the Optuna trial asked for it (driver process only; the callbacks run there too).
 _OPTUNA_TRIALS: dict[str, Any] = {}
@@ -30,6 +30,12 @@ def stopped_early(result: Mapping[str, Any] | None, max_epochs: int) -> bool:
     result = result or {}
     epochs = int(result.get("training_iteration") or result.get("epoch") or 0)
     return epochs < max_epochs and not any(str(k).startswith("test_") for k in result)
+
+
+def ran_out(last_result: Mapping[str, Any] | None, errored: bool) -> bool:
+    """Whether a Tune trial ended for good: it errored past its retries, or its last result is ``done`` (its
+    last epoch, an ASHA stop, a patience stop). One stopped by a Ctrl-C is TERMINATED too, but not ``done``."""
+    return errored or bool((last_result or {}).get("done"))
 
 
 # Keys a chemtune task reports that are not scores but still worth a chart.

@@ -75,6 +75,15 @@ def test_progress_counts_best_and_eta() -> None:
     view.on_trial_complete(0, [], b)  # stopped by ASHA: a better epoch-1 score is not the best
     assert view.counts == {"done": 1, "pruned": 1, "failed": 0} and view.best == 0.8
     assert "1 done, 1 pruned, 0 failed" in view.status_line()
+    # the last line tells a study that ran out (each trial done: last epoch or an ASHA stop) from a Ctrl-C
+    printed: list[str] = []
+    view._print = printed.append
+    a.status = b.status = "TERMINATED"
+    a.last_result, b.last_result = {**a.last_result, "done": True}, {**b.last_result, "done": True}
+    view.on_experiment_end([a, b])
+    b.last_result = {"epoch": 1, "valid_rmse": 0.7}  # TERMINATED by the interrupt mid-trial, not done
+    view.on_experiment_end([a, b])
+    assert printed[0].startswith("study done in") and printed[1].startswith("study stopped (resume with")
 
 
 def test_launch_shows_the_data_report_first_and_repeats_no_warning() -> None:
