@@ -204,8 +204,6 @@ def _interrupted(results: tune.ResultGrid) -> bool:
     saves the experiment and *returns* (no exception). A trial that ran out -- to its last epoch, or stopped by
     ASHA or patience -- has ``done`` in its last result; one the interrupt stopped has not, nor has a pending
     one (no result at all); an ERROR trial ran out of retries."""
-    if len(results) > results.num_terminated + results.num_errors:
-        return True
     return not all(ran_out(r.metrics, r.error is not None) for r in results)
 
 
