@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled  # not re-exported by optuna.storages
+from studies.store import sqlite_init_lock
 from studies.trials import ChemtuneOptunaSearch
 
 __all__ = ["HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "heartbeat_storage", "HeartbeatOptunaSearch", "stop_heartbeats"]
@@ -59,7 +60,8 @@ def heartbeat_storage(url: str, max_retry: int, interval: int = HEARTBEAT_INTERV
         from optuna.storages import RetryFailedTrialCallback
 
         retry = {"failed_trial_callback": RetryFailedTrialCallback(max_retry=max_retry)}
-    return RDBStorage(url, heartbeat_interval=interval, grace_period=grace, **retry)
+    with sqlite_init_lock(url):  # two drivers at once on a fresh embedded store: one creates the tables
+        return RDBStorage(url, heartbeat_interval=interval, grace_period=grace, **retry)
 
 
 class HeartbeatOptunaSearch(ChemtuneOptunaSearch):

@@ -17,7 +17,7 @@ from typing import Any
 from studies.names import check_name
 
 __all__ = [
-    "StudyPaths", "resolve_tracking_uri", "tracking_uri_scope", "save_state",
+    "StudyPaths", "resolve_tracking_uri", "tracking_uri_scope", "sqlite_init_lock", "tracking_client", "save_state",
     "TAG_STUDY", "TAG_ROLE", "TAG_TRIAL", "TAG_NUMBER", "TAG_STATE", "PARENT_TAG", "TAG_DRIVER", "TAG_JOINER",
 ]
 
@@ -31,6 +31,37 @@ PARENT_TAG = "mlflow.parentRunId"
 # so a run is an orphan when *its* driver is gone, not when the study's first driver is.
 TAG_DRIVER = "chemtune.driver"
 TAG_JOINER = "chemtune.joiner"  # the joined driver (studies/join.py) whose Tune experiment runs the trial
+
+
+@contextmanager
+def sqlite_init_lock(url: str) -> Iterator[None]:
+    """Hold an inter-process lock beside a SQLite database while a client creates (or migrates) its schema.
+
+    Two drivers started at once on a fresh embedded store both ran MLflow's schema migrations, and one failed
+    ("table logged_models already exists"); Optuna creates its tables the same way. Server URLs need no lock.
+    """
+    path = None
+    if url.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+
+        path = make_url(url).database
+    if not path or path == ":memory:":
+        yield
+        return
+    from filelock import FileLock
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.init.lock", timeout=600):
+        yield
+
+
+def tracking_client(uri: str) -> Any:
+    """An ``MlflowClient`` of ``uri``; the first in this process creates a fresh SQLite store's tables under
+    :func:`sqlite_init_lock` (MLflow caches the store per URI, so later clients do not migrate again)."""
+    from mlflow.tracking import MlflowClient
+
+    with sqlite_init_lock(uri):
+        return MlflowClient(uri)
 
 
 @dataclass(frozen=True)

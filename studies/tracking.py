@@ -25,7 +25,7 @@ from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from studies.results import leaderboard, register_best
 from studies.store import (
     PARENT_TAG, TAG_DRIVER, TAG_JOINER, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL, StudyPaths, resolve_tracking_uri, save_state,
-    tracking_uri_scope,
+    tracking_client, tracking_uri_scope,
 )
 from studies.trials import optuna_trial, stopped_early, trial_name
 from trainables import TASKS
@@ -92,7 +92,7 @@ class StudyTracker:
 
     def __init__(self, tracking_uri: str, spec: "StudySpec", paths: StudyPaths, parent_run_id: str | None = None) -> None:
         self.uri, self.spec = tracking_uri, spec
-        self.client = MlflowClient(tracking_uri)
+        self.client = tracking_client(tracking_uri)  # two drivers at once on a fresh store: one creates its tables
         name = spec.tracking.experiment or spec.name
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
