@@ -22,11 +22,26 @@ from optuna.storages._heartbeat import is_heartbeat_enabled  # not re-exported b
 from studies.store import sqlite_init_lock
 from studies.trials import ChemtuneOptunaSearch
 
-__all__ = ["HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "heartbeat_storage", "HeartbeatOptunaSearch", "stop_heartbeats"]
+__all__ = ["HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "heartbeat_storage", "HeartbeatOptunaSearch", "stop_heartbeats",
+           "driver_gone"]
 
 HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S = 10, 60
 _RUNTIME = ("_beat_thread", "_beat_stop", "_beat_started", "_beat_owner")
 _BEATING: "weakref.WeakSet[HeartbeatOptunaSearch]" = weakref.WeakSet()
+
+
+_DRIVER_GONE: set[str] = set()  # studies whose previous (only) driver this process knows to be dead
+
+
+def driver_gone(study_name: str) -> None:
+    """``resume`` found the study's driver dead (``studies.health.reconcile``): its searcher fails, at its first
+    ``suggest``, every RUNNING Optuna trial no restored Tune trial holds, without waiting out the grace period.
+
+    Waiting was a race: the resumed driver asked fresh trials first, and when the orphan went stale a minute
+    later its retry stayed WAITING after the study already had its trials (the fault suite's repeated kills).
+    Never for a joined study: its other drivers' trials are alive.
+    """
+    _DRIVER_GONE.add(study_name)
 
 
 def stop_heartbeats(owner: int | None = None) -> int:
@@ -116,9 +131,10 @@ class HeartbeatOptunaSearch(ChemtuneOptunaSearch):
         if not is_heartbeat_enabled(storage):
             return
         self._beat_all()  # trials restored from the experiment checkpoint are alive again
-        stale = optuna.storages.fail_stale_trials(self._ot_study)
-        if stale:
-            logger.warning("failed %d stale Optuna trial(s) (their driver vanished); retrying their parameters", len(stale))
+        if self._study_name in _DRIVER_GONE:
+            _DRIVER_GONE.discard(self._study_name)
+            self._fail_orphans(storage)
+        optuna.storages.fail_stale_trials(self._ot_study)
         self._beat_stop = threading.Event()
 
         interval = storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL_S
@@ -135,6 +151,28 @@ class HeartbeatOptunaSearch(ChemtuneOptunaSearch):
         self._beat_owner = threading.get_ident()
         _BEATING.add(self)
         self._beat_thread.start()
+
+    def _fail_orphans(self, storage: Any) -> None:
+        """FAIL (and retry, by the storage's stale-trial callback) the RUNNING trials this searcher does not hold."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        held = {t._trial_id for t in self._ot_trials.values()}
+        failed = []
+        for trial in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial._trial_id in held:
+                continue
+            try:
+                if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                    failed.append(trial._trial_id)
+            except UpdateFinishedTrialError:  # another process got there first
+                pass
+        retry = (getattr(storage, "get_heartbeat_stale_trial_callback", None) or storage.get_failed_trial_callback)()
+        for trial_id in failed:
+            if retry is not None:
+                retry(self._ot_study, storage.get_trial(trial_id))
+        if failed:
+            logger.warning("failed %d Optuna trial(s) of the dead driver; retrying their parameters", len(failed))
 
     def stop_beating(self) -> None:
         """The study is over (or this driver leaves it): no more beats, no more stale-trial checks."""

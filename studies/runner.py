@@ -21,7 +21,7 @@ from search_spaces import SPACES
 from studies.baselines import BaselineCallback, BaselineJob
 from studies.health import driver_lease, reconcile
 from studies.join import Membership, join_study, leave_study
-from studies.optuna_heartbeat import HeartbeatOptunaSearch, heartbeat_storage, stop_heartbeats
+from studies.optuna_heartbeat import HeartbeatOptunaSearch, driver_gone, heartbeat_storage, stop_heartbeats
 from studies.progress import ProgressCallback, print_data_summary, quiet
 from studies.redact import redact_url, worker_env
 from studies.report import refresh_study
@@ -376,6 +376,7 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
         raise StudyError(f"study {name!r} was launched with --join (several processes): a joined process is not "
                          "resumed; launch another `chemtune launch STUDY --join --trials N` to run the share it lost")
     reconcile(paths, name)  # a killed driver's RUNNING runs end as KILLED (reason tagged) before anything else
+    driver_gone(name)  # ... and its Optuna trials no restored trial holds fail and are retried first
     save_state(paths, name, {**state, "driver": driver_lease()})
     spec = parse_study(yaml.safe_load(paths.study_file(name).read_text()), str(paths.study_file(name)))
     prepared = prepare(spec, state["tracking_uri"])

@@ -301,6 +301,30 @@ def test_a_vanished_drivers_trial_fails_by_heartbeat_and_its_parameters_are_retr
     assert trials[1].params == held  # the restored trial was beaten for first, so it is not failed
 
 
+def test_a_resume_retries_the_dead_drivers_orphans_first_without_waiting_for_staleness(tmp_path: Path) -> None:
+    """Resumed at once after a kill (well inside the grace period), the orphan's retry is the next trial asked:
+    waiting for staleness let fresh trials go first and left the retry WAITING after the study ended."""
+    import optuna
+
+    from studies.optuna_heartbeat import driver_gone
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    dead = _searcher(url)
+    lost = dead.suggest("lost")
+    dead.suggest("held")
+    dead.save(str(tmp_path / "searcher.pkl"))
+    dead._beat_stop.set()  # SIGKILLed; resumed right away: nothing is stale yet (grace 2 s)
+    restored = _searcher(url)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    del restored._ot_trials["lost"]  # the checkpoint predates "lost"
+    driver_gone("hb")  # what `chemtune resume` says after reconcile found the driver dead
+    retried = restored.suggest("new")
+    restored._beat_stop.set()
+    trials = {t.number: t for t in optuna.load_study(study_name="hb", storage=url).get_trials()}
+    assert [trials[n].state.name for n in sorted(trials)] == ["FAIL", "RUNNING", "RUNNING"]
+    assert retried == lost and trials[2].system_attrs["failed_trial"] == 0
+
+
 def test_a_resumed_trial_that_optuna_saw_finish_is_not_reported_again(tmp_path: Path) -> None:
     import optuna
 
