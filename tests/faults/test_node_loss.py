@@ -14,6 +14,7 @@ import pytest
 from studies.spec import parse_study
 from tests.conftest import ROOT, tiny_study
 from tests.faults.conftest import record_figures
+from tests.support.background import StudyThread
 from tests.support.local_cluster import LocalRayCluster, NodeSpec, wait_for
 from trainables.faults import FAULTS_ENV, STATE_ENV
 
