@@ -168,9 +168,8 @@ class HeartbeatOptunaSearch(ChemtuneOptunaSearch):
             except UpdateFinishedTrialError:  # another process got there first
                 pass
         retry = (getattr(storage, "get_heartbeat_stale_trial_callback", None) or storage.get_failed_trial_callback)()
-        for trial_id in failed:
-            if retry is not None:
-                retry(self._ot_study, storage.get_trial(trial_id))
+        for trial_id in failed if retry is not None else ():
+            retry(self._ot_study, storage.get_trial(trial_id))
         if failed:
             logger.warning("failed %d Optuna trial(s) of the dead driver; retrying their parameters", len(failed))
 
