@@ -148,20 +148,20 @@ class BaselineJob:
                               "prediction": pred}).to_csv(path, index=False)
                 self.client.log_artifact(run_id, str(path))
 
-    def poll(self) -> None:
-        """Without waiting: log a finished baseline and start the next."""
+    def _advance(self, block: bool) -> None:
         while self.pending:
             if self._current is None:
                 self._submit()
-            if not self._collect(block=False):
+            if not self._collect(block):
                 return
+
+    def poll(self) -> None:
+        """Without waiting: log a finished baseline and start the next."""
+        self._advance(block=False)
 
     def finish(self) -> dict[str, dict[str, float]]:
         """Wait for every baseline; their metrics by name (those fitted by this job)."""
-        while self.pending:
-            if self._current is None:
-                self._submit()
-            self._collect(block=True)
+        self._advance(block=True)
         return self.metrics
 
     def cancel(self, reason: str = "the study ended before the baseline was fitted") -> None:
