@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -77,10 +78,10 @@ def test_compare_runs_from_a_wheel_install(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     bindir = Path(sysconfig.get_path("scripts", vars={"base": str(venv)}))
-    site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
     # A venv made from a venv sees the base interpreter's packages, not this environment's: name them here.
-    outer = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
-    (site / "_outer_env.pth").write_text("".join(f"{p}\n" for p in outer))
+    outer = dict.fromkeys(site.getsitepackages())  # this environment's, and the base's if it includes them
+    (purelib / "_outer_env.pth").write_text("".join(f"{p}\n" for p in outer))
     python = bindir / Path(sys.executable).name
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(COLUMNS="200", PIP_DISABLE_PIP_VERSION_CHECK="1")
