@@ -23,6 +23,7 @@ def test_ruff_check_is_clean() -> None:
     # --no-cache: no .ruff_cache written into the checkout by a test run.
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "No module named ruff" not in done.stderr, "ruff is not installed: it comes with the test extras"
     assert done.returncode != 2, f"ruff could not run:\n{done.stderr}"
     assert done.returncode == 0, (f"ruff check found problems (fix: python -m ruff check --fix .):\n"
                                   f"{done.stdout}{done.stderr}")
