@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tracking-uri", default=None,
                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded store)")
 
-    study_help = "study YAML file (see the README's study file reference)"
+    study_help = "study YAML file (reference: docs/study-file.md)"
     name_help = "study name (the `name:` in its YAML; also the MLflow experiment)"
     jobs_help = "Ray dashboard / Jobs API, e.g. http://HOST:8265"
     p = command("validate", _cmd_validate, "check a study file and its data (the checks launch runs first)")
