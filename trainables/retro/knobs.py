@@ -6,7 +6,7 @@ transformers; the trainer reads a trial's values with the same model.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -31,7 +31,11 @@ class RetroKnobs(KnobSet):
         0.0, ge=0, le=1, description="share of train products fed as randomized SMILES each epoch")
     batch_size: Annotated[int, Search(choices=(16, 32, 64, 128))] = Field(64, ge=1, description="reactions per step")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    warmup: float = Field(0.1, gt=0, lt=1, description="share of the one-cycle schedule spent warming up")
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of the one-cycle schedule spent warming up")
+    schedule: Literal["one_cycle", "cyclic"] = Field(
+        "one_cycle", description="one_cycle (OneCycleLR, Chemformer's 'cycle') or cyclic (CyclicLR triangles "
+                                 "between lr/10 and lr, lr_cycles of them over the run)")
+    lr_cycles: int = Field(4, ge=1, description="cyclic schedule only: up-and-down triangles over the run")
     grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation "
                                                "metric (0: run every epoch); test is scored on the best epoch")

@@ -33,6 +33,7 @@ from trainables.retro.predictor import generate, save_retro_model
 from trainables.retro.teacher import TeacherLabels, mix_labels, teacher_from_csv, teacher_from_model, teacher_top1
 from trainables.retro.knobs import DEFAULTS, RetroKnobs
 from trainables.retro.treatments import TREATMENT_CHOICES, apply_treatment, needs_pretrained, validate_treatment
+from trainables.schedules import lr_scheduler
 
 if TYPE_CHECKING:
     from trainables.spec import StudySpec, TrialSpec
@@ -257,9 +258,8 @@ class RetroTrainer(EpochLoop):
 
     # -- training -------------------------------------------------------------------------------
     def make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=float(self.config["lr"]), total_steps=total_steps, pct_start=float(self.config["warmup"]),
-        )
+        return lr_scheduler(str(self.config.get("schedule", "one_cycle")), optimizer, total_steps=total_steps,
+                            warmup=float(self.config["warmup"]), cycles=int(self.config.get("lr_cycles", 4)))
 
     def throughput(self, units: int, seconds: float) -> dict[str, float]:
         return {"train_tokens_per_s": units / max(seconds, 1e-9)}
