@@ -22,7 +22,8 @@ class RetroKnobs(KnobSet):
     treatment: Annotated[str, Search(choices=TREATMENT_CHOICES)] = Field(
         "full", description="which parts train: the paper's 15 rows (fix_*, lora_*, mlp_* combined with '+', or full)")
     gamma: Annotated[float, Search(0.0, 1.0, step=0.1)] = Field(
-        0.0, ge=0, le=1, description="share of the usable teacher labels swapped in (trials log gamma_effective over all rows)")
+        0.0, ge=0, le=1, description="share of ALL train labels replaced by the teacher's (the report's definition; "
+                                  "refused when the teacher covers fewer rows)")
     lr: Annotated[float, Search(1e-5, 3e-3, log=True)] = Field(
         5e-4, gt=0, description="peak learning rate (AdamW, one-cycle schedule)")
     label_smoothing: Annotated[float, Search(0.0, 0.2)] = Field(
