@@ -37,6 +37,9 @@ class RetroKnobs(KnobSet):
         "one_cycle", description="one_cycle (OneCycleLR, Chemformer's 'cycle') or cyclic (CyclicLR triangles "
                                  "between lr/10 and lr, lr_cycles of them over the run)")
     lr_cycles: int = Field(4, ge=1, description="cyclic schedule only: up-and-down triangles over the run")
+    train_embeddings: bool = Field(
+        True, description="rows that freeze a stack or add LoRA: the shared token embedding, output projection and "
+                          "learned positions keep training (Chemformer's way; the report does not say)")
     grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better validation "
                                                "metric (0: run every epoch); test is scored on the best epoch")

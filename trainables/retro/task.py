@@ -39,7 +39,13 @@ from trainables.retro.teacher import (
     teacher_top1,
 )
 from trainables.retro.knobs import DEFAULTS, RetroKnobs
-from trainables.retro.treatments import TREATMENT_CHOICES, apply_treatment, needs_pretrained, validate_treatment
+from trainables.retro.treatments import (
+    TREATMENT_CHOICES,
+    apply_treatment,
+    freeze_embeddings,
+    needs_pretrained,
+    validate_treatment,
+)
 from trainables.schedules import lr_scheduler
 
 if TYPE_CHECKING:
@@ -174,6 +180,8 @@ class RetroTrainer(EpochLoop):
         model, self.tokenizer = load_seq2seq(spec.model, vocab_smiles, self.seed)
         self.start_id = decoder_start_id(model)
         self.model = apply_treatment(model, self.config["treatment"], self.config)
+        if needs_pretrained(self.config["treatment"]) and not self.config.get("train_embeddings", True):
+            freeze_embeddings(self.model.base())
         self.n_trainable, self.n_total = count_parameters(self.model)
         self.mixed = mix_labels(data.train.reactants, data.teacher, float(self.config["gamma"]), self.seed)
         self.setup_accelerator()
