@@ -9,7 +9,7 @@ seed 0), pool, selection knobs (top-k, curriculum bins and pacing, MC passes) ar
 
     python benchmarks/paper_property_cpu.py [--epochs 3] [--limit 1500] [--root DIR] [--only peft ...]
 
-Prints each table's markdown (published numbers are empty until copied into published.yaml) and the wall
+Prints each table's markdown (the reports' figures beside chemtune's) and the wall
 time of each study; every study stays in the embedded store under ``--root`` for ``chemtune leaderboard``.
 """
 

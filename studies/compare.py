@@ -1,10 +1,12 @@
-"""``chemtune compare STUDY --paper NAME``: a study's results in a paper table's layout, beside the
-paper's published numbers (``studies/papers/published.yaml``).
+"""``chemtune compare STUDY --paper NAME [--tuned STUDY2]``: a study's results in a paper table's layout,
+beside the report's published numbers (``studies/papers/published.yaml``).
 
 Each row of the table is a value of the paper's ``key`` parameter (a treatment, a gamma, a method).
-Among the study's finished trials with that value, the one best on the paper's ``select_on`` valid
-metric is taken and its test metrics are reported: chosen on valid, reported on test. The table is
-printed and logged on the study's MLflow run (``compare/<paper>.csv`` and ``.md``).
+Among a study's finished trials with that value, the one best on the paper's ``select_on`` valid
+metric is taken and its test metrics are reported: chosen on valid, reported on test. Per metric the
+columns are: ``paper`` (the report's figure), ``as published`` (STUDY, the report's settings),
+``tuned`` (STUDY2, chemtune's own protocol, when given) and ``diff`` (as published - paper). The
+table is printed and logged on STUDY's MLflow run (``compare/<paper>.csv`` and ``.md``).
 """
 
 from __future__ import annotations
@@ -35,27 +37,45 @@ def _same(a: Any, b: Any) -> bool:
         return str(a) == str(b)
 
 
-def compare_table(trials: pd.DataFrame, paper: dict[str, Any], mode: str) -> pd.DataFrame:
-    """The paper's rows with the published numbers and the study's valid-selected test numbers.
+def _best(trials: pd.DataFrame, key: str, value: Any, select: str, mode: str) -> tuple[int, pd.Series | None]:
+    """How many finished trials ran the row ``key == value``, and the one best on ``select``."""
+    mine = trials[[_same(v, value) for v in trials.get(key, pd.Series([], dtype=object))]] if len(trials) else trials
+    mine = mine.dropna(subset=[select]) if select in mine.columns else mine.iloc[0:0]
+    return len(mine), (mine.sort_values(select, ascending=(mode == "min")).iloc[0] if len(mine) else None)
+
+
+def _metric(best: pd.Series | None, metric: str) -> float | None:
+    value = None if best is None or metric not in best.index else best[metric]
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def compare_table(trials: pd.DataFrame, paper: dict[str, Any], mode: str,
+                  tuned: tuple[pd.DataFrame, str] | None = None) -> pd.DataFrame:
+    """The paper's rows: published figures, the study's valid-selected test figures, their difference.
 
     Args:
-        trials: One row per finished trial: the ``key`` parameter's value, valid and test metrics.
+        trials: One row per finished trial of the as-published study: the ``key`` parameter's value,
+            valid and test metrics.
         paper: One entry of ``published.yaml``.
         mode: ``min`` or ``max`` for ``paper["select_on"]``.
+        tuned: The tuned study's trials and mode, for the ``tuned`` column.
     """
     key, select = paper["key"], paper["select_on"]
     out = []
     for row in paper["rows"]:
-        mine = trials[[_same(v, row["key"]) for v in trials.get(key, pd.Series([], dtype=object))]] if len(trials) else trials
-        mine = mine.dropna(subset=[select]) if select in mine.columns else mine.iloc[0:0]
-        best = mine.sort_values(select, ascending=(mode == "min")).iloc[0] if len(mine) else None
-        entry: dict[str, Any] = {"row": row["label"], key: row["key"], "trials": len(mine),
+        count, best = _best(trials, key, row["key"], select, mode)
+        entry: dict[str, Any] = {"row": row["label"] + ("" if row.get("in_report", True) else " (not in report)"),
+                                 key: row["key"], "trials": count,
                                  select: None if best is None else float(best[select])}
+        tuned_best = None if tuned is None else _best(tuned[0], key, row["key"], select, tuned[1])[1]
         for metric in paper["metrics"]:
             published = (row.get("published") or {}).get(metric)
+            mine = _metric(best, metric)
             entry[f"{metric} paper"] = published
-            value = None if best is None or metric not in best.index else best[metric]
-            entry[f"{metric} chemtune"] = None if value is None or pd.isna(value) else float(value)
+            entry[f"{metric} as published"] = mine
+            if tuned is not None:
+                entry[f"{metric} tuned"] = _metric(tuned_best, metric)
+            entry[f"{metric} diff"] = None if published is None or mine is None else mine - float(published)
         out.append(entry)
     return pd.DataFrame(out)
 
@@ -78,11 +98,14 @@ def _trials(name: str, tracking_uri: str, key: str) -> tuple[pd.DataFrame, str, 
     return pd.DataFrame(rows), parent.info.run_id, parent.data.tags.get("chemtune.mode", "min")
 
 
-def _markdown(table: pd.DataFrame, paper: dict[str, Any], study: str) -> str:
+def _markdown(table: pd.DataFrame, paper: dict[str, Any], study: str, tuned: str | None = None) -> str:
     cols = list(table.columns)
     fmt = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = [f"# {paper['title']}", "", f"Study `{study}`: per row, the trial best on `{paper['select_on']}` "
+    studies = f"`{study}` (as published)" + (f" and `{tuned}` (tuned)" if tuned else "")
+    lines = [f"# {paper['title']}", "", f"Studies {studies}: per row, the trial best on `{paper['select_on']}` "
              "(valid); its test metrics are reported.", ""]
+    if paper.get("source"):
+        lines += [f"Published figures: {paper['source']}.", ""]
     if paper.get("tuned_on_test"):
         lines += ["**The paper selected its settings on the test set**; chemtune selects on valid.", ""]
     if paper.get("note"):
@@ -92,8 +115,10 @@ def _markdown(table: pd.DataFrame, paper: dict[str, Any], study: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(study: str, paper_name: str, tracking_uri: str, papers: Path = PUBLISHED) -> tuple[pd.DataFrame, str]:
-    """Build the table, log it on the study's MLflow run; return it and its markdown."""
+def compare(study: str, paper_name: str, tracking_uri: str, papers: Path = PUBLISHED,
+            tuned: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Build the table (``tuned``: a second study for the tuned column), log it on the study's MLflow run;
+    return it and its markdown."""
     from mlflow.tracking import MlflowClient
 
     known = load_papers(papers)
@@ -103,8 +128,12 @@ def compare(study: str, paper_name: str, tracking_uri: str, papers: Path = PUBLI
     trials, parent_id, mode = _trials(study, tracking_uri, paper["key"])
     if paper["select_on"] not in trials.columns and len(trials):
         raise StudyError(f"study {study!r} logged no {paper['select_on']!r}; is it a study of this paper's task?")
-    table = compare_table(trials, paper, mode)
-    text = _markdown(table, paper, study)
+    tuned_trials = None
+    if tuned is not None:
+        frame, _, tuned_mode = _trials(tuned, tracking_uri, paper["key"])
+        tuned_trials = (frame, tuned_mode)
+    table = compare_table(trials, paper, mode, tuned_trials)
+    text = _markdown(table, paper, study, tuned)
     client = MlflowClient(tracking_uri)
     client.log_text(parent_id, table.to_csv(index=False), f"compare/{paper_name}.csv")
     client.log_text(parent_id, text, f"compare/{paper_name}.md")

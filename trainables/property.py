@@ -18,7 +18,6 @@ import torch
 from accelerate.utils import set_seed
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from torch.utils.data import DataLoader
-from transformers import get_linear_schedule_with_warmup
 
 from trainables.augment import augmented_rows, save_tta, tta_predict
 from trainables.base import TASKS, Prepared, Reporter, Task
@@ -33,6 +32,7 @@ from trainables.loop import EpochLoop
 from trainables.methods import apply_method, count_parameters, export_backbone
 from trainables.models.backbones import load_backbone
 from trainables.models.regression import HeadConfig, RegressionModel
+from trainables.schedules import lr_scheduler
 from trainables.property_knobs import DEFAULTS, LM_EXTRA_DEFAULTS, ArchKnobs, LMExtraKnobs, PropertyKnobs
 from trainables.selection.common import embed_ids
 from trainables.selectors import SELECTORS, SelectionContext, Selector, check_selection, selection_summary
@@ -233,11 +233,13 @@ class PropertyTrainer(EpochLoop):
         groups = [{"params": [p for n, p in named if not n.startswith("head.")], "lr": lr},
                   {"params": [p for n, p in named if n.startswith("head.")], "lr": lr * float(self.config["head_lr_mult"])}]
         groups = [g for g in groups if g["params"]]
+        if self.config.get("optimizer", "adamw") == "adam":  # the property report's runs: plain Adam
+            return torch.optim.Adam(groups, lr=lr)
         return torch.optim.AdamW(groups, lr=lr, weight_decay=float(self.config["weight_decay"]))
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
-        return get_linear_schedule_with_warmup(optimizer, int(float(self.config["warmup_ratio"]) * total_steps),
-                                               total_steps)
+        return lr_scheduler(str(self.config.get("schedule", "linear")), optimizer, total_steps=total_steps,
+                            warmup=float(self.config["warmup_ratio"]))
 
     def phase1(self, epochs: int, rows: np.ndarray | None = None) -> torch.nn.Module:
         """A copy of this trial's model trained ``epochs`` epochs on candidate ``rows`` (default: the train rows;

@@ -27,6 +27,10 @@ class PropertyKnobs(KnobSet):
     batch_size: Annotated[int, Search(choices=(16, 32, 64))] = Field(32, ge=1, description="molecules per step")
     head_dropout: Annotated[float, Search(0.0, 0.5)] = Field(0.1, ge=0, lt=1, description="dropout in the regression head")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of the steps with linear learning-rate warmup")
+    optimizer: Literal["adamw", "adam"] = Field(
+        "adamw", description="adamw (decoupled weight decay) or adam (the property report's optimizer; no decay)")
+    schedule: Literal["linear", "constant"] = Field(
+        "linear", description="learning rate over the run: linear warmup/decay, or constant (the report's Adam runs)")
     grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
     selection: Annotated[str, Search(choices=SELECTORS.names)] = Field(
         "none", description="data-selection method (none: the train split as is)")

@@ -30,9 +30,23 @@ from trainables.retro.data import Reactions, ReactionSplits, randomize_smiles, r
 from trainables.retro.models import SEQ2SEQ, decoder_start_id, is_random_init, load_seq2seq
 from trainables.retro.scoring import TOPK, score_topk
 from trainables.retro.predictor import generate, save_retro_model
-from trainables.retro.teacher import TeacherLabels, mix_labels, teacher_from_csv, teacher_from_model, teacher_top1
+from trainables.retro.teacher import (
+    TeacherLabels,
+    check_coverage,
+    mix_labels,
+    teacher_from_csv,
+    teacher_from_model,
+    teacher_top1,
+)
 from trainables.retro.knobs import DEFAULTS, RetroKnobs
-from trainables.retro.treatments import TREATMENT_CHOICES, apply_treatment, needs_pretrained, validate_treatment
+from trainables.retro.treatments import (
+    TREATMENT_CHOICES,
+    apply_treatment,
+    freeze_embeddings,
+    needs_pretrained,
+    validate_treatment,
+)
+from trainables.schedules import lr_scheduler
 
 if TYPE_CHECKING:
     from trainables.spec import StudySpec, TrialSpec
@@ -101,6 +115,16 @@ class RetroData:
     teacher_top1: float | None = None  # the teacher's own top-1 on train (all rows), computed once
 
 
+def study_max_gamma(spec: "StudySpec") -> float:
+    """The largest gamma a study's trials can take: fixed, its grid, its narrowed range, else the knob's bound."""
+    if "gamma" in (spec.fixed or {}):
+        return float(spec.fixed["gamma"])
+    if spec.grid and "gamma" in spec.grid:
+        return max(float(g) for g in spec.grid["gamma"])
+    bounds = (spec.ranges or {}).get("gamma")
+    return max(float(b) for b in bounds) if bounds else 1.0
+
+
 def prepare_retro(spec: "StudySpec") -> Prepared:
     """Load and canonicalize the reactions, get the teacher's labels; raise before any trial on bad data."""
     ds = spec.dataset
@@ -119,6 +143,11 @@ def prepare_retro(spec: "StudySpec") -> Prepared:
     elif opts.teacher_uri:
         teacher = teacher_from_model(opts.teacher_uri, train.products, train.rows)
     top1 = teacher_top1(train.reactants, teacher) if teacher is not None else None
+    if teacher is not None:  # refuse before any trial a gamma the teacher cannot cover
+        try:
+            check_coverage(study_max_gamma(spec), len(train), len(teacher.eligible))
+        except ValueError as err:
+            raise DataError(f"{opts.teacher_csv or opts.teacher_uri}: {err}") from None
     data = RetroData(splits.train, splits.valid, splits.test, teacher, top1)
     reports = [report] + ([teacher.report] if teacher else [])
     tags = {f"split_hash.{n}": reactions_hash(getattr(data, n)) for n in ("train", "valid", "test")}
@@ -151,6 +180,8 @@ class RetroTrainer(EpochLoop):
         model, self.tokenizer = load_seq2seq(spec.model, vocab_smiles, self.seed)
         self.start_id = decoder_start_id(model)
         self.model = apply_treatment(model, self.config["treatment"], self.config)
+        if needs_pretrained(self.config["treatment"]) and not self.config.get("train_embeddings", True):
+            freeze_embeddings(self.model.base())
         self.n_trainable, self.n_total = count_parameters(self.model)
         self.mixed = mix_labels(data.train.reactants, data.teacher, float(self.config["gamma"]), self.seed)
         self.setup_accelerator()
@@ -257,9 +288,8 @@ class RetroTrainer(EpochLoop):
 
     # -- training -------------------------------------------------------------------------------
     def make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=float(self.config["lr"]), total_steps=total_steps, pct_start=float(self.config["warmup"]),
-        )
+        return lr_scheduler(str(self.config.get("schedule", "one_cycle")), optimizer, total_steps=total_steps,
+                            warmup=float(self.config["warmup"]), cycles=int(self.config.get("lr_cycles", 4)))
 
     def throughput(self, units: int, seconds: float) -> dict[str, float]:
         return {"train_tokens_per_s": units / max(seconds, 1e-9)}

@@ -21,7 +21,7 @@ from trainables.errors import DataError
 from trainables.io import atomic_path
 from trainables.retro.data import canonical_set
 
-__all__ = ["TeacherLabels", "Mixed", "teacher_from_csv", "teacher_from_model", "mix_labels", "teacher_top1"]
+__all__ = ["check_coverage", "TeacherLabels", "Mixed", "teacher_from_csv", "teacher_from_model", "mix_labels", "teacher_top1"]
 
 
 @dataclass
@@ -130,12 +130,17 @@ class Mixed:
 
 
 def mix_labels(labels: Sequence[str], teacher: TeacherLabels | None, gamma: float, seed: int) -> Mixed:
-    """Replace ``round(gamma * n_eligible)`` seeded-random eligible labels with the teacher's prediction.
+    """Replace ``round(gamma * len(labels))`` seeded-random train labels with the teacher's prediction.
+
+    gamma is the share of ALL training examples, as the retrosynthesis report defines it; the rows
+    replaced are drawn among those the teacher has a usable label for. A teacher covering fewer rows
+    than gamma needs is refused, naming the numbers (a share of the usable rows alone made gamma 1.0
+    replace 0.5% of the labels with a teacher covering 200 of 40,029 products).
 
     Args:
         labels: The true train reactants.
         teacher: Teacher predictions aligned with ``labels`` (``None``: no teacher, nothing replaced).
-        gamma: Share of eligible labels to replace, in [0, 1].
+        gamma: Share of the train labels to replace, in [0, 1].
         seed: Seed of the choice of rows.
     """
     if not 0.0 <= gamma <= 1.0:
@@ -147,12 +152,22 @@ def mix_labels(labels: Sequence[str], teacher: TeacherLabels | None, gamma: floa
     if len(teacher.predictions) != len(labels):
         raise ValueError(f"{len(teacher.predictions)} teacher predictions for {len(labels)} labels")
     eligible = teacher.eligible
-    n = int(round(gamma * len(eligible)))
+    n = int(round(gamma * len(labels)))
+    check_coverage(gamma, len(labels), len(eligible))
     chosen = np.sort(np.random.default_rng(seed).permutation(eligible)[:n]) if n else np.zeros(0, dtype=np.int64)
     out = list(labels)
     for i in chosen:
         out[i] = teacher.predictions[i]  # type: ignore[assignment]
     return Mixed(out, chosen, len(eligible))
+
+
+def check_coverage(gamma: float, n_train: int, n_usable: int) -> None:
+    """Raise ``ValueError`` naming the numbers when ``gamma`` needs more teacher labels than there are."""
+    need = int(round(gamma * n_train))
+    if need > n_usable:
+        raise ValueError(f"gamma {gamma:g} replaces {need} of the {n_train} train labels, but the teacher has a "
+                         f"usable label for only {n_usable} train products (at most gamma "
+                         f"{n_usable / max(n_train, 1):.4f}); give a teacher that covers more of the train split")
 
 
 def teacher_top1(labels: Sequence[str], teacher: TeacherLabels) -> float:

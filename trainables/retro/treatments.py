@@ -43,7 +43,7 @@ __all__ = [
     "TREATMENTS", "PAPER_TREATMENTS", "TREATMENT_CHOICES", "MLP_KINDS",
     "validate_treatment", "parse_treatment", "apply_treatment", "attention_output_projections",
     "stack_parameters", "lora_treatments", "mlp_treatments", "all_treatments", "needs_pretrained",
-    "LoraTreatmentKnobs", "AdapterKnobs", "treatment_knobs",
+    "LoraTreatmentKnobs", "AdapterKnobs", "treatment_knobs", "freeze_embeddings",
 ]
 
 # Leaf names of attention output projections: BART/T5/Llama-like, BERT (attention.output.dense).
@@ -267,6 +267,26 @@ def lora_treatments(choices: tuple[str, ...] = TREATMENT_CHOICES) -> list[str]:
 def mlp_treatments(choices: tuple[str, ...] = TREATMENT_CHOICES) -> list[str]:
     """The choices that add MLPs (``mlp_kind`` applies only to them)."""
     return [t for t in choices if any(TREATMENTS.get(a).group == "mlp" for a in parse_treatment(t))]
+
+
+def freeze_embeddings(model: PreTrainedModel) -> int:
+    """Freeze the token embeddings (and a tied or separate output projection) and learned positions.
+
+    The ``train_embeddings: false`` side of a frozen-stack row: the report does not say whether the shared
+    embedding trained when a stack was frozen, so chemtune keeps Chemformer's way (it trains) by default
+    and makes the other reading a knob. Returns how many parameters were frozen.
+    """
+    from torch import nn
+
+    seen: set[int] = set()
+    modules = [model.get_input_embeddings(), model.get_output_embeddings()]
+    modules += [m for n, m in model.named_modules() if isinstance(m, nn.Embedding) or _EMBEDDING.search(n)]
+    for module in modules:
+        for p in module.parameters() if module is not None else ():
+            if id(p) not in seen and p.requires_grad:
+                seen.add(id(p))
+                p.requires_grad_(False)
+    return len(seen)
 
 
 def needs_pretrained(name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Teacher-label mixing: gamma 0 / 1 replace none / all eligible labels; invalid outputs never used."""
+"""Teacher-label mixing: gamma is the share of ALL train labels replaced; invalid outputs never used."""
 
 import numpy as np
 import pandas as pd
@@ -34,15 +34,20 @@ def test_teacher_csv_alignment_and_report(teacher):
 def test_gamma_zero_and_one(teacher, seed):
     none = mix_labels(LABELS, teacher, 0.0, seed)
     assert none.labels == LABELS and len(none.replaced) == 0 and none.n_eligible == 3
-    every = mix_labels(LABELS, teacher, 1.0, seed)
+    every = mix_labels(LABELS, teacher, 0.6, seed)  # 3 of 5 rows: every usable one
     assert every.replaced.tolist() == [0, 1, 4]
     assert [every.labels[i] for i in (0, 1, 4)] == [teacher.predictions[i] for i in (0, 1, 4)]
     assert [every.labels[i] for i in (2, 3)] == [LABELS[2], LABELS[3]]  # invalid / missing teacher: untouched
 
 
+def test_gamma_beyond_the_teachers_coverage_is_refused_with_the_numbers(teacher):
+    with pytest.raises(ValueError, match=r"gamma 1 replaces 5 of the 5 train labels.*only 3 .*at most gamma 0\.6000"):
+        mix_labels(LABELS, teacher, 1.0, 0)
+
+
 def test_partial_gamma_is_seeded(teacher):
     a, b = mix_labels(LABELS, teacher, 0.4, 7), mix_labels(LABELS, teacher, 0.4, 7)
-    assert len(a.replaced) == 1 and a.replaced.tolist() == b.replaced.tolist()
+    assert len(a.replaced) == 2 and a.replaced.tolist() == b.replaced.tolist()  # 0.4 of all 5 rows
     assert set(a.replaced.tolist()) <= {0, 1, 4}
     seen = {tuple(mix_labels(LABELS, teacher, 0.4, s).replaced.tolist()) for s in range(20)}
     assert len(seen) > 1  # the seed decides which rows
@@ -58,3 +63,24 @@ def test_teacher_top1_counts_all_rows(teacher):
     # rows 0 and 4 agree with the gold label (other spellings), row 1 is wrong, rows 2-3 unusable: 2 of 5
     assert teacher_top1(LABELS, teacher) == pytest.approx(2 / 5)
     assert teacher_top1(LABELS[:1] * 5, teacher) == pytest.approx(1 / 5)
+
+
+def test_a_study_whose_gamma_outruns_the_teacher_fails_before_any_trial(shared_data, tmp_path):
+    from studies.spec import parse_study
+    from trainables.errors import DataError
+    from trainables.retro.task import prepare_retro
+
+    lines = (shared_data / "uspto50k" / "train.smi").read_text().splitlines()[:12]
+    for split, rows in (("train", lines[:8]), ("valid", lines[8:10]), ("test", lines[10:12])):
+        (tmp_path / f"{split}.smi").write_text("\n".join(rows) + "\n")
+    pairs = [ln.split(" >> ") for ln in lines[:2]]  # the teacher knows 2 of the 8 train products
+    pd.DataFrame({"product": [p for p, _ in pairs], "prediction": [r for _, r in pairs]}).to_csv(
+        tmp_path / "teacher.csv", index=False)
+    study = {"name": "g", "task": "retro", "dataset": {"name": "uspto50k", "path": str(tmp_path)},
+             "model": {"name": "tiny-bart"}, "search_space": "retro", "sampler": "grid",
+             "options": {"teacher_csv": str(tmp_path / "teacher.csv")}, "metric": "valid_top1",
+             "fixed": {"treatment": "full", "lr": 1e-3, "label_smoothing": 0.0, "augment_prob": 0.0, "batch_size": 16}}
+    ok = prepare_retro(parse_study({**study, "grid": {"gamma": [0.0, 0.25]}, "num_trials": 2}))
+    assert ok.summary["teacher_eligible"] == 2
+    with pytest.raises(DataError, match=r"teacher.csv: gamma 0.5 replaces 4 of the 8 train labels.*only 2"):
+        prepare_retro(parse_study({**study, "grid": {"gamma": [0.0, 0.5]}, "num_trials": 2}))

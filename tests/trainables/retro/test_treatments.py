@@ -167,3 +167,22 @@ def test_bad_compositions_say_what_is_wrong(name, message):
 def test_any_order_reads_as_the_canonical_name():
     assert validate_treatment("mlp_end + fix_decoder") == "fix_decoder+mlp_end"
     assert validate_treatment("lora_decoder+mlp_all+fix_encoder") == "fix_encoder+lora_decoder+mlp_all"
+
+
+@pytest.mark.parametrize("row", ["fix_encoder", "fix_decoder+mlp_all", "lora_all", "fix_encoder+lora_decoder"])
+def test_train_embeddings_false_freezes_the_shared_embedding_and_nothing_else(row):
+    from trainables.retro.treatments import freeze_embeddings
+
+    kept = apply_treatment(_chemformer(), row, {"lora_rank": 2})
+    frozen = apply_treatment(_chemformer(), row, {"lora_rank": 2})
+    assert freeze_embeddings(frozen.base()) >= 1
+    groups = lambda m: {_group(n) for n, p in m.named_parameters() if p.requires_grad}  # noqa: E731
+    assert groups(kept) == ROWS[row] | ALWAYS
+    assert groups(frozen) == ROWS[row] | ({"head"} - {"head"} if _tied(frozen) else {"head"}) - {"emb"}
+    frozen(**_batch()).logits.sum().backward()  # still trains: the treatment's own parts get gradients
+    assert all(p.grad is not None for n, p in frozen.named_parameters() if p.requires_grad and _group(n) != "head")
+
+
+def _tied(m):
+    base = m.base()
+    return base.get_output_embeddings().weight is base.get_input_embeddings().weight
