@@ -130,6 +130,19 @@ def test_no_module_circle() -> None:
         _describe(graph, c) for c in circles)
 
 
+# Plug-in folders that must not reach into one another: what they share lives in the core
+# (``trainables.serving``: input column, per-row errors; ``SelectionContext.load_model``: a saved model).
+SEPARATE = {"trainables.retro": ("trainables.property",), "trainables.selection": ("trainables.property",),
+            "trainables.property": ("trainables.retro",)}
+
+
+def test_plugin_folders_do_not_reach_into_each_other() -> None:
+    graph = module_graph()
+    wrong = [f"{m} -> {d}" for m, deps in graph.items() for d in deps for folder, banned in SEPARATE.items()
+             if (m == folder or m.startswith(folder + ".")) and any(d == b or d.startswith(b + ".") for b in banned)]
+    assert not wrong, wrong
+
+
 def test_the_circle_finder_sees_a_planted_circle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a", "e"}, "e": set(), "f": {"f"}}
     assert find_circles(graph) == [["a", "b", "c"]]

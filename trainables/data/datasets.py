@@ -25,7 +25,7 @@ class DatasetSection(Protocol):
     """What a loader reads of a study's ``dataset:`` section, a :class:`trainables.spec.DatasetSpec`.
 
     The schema imports this module (it checks that ``dataset.name`` is registered here), so this module
-    names the fields it reads instead of importing the schema back.
+    names the fields it reads instead of importing the schema back (``backbones.ModelSection`` likewise).
     """
 
     name: str

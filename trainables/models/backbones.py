@@ -28,11 +28,7 @@ __all__ = ["BACKBONES", "Backbone", "ModelSection", "rxnfp_bert_dir", "load_back
 
 
 class ModelSection(Protocol):
-    """What a loader reads of a study's ``model:`` section, a :class:`trainables.spec.ModelSpec`.
-
-    The schema imports this module (it checks that ``model.name`` is registered here), so this module
-    names the fields it reads instead of importing the schema back.
-    """
+    """What a loader reads of a study's ``model:`` (a ``trainables.spec.ModelSpec``; see ``DatasetSection``)."""
 
     name: str
     path: str | None
