@@ -15,8 +15,9 @@ import time
 
 from studies.spec import parse_study
 from trainables import TASKS, NullReporter
-from trainables.augment import tta_predict
-from trainables.property import PropertyTrainer, regression_metrics
+from trainables.property.augment import tta_predict
+from trainables.property.data import regression_metrics
+from trainables.property.task import PropertyTrainer
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import time
 
 from studies.spec import parse_study
 from trainables import TASKS
-from trainables.baselines import BASELINES
+from trainables.property.baselines import BASELINES
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ CASES = {
                              f"with contextlib.redirect_stdout(io.StringIO()): c.main(['list', '{w}'])" for w in LISTS},
     "chemtune leaderboard (imports)": "import studies.cli, studies.results, mlflow.tracking, "
                                       "mlflow.store.tracking.sqlalchemy_store",
-    PLUGINS: "import trainables.property, trainables.retro.task, trainables.selection.influence",
+    PLUGINS: "import trainables.property.task, trainables.retro.task, trainables.selection.influence",
 }
 HEAVY = ("torch", "ray", "transformers", "peft", "optuna", "mlflow", "pandas")
 

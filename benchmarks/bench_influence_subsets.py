@@ -20,7 +20,7 @@ import torch
 from studies.spec import parse_study
 from trainables import NullReporter
 from trainables.models.backbones import rxnfp_bert_dir
-from trainables.property import PropertyTrainer, prepare_property
+from trainables.property.task import PropertyTrainer, prepare_property
 
 SUBSETS = (
     ("head", {}),

@@ -44,7 +44,7 @@ def main() -> None:
 
     from studies.spec import parse_study
     from trainables import TASKS
-    from trainables.property import PropertyTrainer
+    from trainables.property.task import PropertyTrainer
 
     data_dir = os.environ.get("CHEMTUNE_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     os.environ["CHEMTUNE_DATA_DIR"] = data_dir

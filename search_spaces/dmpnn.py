@@ -2,7 +2,7 @@
 
 ``arch`` picks the model family per trial; each family's knobs exist only for its trials, so Optuna
 and ASHA tune a mixed study like any other (``fixed: {arch: dmpnn}`` narrows a mix to one family).
-The knobs are declared with their trainers (``trainables.property``, ``trainables.models.dmpnn``).
+The knobs are declared with their trainers (``trainables.property.task``, ``trainables.models.dmpnn``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import replace
 from search_spaces.base import SPACES, Param, SearchSpace, params_of
 from search_spaces.property import PROPERTY
 from trainables.models.dmpnn import DmpnnKnobs
-from trainables.property_knobs import ArchKnobs, LMExtraKnobs
+from trainables.property.knobs import ArchKnobs, LMExtraKnobs
 
 __all__ = ["DMPNN", "PROPERTY_MIX", "PROPERTY_PLUS", "LM_EXTRA", "dmpnn_params"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from search_spaces.base import SPACES, Param, SearchSpace, params_of, plugin_params
 from trainables.methods import METHODS
-from trainables.property_knobs import PropertyKnobs
+from trainables.property.knobs import PropertyKnobs
 
 __all__ = ["PROPERTY", "property_params"]
 

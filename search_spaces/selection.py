@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from search_spaces.base import SPACES, SearchSpace, params_of, plugin_params
 from search_spaces.property import property_params
-from trainables.property_knobs import PropertyKnobs
-from trainables.selectors import SELECTORS
+from trainables.property.knobs import PropertyKnobs
+from trainables.selection.base import SELECTORS
 
 __all__ = ["SELECTION"]
 

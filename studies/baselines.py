@@ -42,8 +42,8 @@ def _done(client: MlflowClient, experiment_id: str, parent_run_id: str) -> set[s
 
 
 def _fit_one(name: str, payload: Any, seed: int, kwargs: dict[str, Any]) -> Any:
-    """One baseline's fit (the body of the Ray task): a ``trainables.baselines.BaselineResult``."""
-    from trainables.baselines import BASELINES
+    """One baseline's fit (the body of the Ray task): a ``trainables.property.baselines.BaselineResult``."""
+    from trainables.property.baselines import BASELINES
     from trainables.faults import inject
 
     inject("baseline", {"baseline": name}, 1)  # the fault suite's hook (a no-op unless CHEMTUNE_FAULTS is set)

@@ -223,7 +223,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 # Where each listable registry lives: `list` imports only that one (the plug-ins stay unloaded).
 _REGISTRIES = {"datasets": "trainables.data.datasets:DATASETS", "models": "trainables.models.backbones:BACKBONES",
                "methods": "trainables.methods:METHODS", "spaces": "search_spaces:SPACES",
-               "tasks": "trainables.base:TASKS", "selections": "trainables.selectors:SELECTORS"}
+               "tasks": "trainables.base:TASKS", "selections": "trainables.selection.base:SELECTORS"}
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

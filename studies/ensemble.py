@@ -33,7 +33,7 @@ def _model_folder(root: Path) -> Path:
 
 def ensemble_metrics(frames: list[pd.DataFrame]) -> tuple[dict[str, float], pd.DataFrame]:
     """Metrics of the mean prediction of members' prediction tables (joined on ``id``; rows must agree)."""
-    from trainables.property import regression_metrics
+    from trainables.property.data import regression_metrics
 
     base = frames[0][["id", "smiles", "target"]]
     preds = []
@@ -52,7 +52,7 @@ def register_ensemble(name: str, model_name: str, tracking_uri: str, top: int, a
     """Average the top-``top`` complete trials (by ``metric``, default the study's) into one registered model
     version. Only complete trials compete: a pruned trial's score is from an earlier epoch and it has no test
     predictions."""
-    from trainables.ensemble import EnsemblePyfunc
+    from trainables.property.ensemble import EnsemblePyfunc
 
     board = leaderboard(name, tracking_uri, metric)
     ok = board[(board["role"] == "trial") & (board["state"] == "complete") & board["model_uri"].notna()

@@ -19,7 +19,7 @@ from trainables.errors import StudyError
 
 if TYPE_CHECKING:
     from search_spaces.base import DefineByRun, SearchSpace
-    from studies.spec import StudySpec
+    from trainables.spec import StudySchema
 
 __all__ = ["check_grid", "grid_define_by_run", "grid_sampler", "grid_points"]
 
@@ -93,6 +93,6 @@ class _AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def grid_sampler(spec: "StudySpec") -> optuna.samplers.GridSampler:
+def grid_sampler(spec: "StudySchema") -> optuna.samplers.GridSampler:
     """Optuna's GridSampler over ``spec.grid`` (seeded: the order rows start in)."""
     return _AskTellGridSampler({k: list(v) for k, v in spec.grid.items()}, seed=spec.seed)

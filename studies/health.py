@@ -20,8 +20,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from studies.store import TAG_DRIVER
-from studies.tracking import TAG_TRIAL, StudyPaths
+from studies.store import TAG_DRIVER, TAG_TRIAL, StudyPaths
 from trainables.checkpoints import checkpoint_problem
 from trainables.errors import StudyError
 

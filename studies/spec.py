@@ -1,6 +1,7 @@
 """Loading a study file: the schema (``trainables.spec``) plus the checks that need the search spaces.
 
-The schema names are re-exported here so that ``from studies.spec import StudySpec`` keeps working.
+The schema names are re-exported here. :class:`StudySpec` (a study file, checked against its space) extends
+the Ray-free :class:`trainables.spec.StudySchema` that tasks read; only this one is called ``StudySpec``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from trainables.errors import StudyError
 from trainables.spec import (
-    DatasetSpec, ModelSpec, ResourcesSpec, SchedulerSpec, TableSpec, TrackingSpec, TrialSpec,
-    StudySpec as _StudySchema,
+    DatasetSpec, ModelSpec, ResourcesSpec, SchedulerSpec, StudySchema, TableSpec, TrackingSpec, TrialSpec,
 )
 
 __all__ = [
@@ -32,7 +32,7 @@ def _registered_space(value: str) -> str:
 
 
 class BaselinesSpec(BaseModel):
-    """Peer baselines fitted once per study on its own splits (property studies; see trainables.baselines).
+    """Peer baselines fitted once per study on its own splits (property studies; see trainables.property.baselines).
 
     ``None`` means the task's default: a property study fits the random forest; chemprop (an
     optional extra, minutes on CPU) only when asked for.
@@ -51,7 +51,7 @@ class BaselinesSpec(BaseModel):
         return [n for n, d in defaults.items() if (getattr(self, n) if getattr(self, n) is not None else d)]
 
 
-class StudySpec(_StudySchema):
+class StudySpec(StudySchema):
     """A hyperparameter study, checked against its search space and its task's options; with the
     study-level extras that run beside the trials (baselines, seed repeats)."""
 
@@ -72,7 +72,7 @@ class StudySpec(_StudySchema):
             except StudyError as err:
                 raise ValueError(f"enqueue[{i}]: {err}") from None
         if self.sampler == "grid" or self.grid:
-            from studies.grid import check_grid
+            from studies.grid import check_grid  # imported late: grid imports optuna, `chemtune list` reads this module
 
             if self.sampler != "grid":
                 raise ValueError("grid: set sampler: grid to run a grid")

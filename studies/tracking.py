@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
+from studies.health import driver_lease
 from studies.results import leaderboard, register_best
 from studies.store import (
     PARENT_TAG, TAG_DRIVER, TAG_JOINER, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL, StudyPaths, resolve_tracking_uri, save_state,
@@ -58,8 +59,6 @@ def _tag_number(trial: Any) -> int | None:
 def _driver_tag() -> str:
     """This driver's lease (the callbacks run in the driver), so ``reconcile`` knows whose run it is."""
     import json
-
-    from studies.health import driver_lease  # health imports this module
 
     return json.dumps(driver_lease())
 

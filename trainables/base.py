@@ -7,15 +7,12 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from trainables.checkpoints import checkpoint_problem, newest_valid
 from trainables.data.report import DataReport
 from trainables.io import atomic_dir
 from trainables.registry import Registry
-
-if TYPE_CHECKING:
-    from trainables.spec import StudySpec, TrialSpec
 
 __all__ = ["TASKS", "Task", "Prepared", "Reporter", "NullReporter", "restore_training_state", "resumable_folder"]
 
@@ -125,9 +122,12 @@ class Task:
         data_kind: The dataset kind it reads (``"molecules"`` or ``"reactions"``).
         metrics: Metric names it reports as ``valid_<m>`` every epoch (and ``test_<m>`` at the end).
         maximize: The metrics (of ``metrics`` and ``test_metrics``) where larger is better.
-        prepare: ``StudySpec -> Prepared``; runs once before any trial and raises on bad data.
+        prepare: ``StudySchema -> Prepared``; runs once before any trial and raises on bad data.
         train: ``(config, payload, trial_spec, reporter) -> final metrics``; the plain function core.
-        validate: ``StudySpec -> None``; raises ``ValueError`` for bad task options.
+        validate: ``StudySchema -> None``; raises ``ValueError`` for bad task options.
+
+    The study arguments are :class:`trainables.spec.StudySchema` and ``TrialSpec``, typed ``Any`` here: the
+    schema imports this module (it checks ``task:`` against ``TASKS``), and this module does not import it back.
         pyfunc: The ``mlflow.pyfunc.PythonModel`` class that serves a checkpoint's ``model/`` folder.
         pip_requirements: What that MLflow model needs installed.
         test_metrics: Metrics it reports on test only, as ``test_<m>`` (e.g. beam-search top-5).
@@ -136,9 +136,9 @@ class Task:
     data_kind: str
     metrics: tuple[str, ...]
     maximize: frozenset[str]
-    prepare: Callable[["StudySpec"], Prepared]
-    train: Callable[[dict[str, Any], Any, "TrialSpec", Reporter], dict[str, float]]
-    validate: Callable[["StudySpec"], None] = lambda spec: None
+    prepare: Callable[[Any], Prepared]
+    train: Callable[[dict[str, Any], Any, Any, Reporter], dict[str, float]]
+    validate: Callable[[Any], None] = lambda spec: None
     pyfunc: Callable[[], Any] | None = None
     pip_requirements: tuple[str, ...] = ("chemtune", "torch", "transformers", "rdkit", "pandas")
     test_metrics: tuple[str, ...] = ()
@@ -146,7 +146,7 @@ class Task:
 
 TASKS: Registry[Task] = Registry("task")
 # The built-in tasks, imported on first use (trainables.registry); each module registers its task.
-TASKS.register_lazy("property", "trainables.property",
+TASKS.register_lazy("property", "trainables.property.task",
                     help="molecular property regression (encoder + regression head)")
 TASKS.register_lazy("retro", "trainables.retro.task",
                     help="retrosynthesis: seq2seq product -> reactants, beam-search top-k (treatments, LoRA, adapters, gamma)")

@@ -1,7 +1,7 @@
 """The study schema (pydantic; errors name the key) and the narrow :class:`TrialSpec` a trial's core receives.
 
 It lives below the core so that trainables need nothing from ``studies``: the checks that need the
-search spaces (and the YAML loader) are in ``studies.spec``, which extends :class:`StudySpec` with them.
+search spaces (and the YAML loader) are in ``studies.spec``, which extends :class:`StudySchema` with them.
 """
 
 from __future__ import annotations
@@ -12,26 +12,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from trainables.base import TASKS
+from trainables.data.datasets import DATASETS
 from trainables.errors import StudyError
 from trainables.metrics import parse_metric
+from trainables.models.backbones import BACKBONES
 
 __all__ = [
     "DatasetSpec", "ModelSpec", "ResourcesSpec", "SchedulerSpec", "TrackingSpec", "TableSpec",
-    "StudySpec", "TrialSpec",
+    "StudySchema", "TrialSpec",
 ]
 
 
 def _registry(kind: str) -> Any:
-    # Imported late: the registries import this module's types for their signatures.
-    if kind == "dataset":
-        from trainables.data.datasets import DATASETS as registry
-    elif kind == "split":
-        from trainables.data.splits import SPLITTERS as registry
-    elif kind == "model":
-        from trainables.models.backbones import BACKBONES as registry
-    else:
-        from trainables import TASKS as registry
-    return registry
+    # The registries name the fields they read (``DatasetSection``, ``ModelSection``), not this module's types.
+    if kind == "split":
+        from trainables.data.splits import SPLITTERS  # imported late: RDKit, and `chemtune list` reads this module
+
+        return SPLITTERS
+    return {"dataset": DATASETS, "model": BACKBONES, "task": TASKS}[kind]
 
 
 def _registered(kind: str) -> AfterValidator:
@@ -146,8 +145,11 @@ class TrackingSpec(_Strict):
                                    description="MLflow experiment (default: the study name)")
 
 
-class StudySpec(_Strict):
-    """A hyperparameter study: task, data, model, search space and budget."""
+class StudySchema(_Strict):
+    """A hyperparameter study: task, data, model, search space and budget (what a task reads of it).
+
+    A study file is loaded as ``studies.spec.StudySpec``, which extends this with the search-space checks.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128,
                       description="study name (letters, digits, _ . -; no '..'; at most 128 characters)")
@@ -182,10 +184,7 @@ class StudySpec(_Strict):
     _searched: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "StudySpec":
-        from trainables import TASKS
-        from trainables.data.datasets import DATASETS
-
+    def _consistent(self) -> "StudySchema":
         task = TASKS.get(self.task)
         kind = DATASETS.get(self.dataset.name).kind
         if kind != task.data_kind:

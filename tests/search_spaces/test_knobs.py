@@ -15,7 +15,7 @@ from search_spaces import SPACES, Param, SearchSpace
 from studies.spec import parse_study
 from tests.conftest import ROOT, tiny_selection_study, tiny_study
 from trainables.errors import StudyError
-from trainables.property import DEFAULTS as PROPERTY_DEFAULTS, PropertyKnobs
+from trainables.property.task import DEFAULTS as PROPERTY_DEFAULTS, PropertyKnobs
 from trainables.retro.task import DEFAULTS as RETRO_DEFAULTS, RetroKnobs
 
 # The knobs docs/knobs.md documents beyond the search ranges: (space, a valid non-default value).

@@ -10,7 +10,7 @@ from search_spaces import SPACES
 from search_spaces.property import PROPERTY
 from studies.spec import load_study
 from trainables.errors import StudyError
-from trainables.selectors import SELECTORS
+from trainables.selection.base import SELECTORS
 
 SPACE = SPACES.get("selection")
 KNOBS = {

@@ -11,9 +11,9 @@ import pytest
 from studies.spec import parse_study
 from tests.conftest import tiny_study
 from trainables import TASKS, NullReporter
-from trainables.augment import augmented_rows, randomized_smiles, tta_predict
+from trainables.property.augment import augmented_rows, randomized_smiles, tta_predict
 from trainables.data.chem import canonicalize
-from trainables.property import PropertyTrainer
+from trainables.property.task import PropertyTrainer
 
 MOLS = ["CC(=O)Oc1ccccc1C(=O)O", "CN1CCC[C@H]1c1cccnc1", "OCC(O)CO"]
 
@@ -56,7 +56,7 @@ def test_trainer_augments_each_epoch_and_serves_with_tta(tmp_path: Path) -> None
     canonical_only = trainer.predict_ids(trainer.ids["test"])
     test = pd.read_csv(tmp_path / "ckpt" / "test_predictions.csv")
     assert not np.allclose(test["prediction"], canonical_only)  # TTA changed the scores
-    from trainables.serving import PropertyPredictor
+    from trainables.property.serving import PropertyPredictor
 
     served = PropertyPredictor.load(tmp_path / "ckpt" / "model").predict(list(test["smiles"]))
     np.testing.assert_allclose(served["prediction"], test["prediction"], rtol=1e-4, atol=1e-4)

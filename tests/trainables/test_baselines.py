@@ -8,7 +8,7 @@ import pytest
 from studies.spec import parse_study
 from tests.conftest import tiny_study
 from trainables import TASKS
-from trainables.baselines import featurize, fit_chemprop, fit_random_forest
+from trainables.property.baselines import featurize, fit_chemprop, fit_random_forest
 from trainables.errors import StudyError
 from trainables.models import chemprop_api
 

@@ -30,7 +30,7 @@ from search_spaces import SPACES
 from studies.spec import parse_study
 from tests.conftest import TINY_STUDIES, tiny_selection_study
 from trainables import TASKS, NullReporter
-from trainables.selectors import SELECTORS
+from trainables.selection.base import SELECTORS
 
 
 class _Placed(torch.Tensor):
@@ -139,7 +139,7 @@ def test_the_tracker_sees_an_unplaced_batch(placement: _Tracker) -> None:
 
 def _serve(task: str, model_dir: Path) -> None:
     if task == "property":
-        from trainables.serving import PropertyPredictor
+        from trainables.property.serving import PropertyPredictor
 
         out = PropertyPredictor.load(model_dir).predict(["CCO", "c1ccccc1O"])
         assert out["prediction"].notna().all()

@@ -11,7 +11,7 @@ import torch
 from studies.spec import parse_study
 from tests.conftest import tiny_study
 from trainables import TASKS
-from trainables.property import PropertyTrainer
+from trainables.property.task import PropertyTrainer
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_cls_pooling_head_width_and_head_lr(study, tmp_path: Path) -> None:
     assert {id(p) for p in optimizer.param_groups[1]["params"]} == head_ids
 
     trainer.export(tmp_path / "model")
-    from trainables.serving import PropertyPredictor
+    from trainables.property.serving import PropertyPredictor
 
     served = PropertyPredictor.load(tmp_path / "model")
     assert served.model.config.pooling == "cls"

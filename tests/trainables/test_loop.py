@@ -20,7 +20,7 @@ from trainables.loop import EpochLoop, is_better
 from trainables.selection.active import ActiveSelector
 from trainables.selection.curriculum import CurriculumSelector
 from trainables.selection.influence import InfluenceSelector
-from trainables.selectors import AllTrainRows, SelectionContext
+from trainables.selection.base import AllTrainRows, SelectionContext
 
 
 class Toy(EpochLoop):

@@ -43,8 +43,8 @@ def test_dmpnn_trial_reports_checkpoints_and_learns(study, tmp_path: Path) -> No
     assert rmse == pytest.approx(final["test_rmse"])
 
     # The served model (the pyfunc's predictor) gives the trial's own test predictions.
-    from trainables.property_dmpnn import DmpnnPredictor
-    from trainables.serving import PropertyPyfunc
+    from trainables.property.dmpnn import DmpnnPredictor
+    from trainables.property.serving import PropertyPyfunc
 
     assert DmpnnPredictor.is_dmpnn(ckpt / "model")
     pyfunc = PropertyPyfunc()

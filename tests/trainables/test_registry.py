@@ -96,7 +96,7 @@ def test_every_builtin_declaration_matches_its_plugin() -> None:
     from trainables.methods import METHODS
     from trainables.models.backbones import BACKBONES
     from trainables.selection.knobs import SUBSETS
-    from trainables.selectors import SELECTORS
+    from trainables.selection.base import SELECTORS
 
     for reg in (TASKS, DATASETS, METHODS, BACKBONES, SELECTORS, SUBSETS, SPACES):
         for name in reg.names():

@@ -14,7 +14,9 @@ import torch
 
 from studies.spec import parse_study
 from trainables import NullReporter
-from trainables.property import PropertyTrainer
+from trainables.property.knobs import LMExtraKnobs, PropertyKnobs
+from trainables.property.task import PropertyTrainer
+from trainables.retro.knobs import RetroKnobs
 from trainables.retro.task import RetroTrainer, prepare_retro, train_retro
 from trainables.schedules import SCHEDULES, lr_scheduler
 
@@ -72,7 +74,8 @@ def test_unknown_schedule_names_the_choices() -> None:
 @pytest.mark.parametrize("steps", [1, 2, 3, 10])
 def test_each_tasks_make_scheduler_follows_its_schedule_knob(trainer: type, config: dict, steps: int) -> None:
     optimizer = _optimizer()
-    scheduler = trainer.make_scheduler(SimpleNamespace(config=config), optimizer, steps)
+    knobs = (PropertyKnobs if trainer is PropertyTrainer else RetroKnobs).from_config(config)
+    scheduler = trainer.make_scheduler(SimpleNamespace(config=config, knobs=knobs), optimizer, steps)
     assert len(_run(scheduler, optimizer, steps)) == steps
     kind = {"linear": torch.optim.lr_scheduler.LambdaLR, "constant": torch.optim.lr_scheduler.LambdaLR,
             "one_cycle": torch.optim.lr_scheduler.OneCycleLR, "cyclic": torch.optim.lr_scheduler.CyclicLR}
@@ -82,7 +85,8 @@ def test_each_tasks_make_scheduler_follows_its_schedule_knob(trainer: type, conf
 def test_property_adam_knob_gives_plain_adam() -> None:
     model = SimpleNamespace(named_parameters=lambda: [("enc.w", torch.nn.Parameter(torch.zeros(1))),
                                                       ("head.w", torch.nn.Parameter(torch.zeros(1)))])
-    me = SimpleNamespace(config={"lr": 1e-4, "head_lr_mult": 1.0, "weight_decay": 0.01, "optimizer": "adam"},
+    config = {"lr": 1e-4, "head_lr_mult": 1.0, "weight_decay": 0.01, "optimizer": "adam"}
+    me = SimpleNamespace(config=config, knobs=PropertyKnobs.from_config(config), lm=LMExtraKnobs.from_config(config),
                          unwrapped=lambda: model)
     optimizer = PropertyTrainer.make_optimizer(me)
     assert type(optimizer) is torch.optim.Adam and optimizer.param_groups[0]["weight_decay"] == 0

@@ -12,7 +12,7 @@ from studies.spec import parse_study
 from tests.conftest import tiny_selection_study
 from trainables import NullReporter
 from trainables.models.regression import HeadConfig, RegressionModel
-from trainables.property import PropertyTrainer, prepare_property, train_property
+from trainables.property.task import PropertyTrainer, prepare_property, train_property
 from trainables.selection.active import acquisition_epochs, mc_dropout, mc_dropout_loop
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from studies.spec import parse_study
 from trainables.errors import StudyError
-from trainables.property import prepare_property
+from trainables.property.task import prepare_property
 
 BASE = {
     "name": "checks", "task": "property",

@@ -10,7 +10,7 @@ import pytest
 from studies.spec import parse_study
 from trainables import NullReporter
 from trainables.errors import StudyError
-from trainables.property import prepare_property, train_property
+from trainables.property.task import prepare_property, train_property
 from trainables.selection.curriculum import DIFFICULTIES, PACINGS, CurriculumSelector, binned_difficulty, eligible
 
 

@@ -18,7 +18,7 @@ from trainables import NullReporter
 from trainables.data.chem import murcko_scaffold
 from trainables.data.tables import MoleculeTable
 from trainables.errors import StudyError
-from trainables.property import PropertyTrainer, prepare_property
+from trainables.property.task import PropertyTrainer, prepare_property
 from trainables.selection.influence import influence_target
 
 CONFIG = {"selection": "influence", "batch_size": 32, "lr": 1e-3, "lissa_depth": 10, "head_hidden": 16, "top_k": 12}

@@ -18,8 +18,8 @@ from trainables import NullReporter
 from trainables.errors import StudyError
 from trainables.methods import apply_method
 from trainables.models.regression import HeadConfig, RegressionModel
-from trainables.property import PropertyTrainer, prepare_property, train_property
-from trainables.serving import PropertyPredictor
+from trainables.property.task import PropertyTrainer, prepare_property, train_property
+from trainables.property.serving import PropertyPredictor
 from trainables.selection.influence import (
     SUBSETS, FlatModule, InfluenceKnobs, InfluenceSelector, LissaSettings, PackedRegression, exact_hessian,
     exact_ihvp, gnvp, hvp, influence_scores, lissa_ihvp, per_sample_dots, per_sample_grads, per_sample_grads_loop,

@@ -24,7 +24,8 @@ def test_trial_spec_holds_what_trainers_read_and_nothing_of_the_search():
 def test_schema_names_are_re_exported():
     for name in ("DatasetSpec", "ModelSpec", "ResourcesSpec", "SchedulerSpec", "TrackingSpec", "TableSpec", "TrialSpec"):
         assert getattr(loader, name) is getattr(schema, name)
-    assert issubclass(loader.StudySpec, schema.StudySpec)
+    assert issubclass(loader.StudySpec, schema.StudySchema)
+    assert not hasattr(schema, "StudySpec")  # one class of that name: the study file's (studies.spec)
 
 
 def test_the_loader_records_which_knobs_the_space_searches():

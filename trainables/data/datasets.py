@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trainables.cache import cache_dir, data_dir, download
 from trainables.data.report import DataReport
@@ -17,9 +17,26 @@ from trainables.registry import Registry
 
 if TYPE_CHECKING:
     from trainables.data.tables import MoleculeTable
-    from trainables.spec import DatasetSpec
 
-__all__ = ["DATASETS", "Dataset", "LIPOPHILICITY_URL", "resolve_file"]
+__all__ = ["DATASETS", "Dataset", "DatasetSection", "LIPOPHILICITY_URL", "resolve_file"]
+
+
+class DatasetSection(Protocol):
+    """What a loader reads of a study's ``dataset:`` section, a :class:`trainables.spec.DatasetSpec`.
+
+    The schema imports this module (it checks that ``dataset.name`` is registered here), so this module
+    names the fields it reads instead of importing the schema back (``backbones.ModelSection`` likewise).
+    """
+
+    name: str
+    path: str | None
+    smiles_column: str
+    target_column: str
+    id_column: str | None
+    split: str
+    seed: int
+    fractions: dict[str, float]
+    limit: int | None
 
 LIPOPHILICITY_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/Lipophilicity.csv"
 
@@ -30,11 +47,11 @@ class Dataset:
 
     Attributes:
         kind: ``"molecules"`` (SMILES + label) or ``"reactions"``; tasks accept one kind.
-        load: ``DatasetSpec -> (data, DataReport)``.
+        load: ``DatasetSection -> (data, DataReport)``.
     """
 
     kind: str
-    load: Callable[["DatasetSpec"], tuple[Any, DataReport]]
+    load: Callable[[DatasetSection], tuple[Any, DataReport]]
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
@@ -65,7 +82,7 @@ def resolve_file(spec_path: str | None, relative: str, url: str | None) -> Path:
         ) from err
 
 
-def _load_lipophilicity(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
+def _load_lipophilicity(spec: DatasetSection) -> tuple[MoleculeTable, DataReport]:
     from trainables.data.tables import read_property_csv
 
     path = resolve_file(spec.path, "lipophilicity/Lipophilicity.csv", LIPOPHILICITY_URL)
@@ -75,7 +92,7 @@ def _load_lipophilicity(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]
     return table, report
 
 
-def _load_nci_logp(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
+def _load_nci_logp(spec: DatasetSection) -> tuple[MoleculeTable, DataReport]:
     from rdkit import Chem, RDConfig
     from rdkit.Chem import Crippen
 
@@ -96,7 +113,7 @@ def _load_nci_logp(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
     return table_from_records(records, source=str(path))
 
 
-def _load_csv(spec: "DatasetSpec") -> tuple[MoleculeTable, DataReport]:
+def _load_csv(spec: DatasetSection) -> tuple[MoleculeTable, DataReport]:
     from trainables.data.tables import read_property_csv
 
     if not spec.path:

@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from trainables.cache import cache_dir
 from trainables.errors import DataError
@@ -23,11 +23,19 @@ from trainables.registry import Registry
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from trainables.spec import ModelSpec
 
-__all__ = ["BACKBONES", "Backbone", "rxnfp_bert_dir", "load_backbone"]
+__all__ = ["BACKBONES", "Backbone", "ModelSection", "rxnfp_bert_dir", "load_backbone"]
 
-Loader = Callable[["ModelSpec", Sequence[str], int], "tuple[PreTrainedModel, PreTrainedTokenizerBase]"]
+
+class ModelSection(Protocol):
+    """What a loader reads of a study's ``model:`` (a ``trainables.spec.ModelSpec``; see ``DatasetSection``)."""
+
+    name: str
+    path: str | None
+    trust_remote_code: bool
+    max_length: int
+
+Loader = Callable[[ModelSection, Sequence[str], int], "tuple[PreTrainedModel, PreTrainedTokenizerBase]"]
 
 
 @dataclass(frozen=True)
@@ -43,12 +51,12 @@ RXNFP_WHEEL = "rxnfp==0.1.0"
 RXNFP_FOLDER = "rxnfp/models/transformers/bert_pretrained/"
 
 
-def load_backbone(spec: "ModelSpec", train_smiles: Sequence[str], seed: int = 0):
+def load_backbone(spec: ModelSection, train_smiles: Sequence[str], seed: int = 0):
     """Load the backbone a study names."""
     return BACKBONES.get(spec.name).load(spec, train_smiles, seed)
 
 
-def _tiny_bert(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
+def _tiny_bert(spec: ModelSection, train_smiles: Sequence[str], seed: int):
     import torch
     from transformers import BertConfig, BertModel
 
@@ -88,7 +96,7 @@ def rxnfp_bert_dir() -> Path:
     return target
 
 
-def _rxnfp_bert(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
+def _rxnfp_bert(spec: ModelSection, train_smiles: Sequence[str], seed: int):
     from transformers import BertModel
 
     from trainables.models.tokenizer import BERT_SPECIALS, smiles_tokenizer
@@ -98,7 +106,7 @@ def _rxnfp_bert(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
     return BertModel.from_pretrained(folder, add_pooling_layer=False), tokenizer
 
 
-def _hf(spec: "ModelSpec", train_smiles: Sequence[str], seed: int):
+def _hf(spec: ModelSection, train_smiles: Sequence[str], seed: int):
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     assert spec.path is not None  # validated by ModelSpec

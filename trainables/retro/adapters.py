@@ -1,6 +1,7 @@
 """The modules a retro treatment trains: the seq2seq model wrapper and its MLP adapters (torch, peft).
 
-Which parts a treatment combines, and how they are checked, is :mod:`trainables.retro.treatments`.
+Which parts a treatment combines, and how they are checked, is :mod:`trainables.retro.treatments`; applying
+one (:func:`apply_treatment`) needs these modules, so it lives here.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from trainables.errors import StudyError
-from trainables.retro.treatments import MLP_KINDS
+from trainables.retro.treatments import MLP_KINDS, TREATMENTS, parse_treatment
 
-__all__ = ["Adapters", "Seq2SeqModel"]
+__all__ = ["Adapters", "Seq2SeqModel", "apply_treatment"]
 
 
 def _paper_mlp(d_model: int) -> nn.Sequential:
@@ -123,3 +124,23 @@ class Seq2SeqModel(nn.Module):
         if self.adapters is not None:
             self.adapters.attach(self.base())
         return merged, self.adapters
+
+
+def apply_treatment(model: PreTrainedModel, name: str, config: dict[str, Any]) -> Seq2SeqModel:
+    """Wrap ``model`` and apply the composition ``name``.
+
+    Args:
+        model: A transformers seq2seq model (every parameter starts trainable; fixed tables such as
+            sinusoidal positions are buffers).
+        name: Parts joined by ``+``.
+        config: Trial config (``lora_rank``, ``lora_alpha``, ``lora_dropout``, ``mlp_kind``, ``adapter_dim``).
+
+    Returns:
+        The :class:`Seq2SeqModel` to train.
+    """
+    parts = parse_treatment(name)
+    model.requires_grad_(True)
+    wrapped = Seq2SeqModel(model)
+    for part in sorted(parts, key=lambda a: TREATMENTS.get(a).order):
+        TREATMENTS.get(part).apply(wrapped, config)
+    return wrapped

@@ -16,6 +16,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from trainables.batching import model_device, padded_batches
 from trainables.retro import chemformer as _chemformer  # noqa: F401  (registers model_type "chemformer")
 from trainables.retro.data import canonical_set
+from trainables.serving import row_errors
 
 __all__ = ["generate", "save_retro_model", "RetroPredictor"]
 
@@ -119,5 +120,5 @@ class RetroPredictor:
         frame = pd.DataFrame({"product": list(products), "canonical_product": canonical})
         for k in range(top_k):
             frame[f"prediction_{k + 1}"] = [p[k] for p in preds]
-        frame["error"] = ["" if c is not None else "invalid SMILES" for c in canonical]
+        frame["error"] = row_errors(canonical)
         return frame

@@ -39,17 +39,12 @@ from trainables.retro.teacher import (
     teacher_top1,
 )
 from trainables.retro.knobs import DEFAULTS, RetroKnobs
-from trainables.retro.treatments import (
-    TREATMENT_CHOICES,
-    apply_treatment,
-    freeze_embeddings,
-    needs_pretrained,
-    validate_treatment,
-)
+from trainables.retro.adapters import apply_treatment
+from trainables.retro.treatments import TREATMENT_CHOICES, freeze_embeddings, needs_pretrained, validate_treatment
 from trainables.schedules import lr_scheduler
 
 if TYPE_CHECKING:
-    from trainables.spec import StudySpec, TrialSpec
+    from trainables.spec import StudySchema, TrialSpec
 
 __all__ = ["RetroKnobs", "RetroOptions", "RetroData", "RetroTrainer", "prepare_retro", "train_retro", "METRICS", "retro_pyfunc"]
 
@@ -115,7 +110,7 @@ class RetroData:
     teacher_top1: float | None = None  # the teacher's own top-1 on train (all rows), computed once
 
 
-def study_max_gamma(spec: "StudySpec") -> float:
+def study_max_gamma(spec: "StudySchema") -> float:
     """The largest gamma a study's trials can take: fixed, its grid, its narrowed range, else the knob's bound."""
     if "gamma" in (spec.fixed or {}):
         return float(spec.fixed["gamma"])
@@ -125,7 +120,7 @@ def study_max_gamma(spec: "StudySpec") -> float:
     return max(float(b) for b in bounds) if bounds else 1.0
 
 
-def prepare_retro(spec: "StudySpec") -> Prepared:
+def prepare_retro(spec: "StudySchema") -> Prepared:
     """Load and canonicalize the reactions, get the teacher's labels; raise before any trial on bad data."""
     ds = spec.dataset
     opts = parse_options(spec.options)
@@ -170,6 +165,7 @@ class RetroTrainer(EpochLoop):
 
     def __init__(self, config: dict[str, Any], data: RetroData, spec: "TrialSpec") -> None:
         self.config = {**DEFAULTS, **config}
+        self.knobs = RetroKnobs.from_config(self.config)  # typed; a treatment's parts read their own from config
         self.spec, self.data, self.seed = spec, data, spec.seed
         self.opts = parse_options(spec.options)
         self.max_grad_norm = self.opts.max_grad_norm
@@ -179,17 +175,17 @@ class RetroTrainer(EpochLoop):
             vocab_smiles += [p for p in data.teacher.predictions if p]
         model, self.tokenizer = load_seq2seq(spec.model, vocab_smiles, self.seed)
         self.start_id = decoder_start_id(model)
-        self.model = apply_treatment(model, self.config["treatment"], self.config)
-        if needs_pretrained(self.config["treatment"]) and not self.config.get("train_embeddings", True):
+        self.model = apply_treatment(model, self.knobs.treatment, self.config)
+        if needs_pretrained(self.knobs.treatment) and not self.knobs.train_embeddings:
             freeze_embeddings(self.model.base())
         self.n_trainable, self.n_total = count_parameters(self.model)
-        self.mixed = mix_labels(data.train.reactants, data.teacher, float(self.config["gamma"]), self.seed)
+        self.mixed = mix_labels(data.train.reactants, data.teacher, self.knobs.gamma, self.seed)
         self.setup_accelerator()
         self.max_length = self.tokenizer.model_max_length
         self.valid = data.valid.head(self.opts.val_subset)
         self.test = data.test.head(self.opts.test_limit)
         self.encoded = {name: self.encode(r.products, r.reactants) for name, r in (("valid", self.valid), ("test", self.test))}
-        self._smoothing = float(self.config["label_smoothing"])
+        self._smoothing = self.knobs.label_smoothing
 
     # -- data -----------------------------------------------------------------------------------
     def encode(self, sources: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -212,7 +208,7 @@ class RetroTrainer(EpochLoop):
     def epoch_items(self, epoch: int) -> list[tuple[list[int], list[int]]]:
         """Train pairs of ``epoch``: a seeded share ``augment_prob`` of rows as randomized SMILES."""
         rng = random.Random(self.seed * 100_003 + epoch)
-        p = float(self.config["augment_prob"])
+        p = self.knobs.augment_prob
         sources, targets = list(self.data.train.products), list(self.mixed.labels)
         for i in range(len(sources)):
             if p > 0 and rng.random() < p:
@@ -224,7 +220,7 @@ class RetroTrainer(EpochLoop):
     def train_loader(self, epoch: int) -> DataLoader:
         """Length-grouped (by source + target length), dynamically padded batches (CPU; the loop places them)."""
         items = self.epoch_items(epoch)
-        return length_grouped_loader(items, [len(s) + len(t) for s, t in items], int(self.config["batch_size"]),
+        return length_grouped_loader(items, [len(s) + len(t) for s, t in items], self.knobs.batch_size,
                                      self.collate, self.seed * 1000 + epoch)
 
     def epoch_rows(self) -> list[int]:
@@ -288,8 +284,8 @@ class RetroTrainer(EpochLoop):
 
     # -- training -------------------------------------------------------------------------------
     def make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
-        return lr_scheduler(str(self.config.get("schedule", "one_cycle")), optimizer, total_steps=total_steps,
-                            warmup=float(self.config["warmup"]), cycles=int(self.config.get("lr_cycles", 4)))
+        return lr_scheduler(self.knobs.schedule, optimizer, total_steps=total_steps, warmup=self.knobs.warmup,
+                            cycles=self.knobs.lr_cycles)
 
     def throughput(self, units: int, seconds: float) -> dict[str, float]:
         return {"train_tokens_per_s": units / max(seconds, 1e-9)}
@@ -329,7 +325,7 @@ def train_retro(config: dict[str, Any], data: RetroData, spec: "TrialSpec", repo
     return RetroTrainer(config, data, spec).fit(reporter)
 
 
-def _validate(spec: "StudySpec") -> None:
+def _validate(spec: "StudySchema") -> None:
     opts = parse_options(spec.options)
     if spec.model.name not in SEQ2SEQ:
         raise StudyError(f"model.name: the retro task needs a seq2seq model, one of {SEQ2SEQ.names()}; got {spec.model.name!r}")
@@ -351,7 +347,7 @@ def _validate(spec: "StudySpec") -> None:
         raise StudyError("fixed.gamma: without a teacher (options.teacher_csv or options.teacher_uri) fix gamma: 0")
 
 
-def _possible_treatments(spec: "StudySpec") -> list[str]:
+def _possible_treatments(spec: "StudySchema") -> list[str]:
     """Every treatment a trial of the study can get: fixed, narrowed, enqueued or the space's choices."""
     if "treatment" in spec.fixed:
         return [spec.fixed["treatment"]]

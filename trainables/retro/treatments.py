@@ -17,7 +17,8 @@ The parts follow the treatments of the Chemformer PEFT retrosynthesis study (tab
 :data:`PAPER_TREATMENTS` lists the paper's 15 rows in that canonical spelling.
 
 torch, transformers and peft are imported where a treatment is applied (the modules it builds live
-in :mod:`trainables.retro.adapters`): the ``retro`` search space reads this module without them.
+in :mod:`trainables.retro.adapters`, with :func:`~trainables.retro.adapters.apply_treatment`): the ``retro``
+search space reads this module without them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import Field, field_validator
 
@@ -37,11 +38,9 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedModel
 
-    from trainables.retro.adapters import Seq2SeqModel
-
 __all__ = [
     "TREATMENTS", "PAPER_TREATMENTS", "TREATMENT_CHOICES", "MLP_KINDS",
-    "validate_treatment", "parse_treatment", "apply_treatment", "attention_output_projections",
+    "validate_treatment", "parse_treatment", "attention_output_projections", "TreatedModel",
     "stack_parameters", "lora_treatments", "mlp_treatments", "all_treatments", "needs_pretrained",
     "LoraTreatmentKnobs", "AdapterKnobs", "treatment_knobs", "freeze_embeddings",
 ]
@@ -56,11 +55,22 @@ _HEAD = re.compile(r"(^|\.)(lm_head|cls)$")
 MLP_KINDS = ("paper", "bottleneck")
 
 
+class TreatedModel(Protocol):
+    """What a part acts on: :class:`trainables.retro.adapters.Seq2SeqModel` (declared here as a protocol, so
+    this torch-free module does not import the one that builds the modules and applies the treatments)."""
+
+    model: Any
+
+    def base(self) -> PreTrainedModel: ...
+
+    def add_adapters(self, where: set[str], dim: int, kind: str = "paper") -> None: ...
+
+
 @dataclass(frozen=True)
 class Treatment:
-    """A registered part: ``apply(model, config)`` acts on a :class:`Seq2SeqModel` in place."""
+    """A registered part: ``apply(model, config)`` acts on a :class:`TreatedModel` in place."""
 
-    apply: Callable[["Seq2SeqModel", dict[str, Any]], None]
+    apply: Callable[["TreatedModel", dict[str, Any]], None]
     order: int  # freezing first, then LoRA (wraps the model), then MLPs
     group: str  # at most one part per group ("fix" parts may appear once per stack)
     stacks: tuple[str, ...] = ()  # the layer stacks it freezes
@@ -128,16 +138,16 @@ def attention_output_projections(model: PreTrainedModel, stack: str) -> list[str
     return names
 
 
-def _fix(stack: str) -> Callable[[Seq2SeqModel, dict[str, Any]], None]:
-    def apply(m: Seq2SeqModel, config: dict[str, Any]) -> None:
+def _fix(stack: str) -> Callable[[TreatedModel, dict[str, Any]], None]:
+    def apply(m: TreatedModel, config: dict[str, Any]) -> None:
         for p in stack_parameters(m.base(), stack):
             p.requires_grad_(False)
 
     return apply
 
 
-def _lora(stacks: tuple[str, ...]) -> Callable[[Seq2SeqModel, dict[str, Any]], None]:
-    def apply(m: Seq2SeqModel, config: dict[str, Any]) -> None:
+def _lora(stacks: tuple[str, ...]) -> Callable[[TreatedModel, dict[str, Any]], None]:
+    def apply(m: TreatedModel, config: dict[str, Any]) -> None:
         from peft import LoraConfig, get_peft_model
 
         base = m.base()
@@ -157,8 +167,8 @@ def _lora(stacks: tuple[str, ...]) -> Callable[[Seq2SeqModel, dict[str, Any]], N
     return apply
 
 
-def _mlp(where: set[str]) -> Callable[[Seq2SeqModel, dict[str, Any]], None]:
-    def apply(m: Seq2SeqModel, config: dict[str, Any]) -> None:
+def _mlp(where: set[str]) -> Callable[[TreatedModel, dict[str, Any]], None]:
+    def apply(m: TreatedModel, config: dict[str, Any]) -> None:
         knobs = AdapterKnobs.from_config(config)
         m.add_adapters(where, knobs.adapter_dim, knobs.mlp_kind)
 
@@ -292,25 +302,3 @@ def freeze_embeddings(model: PreTrainedModel) -> int:
 def needs_pretrained(name: str) -> bool:
     """Whether a composition freezes a stack or adds LoRA (meaningless on random weights)."""
     return any(TREATMENTS.get(a).stacks for a in parse_treatment(name))
-
-
-def apply_treatment(model: PreTrainedModel, name: str, config: dict[str, Any]) -> Seq2SeqModel:
-    """Wrap ``model`` and apply the composition ``name``.
-
-    Args:
-        model: A transformers seq2seq model (every parameter starts trainable; fixed tables such as
-            sinusoidal positions are buffers).
-        name: Parts joined by ``+``.
-        config: Trial config (``lora_rank``, ``lora_alpha``, ``lora_dropout``, ``mlp_kind``, ``adapter_dim``).
-
-    Returns:
-        The :class:`Seq2SeqModel` to train.
-    """
-    from trainables.retro.adapters import Seq2SeqModel
-
-    parts = parse_treatment(name)
-    model.requires_grad_(True)
-    wrapped = Seq2SeqModel(model)
-    for part in sorted(parts, key=lambda a: TREATMENTS.get(a).order):
-        TREATMENTS.get(part).apply(wrapped, config)
-    return wrapped

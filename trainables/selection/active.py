@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.errors import StudyError
 from trainables.batching import model_device, padded_batches
+from trainables.errors import StudyError
+from trainables.selection.base import SELECTORS
 from trainables.selection.common import write_selection_csv
 from trainables.selection.knobs import ActiveKnobs, acquisition_epochs
-from trainables.selectors import SELECTORS
 
 if TYPE_CHECKING:
     from trainables.base import Reporter
-    from trainables.selectors import SelectionContext
+    from trainables.selection.base import SelectionContext
 
 __all__ = ["ActiveKnobs", "ActiveSelector", "mc_dropout", "mc_dropout_loop", "acquisition_epochs"]
 

@@ -18,8 +18,8 @@ from trainables.knobs import KnobSet, search_of
 if TYPE_CHECKING:
     import torch
 
-    from trainables.spec import StudySpec
-    from trainables.selectors import SelectionContext
+    from trainables.spec import StudySchema
+    from trainables.selection.base import SelectionContext
 
 __all__ = ["Knobs", "study_values", "study_bounds", "study_choices", "first_rung", "embed_ids", "write_selection_csv"]
 
@@ -39,7 +39,7 @@ class Knobs(KnobSet):
         return 0
 
     @classmethod
-    def check_study(cls, spec: "StudySpec", n_pool: int | None, name: str) -> None:
+    def check_study(cls, spec: "StudySchema", n_pool: int | None, name: str) -> None:
         """Fail before any trial: fixed knobs valid, and (when known) the pool big enough.
 
         Args:
@@ -71,7 +71,7 @@ class Knobs(KnobSet):
             )
 
 
-def study_values(spec: "StudySpec", names: Iterable[str]) -> dict[str, Any]:
+def study_values(spec: "StudySchema", names: Iterable[str]) -> dict[str, Any]:
     """Values of ``names`` as the study allows them: fixed values, and the high end of ranges.
 
     The high end is what a pool-size check needs (the largest top_k a trial can draw).
@@ -89,7 +89,7 @@ def study_values(spec: "StudySpec", names: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def _allowed(spec: "StudySpec", knobs: type[KnobSet], name: str) -> list[Any] | None:
+def _allowed(spec: "StudySchema", knobs: type[KnobSet], name: str) -> list[Any] | None:
     """Values the study pins knob ``name`` to (fixed, a grid's, narrowed choices); ``None`` when it does not."""
     if name in spec.fixed:
         return [spec.fixed[name]]
@@ -99,7 +99,7 @@ def _allowed(spec: "StudySpec", knobs: type[KnobSet], name: str) -> list[Any] | 
     return None
 
 
-def study_bounds(spec: "StudySpec", knobs: type[KnobSet], name: str) -> tuple[float, float]:
+def study_bounds(spec: "StudySchema", knobs: type[KnobSet], name: str) -> tuple[float, float]:
     """Lowest and highest value of numeric knob ``name`` a trial of the study can get: fixed, grid, narrowed
     range, the space's search range when the study samples it, else the declared default."""
     values = _allowed(spec, knobs, name)
@@ -111,7 +111,7 @@ def study_bounds(spec: "StudySpec", knobs: type[KnobSet], name: str) -> tuple[fl
     return min(values), max(values)
 
 
-def study_choices(spec: "StudySpec", knobs: type[KnobSet], name: str) -> list[Any]:
+def study_choices(spec: "StudySchema", knobs: type[KnobSet], name: str) -> list[Any]:
     """Every value of categorical knob ``name`` a trial of the study can get (as :func:`study_bounds`)."""
     values = _allowed(spec, knobs, name)
     if values is None:
@@ -122,7 +122,7 @@ def study_choices(spec: "StudySpec", knobs: type[KnobSet], name: str) -> list[An
     return values
 
 
-def first_rung(spec: "StudySpec") -> int:
+def first_rung(spec: "StudySchema") -> int:
     """The epoch after which ASHA may first stop a trial (the runner caps grace_period at max_epochs)."""
     return min(spec.scheduler.grace_period, spec.max_epochs)
 

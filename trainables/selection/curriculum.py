@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 import numpy as np
 from pydantic import Field, field_validator
 
+from trainables.errors import StudyError
 from trainables.registry import Registry
 from trainables.knobs import Search
-from trainables.errors import StudyError
+from trainables.selection.base import SELECTORS, selection_names
 from trainables.selection.common import Knobs, first_rung, study_bounds, study_choices, write_selection_csv
-from trainables.selectors import SELECTORS, selection_names
 
 if TYPE_CHECKING:
-    from trainables.spec import StudySpec
+    from trainables.spec import StudySchema
     from trainables.base import Reporter
-    from trainables.selectors import SelectionContext
+    from trainables.selection.base import SelectionContext
 
 __all__ = [
     "DIFFICULTIES", "PACINGS", "CurriculumKnobs", "CurriculumSelector", "binned_difficulty", "eligible", "full_data_epoch",
@@ -114,7 +114,7 @@ class CurriculumKnobs(Knobs):
         return v
 
     @classmethod
-    def check_study(cls, spec: "StudySpec", n_pool: int | None, name: str) -> None:
+    def check_study(cls, spec: "StudySchema", n_pool: int | None, name: str) -> None:
         """ASHA's first rung must not fall before the curriculum trains on all of train when trials at that rung
         can differ in how much of train they have seen (another selection method, or another schedule).
 

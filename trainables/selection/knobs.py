@@ -7,7 +7,9 @@ selectors themselves validate their config with the same models.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -17,13 +19,81 @@ from trainables.registry import Registry
 from trainables.selection.common import Knobs, first_rung, study_bounds, study_values
 
 if TYPE_CHECKING:
-    from trainables.selection.influence.ihvp import LissaSettings
-    from trainables.selection.influence.subsets import Subset
-    from trainables.spec import StudySpec
+    import numpy as np
 
-__all__ = ["ActiveKnobs", "InfluenceKnobs", "SUBSETS", "Curvature", "acquisition_epochs"]
+    from trainables.spec import StudySchema
+
+__all__ = [
+    "ActiveKnobs", "InfluenceKnobs", "SUBSETS", "Subset", "Curvature", "LissaSettings", "acquisition_epochs",
+    "influence_target",
+]
 
 Curvature = Literal["hessian", "gauss_newton"]
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Which parameters of a :class:`RegressionModel` influence is taken over.
+
+    Attributes:
+        names: ``(model, knobs) -> parameter names`` (raises :class:`StudyError` when it does not apply).
+        encoder: Whether some lie in the encoder: then per-sample gradients run through it on token ids;
+            otherwise on the frozen pooled embeddings (much cheaper).
+    """
+
+    names: Callable[[Any, "InfluenceKnobs"], list[str]]  # (RegressionModel, knobs)
+    encoder: bool
+
+
+@dataclass(frozen=True)
+class LissaSettings:
+    """LiSSA (Agarwal et al. 2017) for ``(H + damping I)^-1 v``.
+
+    The recursion ``h <- v + h - (H_b h + damping h) / scale`` over ``depth`` mini-batch Hessians
+    ``H_b`` converges to ``scale (H + damping I)^-1 v`` when ``scale`` exceeds the largest eigenvalue
+    of ``H + damping I``; ``repeats`` independent estimates are averaged.
+
+    Attributes:
+        depth: Recursion depth.
+        scale: Scale; ``None`` picks 1.5x the largest eigenvalue (power iteration on up to
+            ``2 * batch_size`` train samples).
+        damping: Added to the Hessian's diagonal (makes it positive definite for non-convex losses).
+        repeats: Independent estimates averaged.
+        batch_size: Train samples per Hessian-vector product (the whole train set if larger).
+        seed: Seed of the mini-batch draws.
+        curvature: ``gauss_newton`` (positive semi-definite, the default: LiSSA converges), or the
+            ``hessian`` (indefinite on a fine-tuned network: needs damping above its most negative
+            eigenvalue, else the recursion diverges and is refused). Used by both solvers.
+    """
+
+    depth: int = 100
+    scale: float | None = None
+    damping: float = 0.01
+    repeats: int = 1
+    batch_size: int = 64
+    seed: int = 0
+    curvature: Curvature = "gauss_newton"
+
+
+def influence_target(train_smiles: list[str], fraction: float, split: str, seed: int) -> "np.ndarray":
+    """Rows of the train split held out as the influence target, carved as the study carved valid.
+
+    Under a scaffold split valid shares no scaffold with train; a target drawn at random from train
+    would share scaffolds with the rows phase 1 trains on and so favour pool molecules like train, not
+    like valid. The registered splitter (``dataset.split``) with ``{"valid": fraction}`` keeps the two alike.
+    """
+    import numpy as np  # not at import: `chemtune list` reads this module
+
+    from trainables.data.splits import SPLITTERS  # RDKit
+
+    target = SPLITTERS.get(split)(list(train_smiles), {"valid": fraction}, seed)["valid"]
+    if len(target) == 0 or len(target) == len(train_smiles):
+        raise StudyError(
+            f"selection 'influence': influence_target_fraction {fraction} of the {len(train_smiles)} train molecules "
+            f"({split} split) leaves {len(target)} target rows; the target and the rows trained on must both be "
+            "non-empty: change influence_target_fraction or use more data")
+    return np.asarray(target, dtype=np.int64)
+
 
 # Parameter subsets influence is taken over; trainables.selection.influence.subsets registers them.
 SUBSETS: Registry[Subset] = Registry("influence parameter subset")
@@ -59,7 +129,7 @@ class ActiveKnobs(Knobs):
         return self.n_select * self.rounds
 
     @classmethod
-    def check_study(cls, spec: "StudySpec", n_pool: int | None, name: str) -> None:
+    def check_study(cls, spec: "StudySchema", n_pool: int | None, name: str) -> None:
         """Besides the pool: every round leaves an epoch after it, and ASHA's first rung comes after the
         first epoch that trains on acquired molecules (else trials are cut before the selection acts)."""
         super().check_study(spec, n_pool, name)
@@ -114,10 +184,8 @@ class InfluenceKnobs(Knobs):
                     "phase 3 trains on them, so the study's ranking on valid is not on the split influence optimised")
 
     @classmethod
-    def data_summary(cls, spec: "StudySpec", train_smiles: list[str]) -> dict[str, int]:
+    def data_summary(cls, spec: "StudySchema", train_smiles: list[str]) -> dict[str, int]:
         """Study parameters: how many train rows the influence target holds out (``n_influence_target``)."""
-        from trainables.selection.influence.selector import influence_target
-
         fraction = study_values(spec, ["influence_target_fraction"]).get(
             "influence_target_fraction", cls.model_fields["influence_target_fraction"].default)
         return {"n_influence_target": len(influence_target(train_smiles, float(fraction), spec.dataset.split, spec.seed))}
@@ -133,8 +201,6 @@ class InfluenceKnobs(Knobs):
                              "use influence_params 'head_out' (or a small 'peft' subset)")
         return self
 
-    def lissa(self, seed: int) -> "LissaSettings":
-        from trainables.selection.influence.ihvp import LissaSettings
-
+    def lissa(self, seed: int) -> LissaSettings:
         return LissaSettings(self.lissa_depth, self.lissa_scale, self.lissa_damping, self.lissa_repeats,
                              self.lissa_batch, seed, self.influence_curvature)

@@ -5,10 +5,8 @@ import torch
 
 from trainables.errors import StudyError
 from trainables.retro.chemformer import ChemformerConfig, ChemformerForConditionalGeneration
-from trainables.retro.adapters import Seq2SeqModel
-from trainables.retro.treatments import (
-    PAPER_TREATMENTS, TREATMENT_CHOICES, apply_treatment, needs_pretrained, validate_treatment,
-)
+from trainables.retro.adapters import Seq2SeqModel, apply_treatment
+from trainables.retro.treatments import PAPER_TREATMENTS, TREATMENT_CHOICES, needs_pretrained, validate_treatment
 
 # Trainable parts per paper row. E: encoder layer stack, D: decoder layer stack, LE/LD: LoRA in the
 # encoder/decoder, MM/ME: MLP mid/end. The token embedding and the output projection always train.

@@ -9,7 +9,6 @@ forms it for small subsets; the pool's gradient dot products are batched (forwar
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 from torch.func import grad, jvp, vjp, vmap
 
 from trainables.errors import StudyError
-from trainables.selection.knobs import Curvature
+from trainables.selection.knobs import Curvature, LissaSettings
 
 __all__ = [
     "Predict", "Prepare", "Dots", "Curvature", "CURVATURES", "EXACT_MAX_PARAMS", "LissaSettings", "mean_loss",
@@ -108,36 +107,6 @@ def gnvp(predict: Predict, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor
 
 
 CURVATURES: dict[str, Callable[..., torch.Tensor]] = {"hessian": hvp, "gauss_newton": gnvp}
-
-
-@dataclass(frozen=True)
-class LissaSettings:
-    """LiSSA (Agarwal et al. 2017) for ``(H + damping I)^-1 v``.
-
-    The recursion ``h <- v + h - (H_b h + damping h) / scale`` over ``depth`` mini-batch Hessians
-    ``H_b`` converges to ``scale (H + damping I)^-1 v`` when ``scale`` exceeds the largest eigenvalue
-    of ``H + damping I``; ``repeats`` independent estimates are averaged.
-
-    Attributes:
-        depth: Recursion depth.
-        scale: Scale; ``None`` picks 1.5x the largest eigenvalue (power iteration on up to
-            ``2 * batch_size`` train samples).
-        damping: Added to the Hessian's diagonal (makes it positive definite for non-convex losses).
-        repeats: Independent estimates averaged.
-        batch_size: Train samples per Hessian-vector product (the whole train set if larger).
-        seed: Seed of the mini-batch draws.
-        curvature: ``gauss_newton`` (positive semi-definite, the default: LiSSA converges), or the
-            ``hessian`` (indefinite on a fine-tuned network: needs damping above its most negative
-            eigenvalue, else the recursion diverges and is refused). Used by both solvers.
-    """
-
-    depth: int = 100
-    scale: float | None = None
-    damping: float = 0.01
-    repeats: int = 1
-    batch_size: int = 64
-    seed: int = 0
-    curvature: Curvature = "gauss_newton"
 
 
 def _top_eigenvalue(predict: Predict, theta: torch.Tensor, batches: list[tuple[torch.Tensor, torch.Tensor, float]],

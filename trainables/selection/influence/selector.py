@@ -1,7 +1,7 @@
 """``selection: influence``: phase-1 model, influence of every pool molecule, train on the most helpful.
 
 See :mod:`trainables.selection.influence` for the method; the math is in :mod:`.ihvp`, the parameter
-subsets in :mod:`.subsets`. The selector sees a :class:`~trainables.selectors.SelectionContext`: phase 1
+subsets in :mod:`.subsets`. The selector sees a :class:`~trainables.selection.base.SelectionContext`: phase 1
 is the trial's own loop (``ctx.phase1``), never an optimizer rebuilt here.
 """
 
@@ -20,40 +20,23 @@ from torch import nn
 
 from trainables.batching import model_device, to_device
 from trainables.cache import cache_dir
-from trainables.data.splits import SPLITTERS
-from trainables.errors import DataError, StudyError
+from trainables.errors import StudyError
 from trainables.io import atomic_path
 from trainables.selection.common import embed_ids, write_selection_csv
-from trainables.selection.knobs import InfluenceKnobs
+from trainables.selection.knobs import InfluenceKnobs, influence_target
 from trainables.selection.influence.ihvp import (
     EXACT_MAX_PARAMS, _same, influence_scores, per_sample_dots, per_sample_dots_vmap,
 )
+from trainables.selection.base import SELECTORS
 from trainables.selection.influence.subsets import SUBSETS, FlatModule, PackedRegression, check_packed
-from trainables.selectors import SELECTORS
 
 if TYPE_CHECKING:
     from trainables.base import Reporter
-    from trainables.spec import StudySpec
+    from trainables.spec import StudySchema
     from trainables.models.regression import RegressionModel
-    from trainables.selectors import SelectionContext
+    from trainables.selection.base import SelectionContext
 
 __all__ = ["InfluenceKnobs", "InfluenceSelector", "influence_target"]
-
-
-def influence_target(train_smiles: list[str], fraction: float, split: str, seed: int) -> np.ndarray:
-    """Rows of the train split held out as the influence target, carved as the study carved valid.
-
-    Under a scaffold split valid shares no scaffold with train; a target drawn at random from train
-    would share scaffolds with the rows phase 1 trains on and so favour pool molecules like train, not
-    like valid. The registered splitter (``dataset.split``) with ``{"valid": fraction}`` keeps the two alike.
-    """
-    target = SPLITTERS.get(split)(list(train_smiles), {"valid": fraction}, seed)["valid"]
-    if len(target) == 0 or len(target) == len(train_smiles):
-        raise StudyError(
-            f"selection 'influence': influence_target_fraction {fraction} of the {len(train_smiles)} train molecules "
-            f"({split} split) leaves {len(target)} target rows; the target and the rows trained on must both be "
-            "non-empty: change influence_target_fraction or use more data")
-    return np.asarray(target, dtype=np.int64)
 
 
 def _content_key(tensors: list[torch.Tensor], settings: dict[str, Any]) -> str:
@@ -62,21 +45,6 @@ def _content_key(tensors: list[torch.Tensor], settings: dict[str, Any]) -> str:
         digest.update(str(tuple(t.shape)).encode())
         digest.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())  # any dtype
     return digest.hexdigest()[:32]
-
-
-def _load_base_model(uri: str):
-    """A saved property model from an MLflow model/artifact URI or a local directory."""
-    from trainables.serving import PropertyPredictor
-
-    path = Path(uri)
-    if not path.exists():
-        import mlflow
-
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    found = sorted(p.parent for p in path.rglob("head.json"))
-    if not found:
-        raise DataError(f"{uri}: no saved property model (head.json) inside (task option base_model_uri)")
-    return PropertyPredictor.load(found[0])
 
 
 class InfluenceSelector:
@@ -158,7 +126,10 @@ class InfluenceSelector:
         cand = ctx.candidates
         train = self.train_rows()
         if uri:
-            predictor = _load_base_model(uri)
+            if ctx.load_model is None:
+                raise StudyError("selection 'influence': task option base_model_uri is set, but this task serves no "
+                                 "saved model to start from")
+            predictor = ctx.load_model(uri)
             enc = predictor.tokenizer
             encode = lambda s: enc(list(s), truncation=True, max_length=enc.model_max_length)["input_ids"]  # noqa: E731
             inputs = {"train": encode([cand.smiles[i] for i in train]),

@@ -6,8 +6,7 @@ trains in the encoder (PEFT adapters, BitFit biases), or the last N encoder laye
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,7 +16,7 @@ from torch.func import functional_call
 from trainables.batching import model_device, pad_batch
 from trainables.errors import StudyError
 from trainables.models.regression import masked_mean
-from trainables.selection.knobs import SUBSETS
+from trainables.selection.knobs import SUBSETS, Subset
 
 if TYPE_CHECKING:
     from trainables.models.regression import RegressionModel
@@ -125,20 +124,6 @@ def _last_layers(model: "RegressionModel", knobs: "InfluenceKnobs") -> list[str]
     starts = tuple(f"backbone.{prefix}.{i}." for i in range(len(layers) - n, len(layers)))
     # every weight of those layers, whatever the method trains (PEFT wrappers keep the base weights there too)
     return [name for name, _ in model.named_parameters() if name.startswith(starts)] + _head(model, knobs)
-
-
-@dataclass(frozen=True)
-class Subset:
-    """Which parameters of a :class:`RegressionModel` influence is taken over.
-
-    Attributes:
-        names: ``(model, knobs) -> parameter names`` (raises :class:`StudyError` when it does not apply).
-        encoder: Whether some lie in the encoder: then per-sample gradients run through it on token ids;
-            otherwise on the frozen pooled embeddings (much cheaper).
-    """
-
-    names: Callable[["RegressionModel", "InfluenceKnobs"], list[str]]
-    encoder: bool
 
 
 # The registry and its declared entries live with the influence knobs (trainables.selection.knobs).

@@ -1,4 +1,4 @@
-"""Knobs of the ``property`` task, declared apart from its trainer (``trainables.property``).
+"""Knobs of the ``property`` task, declared apart from its trainer (``trainables.property.task``).
 
 The search spaces and ``chemtune list spaces`` read these models without importing torch or
 transformers; the trainer reads a trial's values with the same models.
@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from trainables.knobs import KnobSet, Search
 from trainables.methods import METHODS
-from trainables.selectors import SELECTORS
+from trainables.selection.base import SELECTORS
 
 __all__ = ["PropertyKnobs", "LMExtraKnobs", "ArchKnobs", "DEFAULTS", "LM_EXTRA_DEFAULTS"]
 
@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = PropertyKnobs.defaults()
 
 class LMExtraKnobs(KnobSet):
     """Language-model knobs beyond the ``property`` space (spaces ``property_plus`` and ``property_mix``):
-    SMILES enumeration (trainables.augment) and the regression head. Off / as before unless searched or fixed."""
+    SMILES enumeration (trainables.property.augment) and the regression head. Off / as before unless searched or fixed."""
 
     augment_copies: Annotated[int, Search(0, 4)] = Field(
         0, ge=0, description="randomized SMILES per molecule added each epoch (0: none)")

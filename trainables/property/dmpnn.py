@@ -25,10 +25,11 @@ from trainables.faults import check_finite
 from trainables.io import atomic_write_json
 from trainables.models.chemprop_api import import_chemprop
 from trainables.models.dmpnn import DmpnnConfig, DmpnnKnobs, build_mpnn, molecule_dataset, place_batch, predict_mpnn
+from trainables.property.data import PropertyData, regression_metrics
+from trainables.serving import row_errors
 
 if TYPE_CHECKING:
     from trainables.spec import TrialSpec
-    from trainables.property import PropertyData
 
 __all__ = ["DmpnnTrainer", "train_dmpnn", "DmpnnPredictor", "DMPNN_DEFAULTS"]
 
@@ -47,7 +48,7 @@ class _Plain:
 class DmpnnTrainer:
     """One D-MPNN configuration: chemprop's model and Noam-like schedule, chemtune's epoch loop."""
 
-    def __init__(self, config: dict[str, Any], data: "PropertyData", spec: "TrialSpec") -> None:
+    def __init__(self, config: dict[str, Any], data: PropertyData, spec: "TrialSpec") -> None:
         self.cp = import_chemprop("arch: dmpnn")
         self.config = {**DMPNN_DEFAULTS, **config}
         self.spec, self.data, self.seed = spec, data, spec.seed
@@ -75,8 +76,6 @@ class DmpnnTrainer:
 
     def fit(self, reporter: Reporter) -> dict[str, float]:
         """Train for ``spec.max_epochs`` (resuming from the reporter's checkpoint); report every epoch."""
-        from trainables.property import regression_metrics
-
         batch_size = int(self.config["dmpnn_batch_size"])
         optimizer, scheduler = self._optimizer(math.ceil(len(self.data.train) / batch_size))
         state = restore_training_state(reporter, _Plain(), self.model, optimizer, scheduler)
@@ -137,7 +136,7 @@ def _write_predictions(path: Path, table: Any, pred: np.ndarray) -> None:
     )
 
 
-def train_dmpnn(config: dict[str, Any], data: "PropertyData", spec: "TrialSpec", reporter: Reporter) -> dict[str, float]:
+def train_dmpnn(config: dict[str, Any], data: PropertyData, spec: "TrialSpec", reporter: Reporter) -> dict[str, float]:
     """The ``arch: dmpnn`` branch of the property task's plain core."""
     return DmpnnTrainer(config, data, spec).fit(reporter)
 
@@ -171,4 +170,4 @@ class DmpnnPredictor:
         if ok:
             pred[ok] = predict_mpnn(self.model, molecule_dataset([canonical[i] for i in ok], None))
         return pd.DataFrame({"smiles": list(smiles), "canonical_smiles": canonical, "prediction": pred,
-                             "error": ["" if c is not None else "invalid SMILES" for c in canonical]})
+                             "error": row_errors(canonical)})

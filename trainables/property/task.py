@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -16,10 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate.utils import set_seed
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from torch.utils.data import DataLoader
 
-from trainables.augment import augmented_rows, save_tta, tta_predict
 from trainables.base import TASKS, Prepared, Reporter, Task
 from trainables.batching import length_grouped_loader, pad_batch, padded_batches
 from trainables.data.chem import murcko_scaffold
@@ -32,37 +28,21 @@ from trainables.loop import EpochLoop
 from trainables.methods import apply_method, count_parameters, export_backbone
 from trainables.models.backbones import load_backbone
 from trainables.models.regression import HeadConfig, RegressionModel
+from trainables.property.augment import augmented_rows, save_tta, tta_predict
+from trainables.property.data import METRICS, PropertyData, regression_metrics
+from trainables.property.knobs import DEFAULTS, LM_EXTRA_DEFAULTS, ArchKnobs, LMExtraKnobs, PropertyKnobs
+from trainables.property.serving import PropertyPyfunc, load_saved_model, save_property_model
 from trainables.schedules import lr_scheduler
-from trainables.property_knobs import DEFAULTS, LM_EXTRA_DEFAULTS, ArchKnobs, LMExtraKnobs, PropertyKnobs
+from trainables.selection.base import SELECTORS, SelectionContext, Selector, check_selection, selection_summary
 from trainables.selection.common import embed_ids
-from trainables.selectors import SELECTORS, SelectionContext, Selector, check_selection, selection_summary
 
 if TYPE_CHECKING:
-    from trainables.spec import StudySpec, TrialSpec
+    from trainables.spec import StudySchema, TrialSpec
 
 __all__ = [
     "PropertyData", "PropertyKnobs", "LMExtraKnobs", "ArchKnobs", "PropertyTrainer", "prepare_property",
     "train_property", "regression_metrics",
 ]
-
-METRICS = ("mse", "rmse", "mae", "r2")
-
-
-@dataclass
-class PropertyData:
-    """Splits of canonical, validated molecules. ``pool`` may be empty."""
-
-    train: MoleculeTable
-    valid: MoleculeTable
-    test: MoleculeTable
-    pool: MoleculeTable
-
-
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """MSE, RMSE, MAE and R2."""
-    mse = float(mean_squared_error(y, pred))
-    return {"mse": mse, "rmse": math.sqrt(mse), "mae": float(mean_absolute_error(y, pred)), "r2": float(r2_score(y, pred))}
-
 
 def _empty_table() -> MoleculeTable:
     return MoleculeTable([], np.zeros(0), [], [])
@@ -86,7 +66,7 @@ def _exclude_held_out(pool: MoleculeTable, report: DataReport, valid: MoleculeTa
     return pool.subset(keep)
 
 
-def prepare_property(spec: "StudySpec") -> Prepared:
+def prepare_property(spec: "StudySchema") -> Prepared:
     """Load, validate and split the study's molecules; raise before any trial on bad data."""
     ds = spec.dataset
     table, report = DATASETS.get(ds.name).load(ds)
@@ -125,15 +105,17 @@ class PropertyTrainer(EpochLoop):
         self.spec, self.data = spec, data
         self.seed = spec.seed
         self.epoch = 0  # 1-based epoch being trained (0: phase-1 training of a selector)
+        # the typed knobs (validated, defaults filled in); methods and selectors read their own from config
+        self.knobs, self.lm = PropertyKnobs.from_config(self.config), LMExtraKnobs.from_config(self.config)
         set_seed(self.seed)
         backbone, self.tokenizer = load_backbone(spec.model, data.train.smiles, self.seed)
-        backbone = apply_method(self.config["method"], backbone, self.config)
+        backbone = apply_method(self.knobs.method, backbone, self.config)
         y = data.train.targets
         head = HeadConfig(
             hidden_size=backbone.config.hidden_size,
-            head_dropout=float(self.config["head_dropout"]),
-            head_hidden=int(self.config["head_hidden"]),
-            pooling=str(self.config["pooling"]),
+            head_dropout=self.knobs.head_dropout,
+            head_hidden=self.lm.head_hidden,
+            pooling=self.lm.pooling,
             target_mean=float(y.mean()),
             target_std=float(y.std()) or 1.0,
         )
@@ -150,7 +132,7 @@ class PropertyTrainer(EpochLoop):
         self.n_train = len(data.train)
         self.ids = {name: self.encode(t.smiles) for name, t in
                     (("candidates", self.candidates), ("valid", data.valid), ("test", data.test))}
-        self.selector: Selector = SELECTORS.get(self.config["selection"])(self.config)
+        self.selector: Selector = SELECTORS.get(self.knobs.selection)(self.config)
         self._rows = np.arange(self.n_train)
 
     # -- data -----------------------------------------------------------------------------------
@@ -169,12 +151,12 @@ class PropertyTrainer(EpochLoop):
         ids = self.ids["candidates"]
         z = self.unwrapped().standardize(self.candidates.targets)
         items = [(ids[i], float(z[i])) for i in rows]
-        copies = int(self.config["augment_copies"])
+        copies = self.lm.augment_copies
         if copies:  # fresh randomized SMILES of the epoch's rows, same (standardized) labels
             extra, labels = augmented_rows([self.candidates.smiles[i] for i in rows], z[rows], copies,
                                            self.seed * 1000 + epoch)
             items += list(zip(self.encode(extra), map(float, labels)))
-        return length_grouped_loader(items, [len(x[0]) for x in items], int(self.config["batch_size"]),
+        return length_grouped_loader(items, [len(x[0]) for x in items], self.knobs.batch_size,
                                      self._collate, self.seed * 1000 + epoch)
 
     def train_loader(self, epoch: int) -> DataLoader:
@@ -183,7 +165,7 @@ class PropertyTrainer(EpochLoop):
 
     def epoch_rows(self) -> list[int]:
         # each row brings augment_copies randomized SMILES along: the schedule counts them too
-        return [n * (1 + int(self.config["augment_copies"])) for n in self.selector.epoch_sizes(self.spec.max_epochs)]
+        return [n * (1 + self.lm.augment_copies) for n in self.selector.epoch_sizes(self.spec.max_epochs)]
 
     @torch.no_grad()
     def predict_ids(self, ids: list[list[int]], batch_size: int = 128) -> np.ndarray:
@@ -204,7 +186,7 @@ class PropertyTrainer(EpochLoop):
 
     def evaluate(self, split: str) -> tuple[dict[str, float], np.ndarray]:
         """Metrics and predictions on ``valid`` or ``test`` (the mean over ``tta`` SMILES when it is > 1)."""
-        k = int(self.config["tta"])
+        k = self.lm.tta
         if k > 1:
             pred = tta_predict(lambda s: self.predict_ids(self.encode(s)), getattr(self.data, split).smiles, k, self.seed)
         else:
@@ -227,19 +209,18 @@ class PropertyTrainer(EpochLoop):
         return torch.nn.functional.mse_loss(pred.float(), batch["labels"]), len(batch["labels"])
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        lr = float(self.config["lr"])
+        lr = self.knobs.lr
         named = [(n, p) for n, p in self.unwrapped().named_parameters() if p.requires_grad]
         # The freshly initialised head may want a larger step than the pretrained encoder.
         groups = [{"params": [p for n, p in named if not n.startswith("head.")], "lr": lr},
-                  {"params": [p for n, p in named if n.startswith("head.")], "lr": lr * float(self.config["head_lr_mult"])}]
+                  {"params": [p for n, p in named if n.startswith("head.")], "lr": lr * self.lm.head_lr_mult}]
         groups = [g for g in groups if g["params"]]
-        if self.config.get("optimizer", "adamw") == "adam":  # the property report's runs: plain Adam
+        if self.knobs.optimizer == "adam":  # the property report's runs: plain Adam, no weight decay
             return torch.optim.Adam(groups, lr=lr)
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=float(self.config["weight_decay"]))
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=self.knobs.weight_decay)
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
-        return lr_scheduler(str(self.config.get("schedule", "linear")), optimizer, total_steps=total_steps,
-                            warmup=float(self.config["warmup_ratio"]))
+        return lr_scheduler(self.knobs.schedule, optimizer, total_steps=total_steps, warmup=self.knobs.warmup_ratio)
 
     def phase1(self, epochs: int, rows: np.ndarray | None = None) -> torch.nn.Module:
         """A copy of this trial's model trained ``epochs`` epochs on candidate ``rows`` (default: the train rows;
@@ -265,7 +246,7 @@ class PropertyTrainer(EpochLoop):
             valid=self.data.valid, pad_id=self.tokenizer.pad_token_id, max_epochs=self.spec.max_epochs,
             seed=self.seed, device=self.device, config=MappingProxyType(self.config),
             options=MappingProxyType(dict(self.spec.options)), model=self.unwrapped, predict=self.predict_ids,
-            embed=self.embed_ids, phase1=self.phase1, split=self.spec.dataset.split,
+            embed=self.embed_ids, phase1=self.phase1, split=self.spec.dataset.split, load_model=load_saved_model,
         )
 
     def before_training(self, reporter: Reporter, state: dict[str, Any]) -> None:
@@ -293,20 +274,18 @@ class PropertyTrainer(EpochLoop):
 
     def export(self, path: Path) -> None:
         """A self-contained serving directory: merged backbone, tokenizer, head weights and config."""
-        from trainables.serving import save_property_model
-
         model = self.unwrapped()
         save_property_model(
             path, export_backbone(model.backbone), self.tokenizer, model.head, model.config,
             trust_remote_code=self.spec.model.trust_remote_code,
         )
-        save_tta(path, int(self.config["tta"]), self.seed)
+        save_tta(path, self.lm.tta, self.seed)
 
 
 def train_property(config: dict[str, Any], data: PropertyData, spec: "TrialSpec", reporter: Reporter) -> dict[str, float]:
     """Train and evaluate one configuration; the plain function core of the ``property`` task."""
     if config.get("arch", "lm") == "dmpnn":  # chemprop's D-MPNN instead of a language model
-        from trainables.property_dmpnn import train_dmpnn
+        from trainables.property.dmpnn import train_dmpnn
 
         return train_dmpnn(config, data, spec, reporter)
     return PropertyTrainer(config, data, spec).fit(reporter)
@@ -315,7 +294,7 @@ def train_property(config: dict[str, Any], data: PropertyData, spec: "TrialSpec"
 OPTIONS = {"base_model_uri": "phase-1 model of influence selection: a saved property model (MLflow URI or directory)"}
 
 
-def _validate(spec: "StudySpec") -> None:
+def _validate(spec: "StudySchema") -> None:
     unknown = sorted(set(spec.options) - set(OPTIONS))
     if unknown:
         raise ValueError(f"unknown property task option(s) {unknown}; the task takes {sorted(OPTIONS)}")
@@ -325,8 +304,6 @@ def _validate(spec: "StudySpec") -> None:
 
 
 def _pyfunc() -> Any:
-    from trainables.serving import PropertyPyfunc
-
     return PropertyPyfunc()
 
 

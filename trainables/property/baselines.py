@@ -16,17 +16,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from rdkit import Chem
 from rdkit.Chem import Descriptors, rdFingerprintGenerator
 
 from trainables.models.chemprop_api import import_chemprop
+from trainables.property.data import PropertyData, regression_metrics
 from trainables.registry import Registry
-
-if TYPE_CHECKING:
-    from trainables.property import PropertyData
 
 __all__ = ["BASELINES", "BaselineResult", "featurize", "fit_random_forest", "fit_chemprop"]
 
@@ -62,16 +60,14 @@ def featurize(smiles: list[str], radius: int = 2, n_bits: int = 2048) -> np.ndar
     return np.clip(x, -1e9, 1e9).astype(np.float32)
 
 
-def _metrics(data: "PropertyData", pred: dict[str, np.ndarray]) -> dict[str, float]:
-    from trainables.property import regression_metrics
-
+def _metrics(data: PropertyData, pred: dict[str, np.ndarray]) -> dict[str, float]:
     out: dict[str, float] = {}
     for split, p in pred.items():
         out.update({f"{split}_{k}": v for k, v in regression_metrics(getattr(data, split).targets, p).items()})
     return out
 
 
-def fit_random_forest(data: "PropertyData", seed: int = 0, n_estimators: int = 500, n_jobs: int = 1) -> BaselineResult:
+def fit_random_forest(data: PropertyData, seed: int = 0, n_estimators: int = 500, n_jobs: int = 1) -> BaselineResult:
     """Random forest on fingerprints + descriptors, fitted on train, scored on valid and test."""
     from sklearn.ensemble import RandomForestRegressor
 
@@ -83,7 +79,7 @@ def fit_random_forest(data: "PropertyData", seed: int = 0, n_estimators: int = 5
     return BaselineResult("random_forest", params, _metrics(data, pred), pred, time.perf_counter() - tic)
 
 
-def fit_chemprop(data: "PropertyData", seed: int = 0, max_epochs: int = 50, batch_size: int = 64) -> BaselineResult:
+def fit_chemprop(data: PropertyData, seed: int = 0, max_epochs: int = 50, batch_size: int = 64) -> BaselineResult:
     """chemprop's D-MPNN with its CLI defaults; the checkpoint of the best validation loss is scored."""
     cp = import_chemprop("baselines.chemprop")
     from lightning import pytorch as pl

@@ -18,8 +18,8 @@ __all__ = ["EnsemblePredictor", "EnsemblePyfunc", "load_member"]
 
 def load_member(path: str | Path) -> Any:
     """A saved ``model/`` folder's predictor: D-MPNN or language model."""
-    from trainables.property_dmpnn import DmpnnPredictor
-    from trainables.serving import PropertyPredictor
+    from trainables.property.dmpnn import DmpnnPredictor
+    from trainables.property.serving import PropertyPredictor
 
     return DmpnnPredictor.load(path) if DmpnnPredictor.is_dmpnn(path) else PropertyPredictor.load(path)
 

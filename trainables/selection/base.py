@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from trainables.spec import StudySpec
+    from trainables.spec import StudySchema
     from trainables.base import Reporter
     from trainables.data.tables import MoleculeTable
 
@@ -54,6 +54,9 @@ class SelectionContext:
             its initial weights.
         split: The study's splitter (``dataset.split``), for a selector that carves its own held-out rows
             from train the way valid was carved (influence's target).
+        load_model: ``uri -> predictor`` (with ``.model`` and ``.tokenizer``): a saved model of the trial's task
+            (MLflow URI or directory), for a selector that starts from one (influence's ``base_model_uri``);
+            None where the task serves none. The selector never imports the task for it.
     """
 
     candidates: "MoleculeTable"
@@ -71,6 +74,7 @@ class SelectionContext:
     embed: Callable[[list[list[int]]], "torch.Tensor"]
     phase1: Callable[..., "nn.Module"]
     split: str = "random"
+    load_model: Callable[[str], Any] | None = None
 
     @property
     def n_pool(self) -> int:
@@ -153,7 +157,7 @@ SELECTORS.register_lazy(
     help="influence functions (LiSSA): train + the top_k pool molecules that most lower the loss on a target held out of train")
 
 
-def check_selection(spec: "StudySpec", n_pool: int | None = None) -> None:
+def check_selection(spec: "StudySchema", n_pool: int | None = None) -> None:
     """Fail before any trial when a selection setting the study allows cannot work.
 
     Every selection the study can pick (fixed, narrowed, or all registered) whose factory has a
@@ -166,7 +170,7 @@ def check_selection(spec: "StudySpec", n_pool: int | None = None) -> None:
             check(spec, n_pool, name)
 
 
-def selection_names(spec: "StudySpec") -> list[str]:
+def selection_names(spec: "StudySchema") -> list[str]:
     """The selection methods a trial of the study can run (fixed, a grid's or narrowed values, or all)."""
     if "selection" in spec.fixed:
         return [spec.fixed["selection"]]
@@ -176,7 +180,7 @@ def selection_names(spec: "StudySpec") -> list[str]:
     return list(SELECTORS.names()) if "selection" in spec.searched else ["none"]
 
 
-def selection_summary(spec: "StudySpec", train_smiles: list[str]) -> dict[str, Any]:
+def selection_summary(spec: "StudySchema", train_smiles: list[str]) -> dict[str, Any]:
     """Study parameters the possible selectors add (``knobs.data_summary``; e.g. influence's target size)."""
     out: dict[str, Any] = {}
     for name in selection_names(spec):
