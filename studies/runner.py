@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,10 @@ from studies.health import driver_lease, reconcile
 from studies.join import Membership, join_study, leave_study
 from studies.optuna_heartbeat import HeartbeatOptunaSearch, driver_gone, heartbeat_storage, stop_heartbeats
 from studies.progress import ProgressCallback, print_data_summary, quiet
-from studies.redact import redact_url, worker_env
+from studies.redact import adopt_credentials, redact_url, worker_env
 from studies.report import refresh_study
 from studies.trials import ran_out, stopped_early
-from studies.spec import StudySpec, parse_study
+from studies.spec import StudySpec, load_study
 from studies.tune_adapter import trial_reporter
 from mlflow.tracking import MlflowClient
 
@@ -110,15 +112,40 @@ def trial_env(tracking_uri: str, job_env: dict[str, str] | None = None) -> dict[
 _EMBEDDED: set[str] = set()  # GCS addresses of the local Rays this process started (the embedded default)
 
 
+# Ray's switch for a one-machine Ray (its default on macOS and Windows): the node's address is loopback, so
+# the GCS, raylet, object manager, agents and every worker bind 127.0.0.1 instead of all interfaces.
+_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While the embedded Ray starts: its processes (which inherit the variable) and this one's node address
+    resolve to loopback. Restored after, so a later ``ray.init(address=...)`` of this process is unchanged."""
+    from ray._private import ray_constants
+
+    before_env, before = os.environ.get(_LOCAL_ONLY), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOCAL_ONLY], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(_LOCAL_ONLY, None)
+        else:
+            os.environ[_LOCAL_ONLY] = before_env
+
+
 def _init_ray(address: str | None, tracking_uri: str) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": trial_env(tracking_uri)}  # no credential goes into Ray's GCS
-    if address:
+    if address:  # a cluster binds what its operator configured (cluster/README.md)
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-    else:  # embedded default: a local Ray on this machine
-        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    else:  # embedded default: a local Ray on this machine, reachable from this machine only
+        with _loopback_only():
+            ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
         _EMBEDDED.add(ray.get_runtime_context().gcs_address)
 
 
@@ -274,6 +301,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
         if restart:
             raise StudyError("--join and --restart exclude each other: --join attaches to a study other processes run")
         return _launch_joined(spec, address, tracking_uri, root, trials)
+    os.umask(0o077)  # the study's files (Ray's experiment, checkpoints, reports) are private to its user
     paths = StudyPaths.default(root)
     state_file = paths.state_file(spec.name)
     if state_file.exists() and not restart:
@@ -290,7 +318,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
         _forget(spec, paths, optuna_url)
     _init_ray(address, uri)
     tracker = StudyTracker(uri, spec, paths)
-    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    spec_yaml = _spec_yaml(spec)
     tracker.log_study(redact_url(spec_yaml), prepared)  # the MLflow copy never holds a database password
     atomic_write_text(paths.study_file(spec.name), spec_yaml)
     save_state(paths, spec.name, {"parent_run_id": tracker.parent_run_id, "tracking_uri": uri,
@@ -305,9 +333,19 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     return result
 
 
+def _spec_yaml(spec: StudySpec) -> str:
+    """The study as saved for ``resume`` (0600, atomic): an MLflow URI's password is not kept (it moved to
+    MLflow's credential variables), so this copy and the one logged to MLflow hold none."""
+    data = spec.model_dump(mode="json")
+    if data.get("tracking", {}).get("tracking_uri"):
+        data["tracking"]["tracking_uri"] = adopt_credentials(data["tracking"]["tracking_uri"])
+    return yaml.safe_dump(data, sort_keys=False)
+
+
 def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | None,
                    root: str | os.PathLike[str] | None, trials: int | None) -> StudyResult:
     """``launch --join``: one of several processes on one study (Optuna's distributed optimisation)."""
+    os.umask(0o077)
     paths = StudyPaths.default(root)
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
     optuna_url = spec.tracking.optuna_storage or paths.optuna_url
@@ -323,7 +361,7 @@ def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | Non
 
     member = join_study(spec.name, spec.direction, optuna_url, create_parent)
     tracker = created[0] if created else StudyTracker(uri, spec, paths, parent_run_id=member.parent_run_id)
-    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    spec_yaml = _spec_yaml(spec)
     atomic_write_text(paths.study_file(spec.name), spec_yaml)
     if not paths.state_file(spec.name).exists():  # doctor/leaderboard from this root; resume refuses (joined)
         save_state(paths, spec.name, {"parent_run_id": member.parent_run_id, "tracking_uri": uri,
@@ -366,19 +404,38 @@ def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
     paths.state_file(spec.name).unlink(missing_ok=True)
 
 
+def _read_state(paths: StudyPaths, name: str) -> dict[str, Any]:
+    """The saved state, its tracking URI without credentials (a state saved before they moved out of it is
+    rewritten): ``resume`` reads them from ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` or ``~/.mlflow/credentials``."""
+    from trainables.inputs import read_text
+
+    source = paths.state_file(name)
+    try:
+        state = json.loads(read_text(source, "study state file", 1 << 20))
+        uri = state["tracking_uri"]
+    except (ValueError, KeyError, TypeError) as err:  # DataError is a ValueError
+        raise StudyError(f"{source}: not a chemtune study state ({str(err).splitlines()[0][:200]}); "
+                         f"launch the study again with --restart") from None
+    if adopt_credentials(uri) != uri:
+        state["tracking_uri"] = adopt_credentials(uri)
+        save_state(paths, name, state)
+    return state
+
+
 def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str] | None = None) -> StudyResult:
     """Continue an interrupted study: unfinished and errored trials resume from their checkpoints."""
+    os.umask(0o077)
     paths = StudyPaths.default(root)
     if not paths.state_file(name).exists():
         raise StudyError(f"no study named {name!r} was launched from {paths.root}")
-    state = json.loads(paths.state_file(name).read_text())
+    state = _read_state(paths, name)
     if state.get("joined"):
         raise StudyError(f"study {name!r} was launched with --join (several processes): a joined process is not "
                          "resumed; launch another `chemtune launch STUDY --join --trials N` to run the share it lost")
     reconcile(paths, name)  # a killed driver's RUNNING runs end as KILLED (reason tagged) before anything else
     driver_gone(name)  # ... and its Optuna trials no restored trial holds fail and are retried first
     save_state(paths, name, {**state, "driver": driver_lease()})
-    spec = parse_study(yaml.safe_load(paths.study_file(name).read_text()), str(paths.study_file(name)))
+    spec = load_study(paths.study_file(name))  # checked like any study file: a planted YAML tag is one line
     prepared = prepare(spec, state["tracking_uri"])
     experiment_dir = str(Path(spec.tracking.storage_path or paths.tune_storage) / spec.name)
     _init_ray(address or state.get("address"), state["tracking_uri"])

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trainables.errors import StudyError
+from trainables.errors import DataError, StudyError
+from trainables.inputs import excerpt, read_text
 from trainables.spec import (
     DatasetSpec, ModelSpec, ResourcesSpec, SchedulerSpec, TableSpec, TrackingSpec, TrialSpec,
     StudySpec as _StudySchema,
@@ -128,13 +129,31 @@ def parse_study(data: Any, source: str = "<study>") -> StudySpec:
         raise StudyError(_format(err, source)) from None
 
 
+_MAX_STUDY_BYTES = 1 << 20  # a study file is a page of YAML
+
+
 def load_study(path: str | os.PathLike[str]) -> StudySpec:
-    """Read and validate a YAML study file."""
+    """Read and validate a YAML study file (``validate``, ``launch``, and the copy ``resume`` reads).
+
+    Checked before YAML sees it (size, UTF-8, no NUL: :func:`trainables.inputs.read_text`); a YAML error,
+    a planted tag (``!!python/object``) included, is one line naming the file and the place.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"{path}: study file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = read_text(path, "study file", _MAX_STUDY_BYTES)
+    except DataError as err:
+        raise StudyError(str(err).replace("file not found", "study file not found")) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise StudyError(f"{path}: malformed YAML: {err}") from None
+        raise StudyError(f"{path}: malformed YAML: {_yaml_problem(err)}") from None
     return parse_study(data, source=str(path))
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line: what YAML objects to and where (its own message spans lines and quotes the input)."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{excerpt(err.problem or err.context or 'invalid YAML', 120)}{where}"
+    return excerpt(str(err).splitlines()[0] if str(err) else type(err).__name__, 120)
