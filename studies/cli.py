@@ -43,13 +43,24 @@ def _tracking_uri(args: argparse.Namespace) -> str:
     return resolve_tracking_uri(args.tracking_uri, StudyPaths.default(args.root))
 
 
+def _checked_study(path: Path):  # noqa: ANN202 - a StudySpec (studies.spec stays unimported until here)
+    """The study file, its data files checked first: a bad one is refused before validation loads the plug-ins
+    (torch) and before Ray and MLflow load, in seconds."""
+    from studies.spec import input_files, parse_study, read_study
+    from trainables.inputs import check_inputs
+
+    data = read_study(path)
+    check_inputs(input_files(data))
+    return parse_study(data, source=str(path))
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from studies.redact import adopt_credentials
-    from studies.runner import prepare
-    from studies.spec import load_study
     from studies.store import StudyPaths
 
-    spec = load_study(args.study)
+    spec = _checked_study(args.study)
+    from studies.runner import prepare
+
     # The store `launch` would use (a teacher named models:/... is looked up there); nothing is created.
     uri = adopt_credentials(args.tracking_uri or spec.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                             or StudyPaths.default(args.root).mlflow_uri)
@@ -62,10 +73,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
+    spec = _checked_study(args.study)
     from studies.runner import launch
-    from studies.spec import load_study
 
-    spec = load_study(args.study)
     result = launch(spec, address=args.address, tracking_uri=args.tracking_uri, root=args.root, restart=args.restart,
                     join=args.join, trials=args.trials)
     board = result.leaderboard
@@ -78,6 +88,12 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
+    from studies.spec import read_study
+    from studies.store import StudyPaths
+
+    saved = StudyPaths.default(args.root).study_file(args.name)
+    if saved.exists():  # its saved copy checked before Ray loads: a planted YAML tag is one line, in seconds
+        read_study(saved)
     from studies.runner import resume
 
     result = resume(args.name, address=args.address, root=args.root)
@@ -164,10 +180,8 @@ def _user_error(message: str) -> Exception:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import mlflow
     import pandas as pd
 
-    from studies.store import tracking_uri_scope
     from trainables.data.tables import read_csv_columns
     from trainables.inputs import long_reason, too_long
 
@@ -181,6 +195,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     over = smiles.map(too_long)
     smiles[over] = ""  # the model never sees it; its row gets the reason in the error column
     blank = smiles == ""
+    import mlflow  # after the input is read: a bad file is refused before MLflow loads
+
+    from studies.store import tracking_uri_scope
+
     with tracking_uri_scope(_tracking_uri(args)):
         model = mlflow.pyfunc.load_model(args.model_uri)
     schema = model.metadata.get_input_schema()  # the column the model reads: smiles, or a retro model's product

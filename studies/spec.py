@@ -21,7 +21,7 @@ from trainables.spec import (
 
 __all__ = [
     "DatasetSpec", "ModelSpec", "ResourcesSpec", "SchedulerSpec", "TrackingSpec", "TableSpec", "TrialSpec",
-    "BaselinesSpec", "StudySpec", "load_study", "parse_study",
+    "BaselinesSpec", "StudySpec", "load_study", "read_study", "input_files", "parse_study",
 ]
 
 
@@ -133,7 +133,12 @@ _MAX_STUDY_BYTES = 1 << 20  # a study file is a page of YAML
 
 
 def load_study(path: str | os.PathLike[str]) -> StudySpec:
-    """Read and validate a YAML study file (``validate``, ``launch``, and the copy ``resume`` reads).
+    """Read and validate a YAML study file (``validate``, ``launch``, and the copy ``resume`` reads)."""
+    return parse_study(read_study(path), source=str(path))
+
+
+def read_study(path: str | os.PathLike[str]) -> Any:
+    """A study file's YAML, not yet validated (validation loads the plug-ins it names: torch, seconds).
 
     Checked before YAML sees it (size, UTF-8, no NUL: :func:`trainables.inputs.read_text`); a YAML error,
     a planted tag (``!!python/object``) included, is one line naming the file and the place.
@@ -147,7 +152,18 @@ def load_study(path: str | os.PathLike[str]) -> StudySpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise StudyError(f"{path}: malformed YAML: {_yaml_problem(err)}") from None
-    return parse_study(data, source=str(path))
+    return data
+
+
+def input_files(data: Any) -> dict[str, str | None]:
+    """The files a study file (its YAML, not yet validated) names, by key: ``validate`` and ``launch`` check
+    them before validation loads the plug-ins, so a bad file is refused in seconds."""
+    def get(section: str, key: str) -> str | None:
+        value = (data.get(section) or {}).get(key) if isinstance(data, dict) and isinstance(data.get(section), dict) else None
+        return value if isinstance(value, str) else None
+
+    return {"dataset.path": get("dataset", "path"), "pool.path": get("pool", "path"),
+            "options.teacher_csv": get("options", "teacher_csv")}
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -18,7 +18,8 @@ from trainables.errors import DataError
 
 __all__ = [
     "MAX_INPUT_BYTES_ENV", "MAX_SMILES_ENV", "max_input_bytes", "max_smiles_length", "max_line_bytes",
-    "too_long", "long_reason", "excerpt", "check_file", "read_lines", "read_text",
+    "too_long", "long_reason", "excerpt", "check_file", "read_lines", "read_text", "check_text_file",
+    "check_inputs",
 ]
 
 MAX_INPUT_BYTES_ENV = "CHEMTUNE_MAX_INPUT_BYTES"
@@ -148,3 +149,26 @@ def read_text(path: str | os.PathLike[str], what: str = "file", max_bytes: int |
             raise DataError(f"{path}: line {number} is {size:,} bytes long: not a {what}")
         lines.append(text)
     return "\n".join(lines) + "\n"
+
+
+def check_text_file(path: str | os.PathLike[str], what: str = "file") -> Path:
+    """:func:`check_file`, then one streamed pass of :func:`read_lines` (UTF-8, NUL): a bad file is refused
+    before any slow import or parser; over-long lines pass here (the reader counts them as bad rows)."""
+    path = check_file(path, what)
+    for _ in read_lines(path):
+        pass
+    return path
+
+
+def check_inputs(paths: dict[str, str | None]) -> None:
+    """Check a study's input files up front (``validate``, ``launch``); folders are left to their loaders.
+
+    Args:
+        paths: study key -> path (``dataset.path``, ``pool.path``, ``options.teacher_csv``).
+    """
+    for key, value in paths.items():
+        if value and not Path(value).expanduser().is_dir():
+            try:
+                check_text_file(Path(value).expanduser(), "data file")
+            except DataError as err:
+                raise DataError(f"{key}: {err}") from None
