@@ -153,21 +153,28 @@ def read_text(path: str | os.PathLike[str], what: str = "file", max_bytes: int |
 
 def check_text_file(path: str | os.PathLike[str], what: str = "file") -> Path:
     """:func:`check_file`, then one streamed pass of :func:`read_lines` (UTF-8, NUL): a bad file is refused
-    before any slow import or parser; over-long lines pass here (the reader counts them as bad rows)."""
+    before any slow import or parser. Over-long lines pass here (the reader counts them as bad rows), unless
+    no line fits: then nothing in the file is a header or a row."""
     path = check_file(path, what)
-    for _ in read_lines(path):
-        pass
+    first, fits = None, False
+    for number, text, size in read_lines(path):
+        fits = fits or text is not None
+        first = first or (number, size)
+    if not fits and first is not None:
+        raise DataError(f"{path}: no line is under {max_line_bytes():,} bytes (line {first[0]} is {first[1]:,}): "
+                        f"not a {what}")
     return path
 
 
-def check_inputs(paths: dict[str, str | None]) -> None:
-    """Check a study's input files up front (``validate``, ``launch``); folders are left to their loaders.
+def check_inputs(paths: dict[str, str | None], folders: tuple[str, ...] = ("dataset.path",)) -> None:
+    """Check a study's input files up front (``validate``, ``launch``).
 
     Args:
         paths: study key -> path (``dataset.path``, ``pool.path``, ``options.teacher_csv``).
+        folders: Keys that may name a folder (USPTO-50K's ``train/valid/test.smi``): left to their loaders.
     """
     for key, value in paths.items():
-        if value and not Path(value).expanduser().is_dir():
+        if value and not (key in folders and Path(value).expanduser().is_dir()):
             try:
                 check_text_file(Path(value).expanduser(), "data file")
             except DataError as err:
