@@ -421,11 +421,18 @@ def _is_user_error(err: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chemtune`` console script."""
-    from studies.redact import guard_process, redact
+    from studies.redact import guard_process
 
     raw = list(sys.argv[1:] if argv is None else argv)  # parsed as given; sys.argv is redacted (Ray records it)
-    guard_process(sys.argv)  # private files, no password in any output or recorded command line
-    args = build_parser().parse_args(raw)
+    restore = guard_process(sys.argv)  # private files, no password in any output or recorded command line
+    try:
+        return _run(build_parser().parse_args(raw))
+    finally:
+        if argv is not None:  # called in-process (a test, a notebook): its umask and streams are its own again
+            restore()
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -435,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not _is_user_error(err):
             raise
         from rich.markup import escape
+
+        from studies.redact import redact
 
         message = str(err)
         if type(err).__module__.startswith("mlflow"):  # MLflow appends server detail after the first line

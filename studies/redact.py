@@ -6,16 +6,17 @@ move (:func:`adopt_credentials`) that keeps an MLflow URI's password out of ever
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, TextIO, TypeVar
 
 __all__ = [
     "SECRET_NAME", "is_secret_name", "redact_url", "worker_env", "split_credentials", "adopt_credentials",
-    "secret_values", "redact", "RedactingStream", "guard_process", "USERNAME_ENV", "PASSWORD_ENV",
+    "secret_values", "redact", "RedactingStream", "guard_process", "private_files", "USERNAME_ENV", "PASSWORD_ENV",
 ]
 
 # KEY covers API_KEY, ACCESS_KEY, S3_KEY...: a knob whose name says KEY is not worth the risk.
@@ -47,6 +48,7 @@ def worker_env(environ: Mapping[str, str], tracking_uri: str) -> dict[str, str]:
 
 # -- credentials in a URI: moved into MLflow's own variables, so no copy of the URI carries them ---------------
 
+T = TypeVar("T")
 USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 _SEEN: set[str] = set()  # passwords met in URIs this process adopted: redacted from its output too
 
@@ -133,11 +135,34 @@ class RedactingStream(io.TextIOBase):
         return getattr(self._stream, name)
 
 
-def guard_process(argv: list[str] | None = None) -> None:
+def private_files(func: Callable[..., T]) -> Callable[..., T]:
+    """Run ``func`` with umask 077: what it writes (and the local Ray it starts, which inherits the umask) is
+    its user's only. Restored after, so a notebook or test process keeps its own."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        before = os.umask(0o077)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            os.umask(before)
+
+    return wrapper
+
+
+def guard_process(argv: list[str] | None = None) -> Callable[[], None]:
     """What the ``chemtune`` CLI does first: files it (and its local Ray) writes are private (umask 077),
     ``MLFLOW_TRACKING_URI``'s credentials move to MLflow's variables, the command line other tools record
-    (Ray keeps ``sys.argv`` as the job's entrypoint) is redacted, and stdout/stderr are redacted."""
-    os.umask(0o077)
+    (Ray keeps ``sys.argv`` as the job's entrypoint) is redacted, and stdout/stderr are redacted.
+
+    Returns:
+        What restores the umask and the streams (for an in-process call: a test, a notebook).
+    """
+    umask, streams = os.umask(0o077), (sys.stdout, sys.stderr)
+
+    def restore() -> None:
+        os.umask(umask)
+        sys.stdout, sys.stderr = streams
+
     if os.environ.get("MLFLOW_TRACKING_URI"):
         os.environ["MLFLOW_TRACKING_URI"] = adopt_credentials(os.environ["MLFLOW_TRACKING_URI"])
     if argv is not None:
@@ -149,3 +174,4 @@ def guard_process(argv: list[str] | None = None) -> None:
         sys.stdout = RedactingStream(sys.stdout)
     if not isinstance(sys.stderr, RedactingStream):
         sys.stderr = RedactingStream(sys.stderr)
+    return restore

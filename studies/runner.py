@@ -25,7 +25,7 @@ from studies.health import driver_lease, reconcile
 from studies.join import Membership, join_study, leave_study
 from studies.optuna_heartbeat import HeartbeatOptunaSearch, driver_gone, heartbeat_storage, stop_heartbeats
 from studies.progress import ProgressCallback, print_data_summary, quiet
-from studies.redact import adopt_credentials, redact_url, worker_env
+from studies.redact import adopt_credentials, private_files, redact_url, worker_env
 from studies.report import refresh_study
 from studies.trials import ran_out, stopped_early
 from studies.spec import StudySpec, load_study
@@ -279,6 +279,7 @@ def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid, op
                        results.num_errors, page)
 
 
+@private_files  # the study's files (state, Ray's experiment, checkpoints, reports) are its user's only
 def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | None = None,
            root: str | os.PathLike[str] | None = None, restart: bool = False, join: bool = False,
            trials: int | None = None) -> StudyResult:
@@ -301,7 +302,6 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
         if restart:
             raise StudyError("--join and --restart exclude each other: --join attaches to a study other processes run")
         return _launch_joined(spec, address, tracking_uri, root, trials)
-    os.umask(0o077)  # the study's files (Ray's experiment, checkpoints, reports) are private to its user
     paths = StudyPaths.default(root)
     state_file = paths.state_file(spec.name)
     if state_file.exists() and not restart:
@@ -345,7 +345,6 @@ def _spec_yaml(spec: StudySpec) -> str:
 def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | None,
                    root: str | os.PathLike[str] | None, trials: int | None) -> StudyResult:
     """``launch --join``: one of several processes on one study (Optuna's distributed optimisation)."""
-    os.umask(0o077)
     paths = StudyPaths.default(root)
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
     optuna_url = spec.tracking.optuna_storage or paths.optuna_url
@@ -422,9 +421,9 @@ def _read_state(paths: StudyPaths, name: str) -> dict[str, Any]:
     return state
 
 
+@private_files
 def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str] | None = None) -> StudyResult:
     """Continue an interrupted study: unfinished and errored trials resume from their checkpoints."""
-    os.umask(0o077)
     paths = StudyPaths.default(root)
     if not paths.state_file(name).exists():
         raise StudyError(f"no study named {name!r} was launched from {paths.root}")

@@ -138,7 +138,9 @@ def _files(folder: Path) -> list[Path]:
 def test_no_password_on_the_terminal_or_in_any_file(runs: dict[str, Any], server: LocalMlflowServer) -> None:
     needles = {PASSWORD.encode(), quote(PASSWORD, safe="").encode(), quote(PASSWORD).encode()}
     output = "".join(runs[k]["out"] for k in ("launch", "resume", "leaderboard"))
-    assert "View run" in output or "MLflow run" in output  # MLflow's own lines were let through, redacted
+    # MLflow's own "View run ... at: http://..." lines were let through, with the URI but not the password
+    view = [line for line in output.splitlines() if "View run" in line]
+    assert view and all(f"http://127.0.0.1:{server.port}/" in line for line in view), view[:3]
     assert not [n for n in needles if n in output.encode()]
     sessions = [p for p in runs["ray"].rglob("session_*") if p.is_dir()]
     assert sessions, f"no Ray session folder under {runs['ray']}: RAY_TMPDIR was not honoured"

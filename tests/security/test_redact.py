@@ -41,16 +41,18 @@ def test_the_redacting_stream_and_guard_process(monkeypatch: pytest.MonkeyPatch,
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.setattr("sys.stdout", out)
     monkeypatch.setattr("sys.stderr", err)
+    import sys
+
     before = os.umask(0o022)
     try:
-        redact.guard_process(argv)
-        assert os.umask(0o077) == 0o077  # what guard_process set
+        restore = redact.guard_process(argv)
+        assert os.umask(0o077) == 0o077 and isinstance(sys.stdout, RedactingStream)  # what guard_process set
         print("View run at http://127.0.0.1:5005 s3cr3t-pass argv-pass-9")
-        import sys
-
         sys.stderr.write("Traceback ... http://bob:s3cr3t-pass@127.0.0.1:5005\n")
         (tmp_path / "f").write_text("x")
         assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o600
+        restore()
+        assert os.umask(0o022) == 0o022 and sys.stdout is out and sys.stderr is err  # an in-process call's own again
     finally:
         os.umask(before)
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5005"
@@ -58,7 +60,6 @@ def test_the_redacting_stream_and_guard_process(monkeypatch: pytest.MonkeyPatch,
     assert argv[-1] == "http://bob:***@h:1"  # what Ray would record as the entrypoint
     assert "s3cr3t" not in out.getvalue() + err.getvalue() and "argv-pass" not in out.getvalue()
     assert out.getvalue().count("***") == 2 and "http://bob:***@127.0.0.1:5005" in err.getvalue()
-    assert isinstance(__import__("sys").stdout, RedactingStream)
 
 
 def test_resume_moves_an_old_states_password_out_and_reads_it_from_the_environment(
