@@ -310,6 +310,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
             "or launch with --restart to start over"
         )
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
+    spec = _without_credentials(spec)
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts
     quiet()
     print_data_summary(prepared)
@@ -318,7 +319,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
         _forget(spec, paths, optuna_url)
     _init_ray(address, uri)
     tracker = StudyTracker(uri, spec, paths)
-    spec_yaml = _spec_yaml(spec)
+    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     tracker.log_study(redact_url(spec_yaml), prepared)  # the MLflow copy never holds a database password
     atomic_write_text(paths.study_file(spec.name), spec_yaml)
     save_state(paths, spec.name, {"parent_run_id": tracker.parent_run_id, "tracking_uri": uri,
@@ -333,13 +334,13 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     return result
 
 
-def _spec_yaml(spec: StudySpec) -> str:
-    """The study as saved for ``resume`` (0600, atomic): an MLflow URI's password is not kept (it moved to
-    MLflow's credential variables), so this copy and the one logged to MLflow hold none."""
-    data = spec.model_dump(mode="json")
-    if data.get("tracking", {}).get("tracking_uri"):
-        data["tracking"]["tracking_uri"] = adopt_credentials(data["tracking"]["tracking_uri"])
-    return yaml.safe_dump(data, sort_keys=False)
+def _without_credentials(spec: StudySpec) -> StudySpec:
+    """The study with its MLflow URI's password moved to MLflow's variables: the spec travels to the trials
+    (Ray's object store), into Tune's experiment files and the saved study file, so none holds it."""
+    uri = spec.tracking.tracking_uri
+    if not uri or adopt_credentials(uri) == uri:
+        return spec
+    return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"tracking_uri": adopt_credentials(uri)})})
 
 
 def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | None,
@@ -347,6 +348,7 @@ def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | Non
     """``launch --join``: one of several processes on one study (Optuna's distributed optimisation)."""
     paths = StudyPaths.default(root)
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
+    spec = _without_credentials(spec)
     optuna_url = spec.tracking.optuna_storage or paths.optuna_url
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts or the study is joined
     quiet()
@@ -360,7 +362,7 @@ def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | Non
 
     member = join_study(spec.name, spec.direction, optuna_url, create_parent)
     tracker = created[0] if created else StudyTracker(uri, spec, paths, parent_run_id=member.parent_run_id)
-    spec_yaml = _spec_yaml(spec)
+    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     atomic_write_text(paths.study_file(spec.name), spec_yaml)
     if not paths.state_file(spec.name).exists():  # doctor/leaderboard from this root; resume refuses (joined)
         save_state(paths, spec.name, {"parent_run_id": member.parent_run_id, "tracking_uri": uri,

@@ -74,6 +74,7 @@ def _run(args: list[str], env: dict[str, str], watch: bool = False) -> dict[str,
     proc = subprocess.Popen([sys.executable, "-m", "studies.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     chunks: list[bytes] = []
+    start = time.monotonic()
     reader = threading.Thread(target=lambda: chunks.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
     reader.start()
     sockets: set[tuple[str, str, int]] = set()
@@ -83,7 +84,8 @@ def _run(args: list[str], env: dict[str, str], watch: bool = False) -> dict[str,
             sockets |= _listening(root)
         time.sleep(0.3)
     reader.join(timeout=30)
-    return {"rc": proc.returncode, "out": b"".join(chunks).decode(errors="replace"), "sockets": sockets}
+    return {"rc": proc.returncode, "out": b"".join(chunks).decode(errors="replace"), "sockets": sockets,
+            "seconds": time.monotonic() - start}
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +94,8 @@ def runs(server: LocalMlflowServer, tmp_path_factory: pytest.TempPathFactory) ->
     work = tmp_path_factory.mktemp("security")
     ray_tmp = Path(tempfile.mkdtemp(prefix="ctsec", dir="/tmp"))  # short: Ray's socket paths have a length cap
     study = work / "sec.yaml"
-    study.write_text(yaml.safe_dump(tiny_study(
-        name="sec", num_trials=1, max_epochs=1, dataset={"limit": 80},
+    study.write_text(yaml.safe_dump(tiny_study(  # the URI with its password in the study file and the environment
+        name="sec", num_trials=1, max_epochs=1, dataset={"limit": 80}, tracking={"tracking_uri": _uri(server)},
         resources={"cpus_per_trial": 1, "max_concurrent_trials": 1})))
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "RAY_ADDRESS"))}
     base.update(PYTHONPATH=str(ROOT), RAY_TMPDIR=str(ray_tmp), OMP_NUM_THREADS="1")
@@ -152,7 +154,8 @@ def test_no_password_on_the_terminal_or_in_any_file(runs: dict[str, Any], server
             scanned += 1
             hits += [f"{what}: {path}" for n in needles if n in data]
     assert scanned > 20 and not hits, hits
-    print(f"scanned {scanned} files and {len(output):,} characters of output: 0 hits")
+    print(f"scanned {scanned} files and {len(output):,} characters of output: 0 hits; "
+          + ", ".join(f"{k} {runs[k]['seconds']:.0f} s" for k in ("launch", "resume", "leaderboard")))
 
 
 def test_files_chemtune_writes_are_private(runs: dict[str, Any]) -> None:
