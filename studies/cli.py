@@ -43,15 +43,27 @@ def _tracking_uri(args: argparse.Namespace) -> str:
     return resolve_tracking_uri(args.tracking_uri, StudyPaths.default(args.root))
 
 
+def _checked_study(path: Path):  # noqa: ANN202 - a StudySpec (studies.spec stays unimported until here)
+    """The study file, its data files checked first: a bad one is refused before validation loads the plug-ins
+    (torch) and before Ray and MLflow load, in seconds."""
+    from studies.spec import input_files, parse_study, read_study
+    from trainables.inputs import check_inputs
+
+    data = read_study(path)
+    check_inputs(input_files(data))
+    return parse_study(data, source=str(path))
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from studies.runner import prepare
-    from studies.spec import load_study
+    from studies.redact import adopt_credentials
     from studies.store import StudyPaths
 
-    spec = load_study(args.study)
+    spec = _checked_study(args.study)
+    from studies.runner import prepare
+
     # The store `launch` would use (a teacher named models:/... is looked up there); nothing is created.
-    uri = (args.tracking_uri or spec.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-           or StudyPaths.default(args.root).mlflow_uri)
+    uri = adopt_credentials(args.tracking_uri or spec.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                            or StudyPaths.default(args.root).mlflow_uri)
     prepared = prepare(spec, uri)
     for report in prepared.reports:
         _console.print(report.summary())
@@ -61,10 +73,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
+    spec = _checked_study(args.study)
     from studies.runner import launch
-    from studies.spec import load_study
 
-    spec = load_study(args.study)
     result = launch(spec, address=args.address, tracking_uri=args.tracking_uri, root=args.root, restart=args.restart,
                     join=args.join, trials=args.trials)
     board = result.leaderboard
@@ -77,6 +88,12 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
+    from studies.spec import read_study
+    from studies.store import StudyPaths
+
+    saved = StudyPaths.default(args.root).study_file(args.name)
+    if saved.exists():  # its saved copy checked before Ray loads: a planted YAML tag is one line, in seconds
+        read_study(saved)
     from studies.runner import resume
 
     result = resume(args.name, address=args.address, root=args.root)
@@ -163,22 +180,25 @@ def _user_error(message: str) -> Exception:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import mlflow
     import pandas as pd
+
+    from trainables.data.tables import read_csv_columns
+    from trainables.inputs import long_reason, too_long
+
+    # checked and read in bounded memory; blank lines are rows too: reported with their line numbers, not dropped
+    frame = read_csv_columns(args.input, [args.smiles_column], "column (choose one with --smiles-column)",
+                             keep_blank=True)
+    long_lines = frame.attrs["long_lines"]  # lines too long to read: counted and named below, never parsed
+    lines = pd.Series(frame.attrs["lines"], index=frame.index)  # each row's line in the file
+    frame.attrs = {}
+    smiles = frame[args.smiles_column].fillna("").astype(str).str.strip()
+    over = smiles.map(too_long)
+    smiles[over] = ""  # the model never sees it; its row gets the reason in the error column
+    blank = smiles == ""
+    import mlflow  # after the input is read: a bad file is refused before MLflow loads
 
     from studies.store import tracking_uri_scope
 
-    if not args.input.is_file():
-        raise _user_error(f"{args.input}: file not found")
-    try:  # blank lines are rows too: they are reported with their line numbers, not dropped
-        frame = pd.read_csv(args.input, skip_blank_lines=False, dtype={args.smiles_column: str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise _user_error(f"{args.input}: not a readable CSV ({err})") from None
-    if args.smiles_column not in frame.columns:
-        raise _user_error(f"{args.input}: no column {args.smiles_column!r}; the file has {list(frame.columns)} "
-                          "(choose one with --smiles-column)")
-    smiles = frame[args.smiles_column].fillna("").astype(str).str.strip()
-    blank = smiles == ""
     with tracking_uri_scope(_tracking_uri(args)):
         model = mlflow.pyfunc.load_model(args.model_uri)
     schema = model.metadata.get_input_schema()  # the column the model reads: smiles, or a retro model's product
@@ -194,19 +214,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         result[name] = out[column].reindex(frame.index)
     if "error" in result:
         result.loc[blank, "error"] = "blank SMILES"
+        result.loc[over, "error"] = long_reason()
     result.to_csv(args.output, index=False)
-    lines = frame.index + 2  # line 1 is the header
     invalid = ~blank & (result["error"].fillna("") != "") if "error" in result else blank & False
+    predicted = int((~blank & ~invalid).sum())
+    blank = blank & ~over
 
     def where(mask) -> str:  # noqa: ANN001
         numbers = [str(n) for n in lines[mask][:10]]
         return ", ".join(numbers) + (", …" if int(mask.sum()) > 10 else "")
 
-    _console.print(f"wrote {len(result)} rows to {args.output} ({int((~blank & ~invalid).sum())} predicted)")
+    _console.print(f"wrote {len(result)} rows to {args.output} ({predicted} predicted)")
     if blank.any():
         _console.print(f"[yellow]{int(blank.sum())} blank SMILES[/] at lines {where(blank)}")
     if invalid.any():
         _console.print(f"[yellow]{int(invalid.sum())} invalid SMILES[/] at lines {where(invalid)} (see the error column)")
+    if over.any() or long_lines:
+        numbers = sorted([*[int(n) for n in lines[over]], *(n for n, _ in long_lines)])
+        _console.print(f"[yellow]{len(numbers)} rows with a {long_reason()}[/] at lines "
+                       f"{', '.join(map(str, numbers[:10]))}{', …' if len(numbers) > 10 else ''}"
+                       + (f" ({len(long_lines)} too long to read are not in the output)" if long_lines else ""))
     return 0
 
 
@@ -396,7 +423,18 @@ def _is_user_error(err: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chemtune`` console script."""
-    args = build_parser().parse_args(argv)
+    from studies.redact import guard_process
+
+    raw = list(sys.argv[1:] if argv is None else argv)  # parsed as given; sys.argv is redacted (Ray records it)
+    restore = guard_process(sys.argv)  # private files, no password in any output or recorded command line
+    try:
+        return _run(build_parser().parse_args(raw))
+    finally:
+        if argv is not None:  # called in-process (a test, a notebook): its umask and streams are its own again
+            restore()
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -407,10 +445,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         from rich.markup import escape
 
+        from studies.redact import redact
+
         message = str(err)
         if type(err).__module__.startswith("mlflow"):  # MLflow appends server detail after the first line
             message = (getattr(err, "message", None) or message).strip().splitlines()[0]
-        _console.print(f"[red]error:[/] {escape(message or type(err).__name__)}", markup=True)
+        _console.print(f"[red]error:[/] {escape(redact(message) or type(err).__name__)}", markup=True)
         return 2
 
 

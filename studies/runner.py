@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,10 @@ from studies.health import driver_lease, reconcile
 from studies.join import Membership, join_study, leave_study
 from studies.optuna_heartbeat import HeartbeatOptunaSearch, driver_gone, heartbeat_storage, stop_heartbeats
 from studies.progress import ProgressCallback, print_data_summary, quiet
-from studies.redact import redact_url, worker_env
+from studies.redact import adopt_credentials, private_files, redact_url, worker_env
 from studies.report import refresh_study
 from studies.trials import ran_out, stopped_early
-from studies.spec import StudySpec, parse_study
+from studies.spec import StudySpec, load_study
 from studies.tune_adapter import trial_reporter
 from mlflow.tracking import MlflowClient
 
@@ -110,15 +112,40 @@ def trial_env(tracking_uri: str, job_env: dict[str, str] | None = None) -> dict[
 _EMBEDDED: set[str] = set()  # GCS addresses of the local Rays this process started (the embedded default)
 
 
+# Ray's switch for a one-machine Ray (its default on macOS and Windows): the node's address is loopback, so
+# the GCS, raylet, object manager, agents and every worker bind 127.0.0.1 instead of all interfaces.
+_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While the embedded Ray starts: its processes (which inherit the variable) and this one's node address
+    resolve to loopback. Restored after, so a later ``ray.init(address=...)`` of this process is unchanged."""
+    from ray._private import ray_constants
+
+    before_env, before = os.environ.get(_LOCAL_ONLY), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOCAL_ONLY], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(_LOCAL_ONLY, None)
+        else:
+            os.environ[_LOCAL_ONLY] = before_env
+
+
 def _init_ray(address: str | None, tracking_uri: str) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": trial_env(tracking_uri)}  # no credential goes into Ray's GCS
-    if address:
+    if address:  # a cluster binds what its operator configured (cluster/README.md)
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-    else:  # embedded default: a local Ray on this machine
-        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    else:  # embedded default: a local Ray on this machine, reachable from this machine only
+        with _loopback_only():
+            ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
         _EMBEDDED.add(ray.get_runtime_context().gcs_address)
 
 
@@ -252,6 +279,7 @@ def _result(spec: StudySpec, tracker: StudyTracker, results: tune.ResultGrid, op
                        results.num_errors, page)
 
 
+@private_files  # the study's files (state, Ray's experiment, checkpoints, reports) are its user's only
 def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | None = None,
            root: str | os.PathLike[str] | None = None, restart: bool = False, join: bool = False,
            trials: int | None = None) -> StudyResult:
@@ -282,6 +310,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
             "or launch with --restart to start over"
         )
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
+    spec = _without_credentials(spec)
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts
     quiet()
     print_data_summary(prepared)
@@ -305,11 +334,21 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     return result
 
 
+def _without_credentials(spec: StudySpec) -> StudySpec:
+    """The study with its MLflow URI's password moved to MLflow's variables: the spec travels to the trials
+    (Ray's object store), into Tune's experiment files and the saved study file, so none holds it."""
+    uri = spec.tracking.tracking_uri
+    if not uri or adopt_credentials(uri) == uri:
+        return spec
+    return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"tracking_uri": adopt_credentials(uri)})})
+
+
 def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | None,
                    root: str | os.PathLike[str] | None, trials: int | None) -> StudyResult:
     """``launch --join``: one of several processes on one study (Optuna's distributed optimisation)."""
     paths = StudyPaths.default(root)
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
+    spec = _without_credentials(spec)
     optuna_url = spec.tracking.optuna_storage or paths.optuna_url
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts or the study is joined
     quiet()
@@ -366,19 +405,38 @@ def _forget(spec: StudySpec, paths: StudyPaths, optuna_url: str) -> None:
     paths.state_file(spec.name).unlink(missing_ok=True)
 
 
+def _read_state(paths: StudyPaths, name: str) -> dict[str, Any]:
+    """The saved state, its tracking URI without credentials (a state saved before they moved out of it is
+    rewritten): ``resume`` reads them from ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` or ``~/.mlflow/credentials``."""
+    from trainables.inputs import read_text
+
+    source = paths.state_file(name)
+    try:
+        state = json.loads(read_text(source, "study state file", 1 << 20))
+        uri = state["tracking_uri"]
+    except (ValueError, KeyError, TypeError) as err:  # DataError is a ValueError
+        raise StudyError(f"{source}: not a chemtune study state ({str(err).splitlines()[0][:200]}); "
+                         f"launch the study again with --restart") from None
+    if adopt_credentials(uri) != uri:
+        state["tracking_uri"] = adopt_credentials(uri)
+        save_state(paths, name, state)
+    return state
+
+
+@private_files
 def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str] | None = None) -> StudyResult:
     """Continue an interrupted study: unfinished and errored trials resume from their checkpoints."""
     paths = StudyPaths.default(root)
     if not paths.state_file(name).exists():
         raise StudyError(f"no study named {name!r} was launched from {paths.root}")
-    state = json.loads(paths.state_file(name).read_text())
+    state = _read_state(paths, name)
     if state.get("joined"):
         raise StudyError(f"study {name!r} was launched with --join (several processes): a joined process is not "
                          "resumed; launch another `chemtune launch STUDY --join --trials N` to run the share it lost")
+    spec = load_study(paths.study_file(name))  # checked like any study file (a planted YAML tag is one line) first
     reconcile(paths, name)  # a killed driver's RUNNING runs end as KILLED (reason tagged) before anything else
     driver_gone(name)  # ... and its Optuna trials no restored trial holds fail and are retried first
     save_state(paths, name, {**state, "driver": driver_lease()})
-    spec = parse_study(yaml.safe_load(paths.study_file(name).read_text()), str(paths.study_file(name)))
     prepared = prepare(spec, state["tracking_uri"])
     experiment_dir = str(Path(spec.tracking.storage_path or paths.tune_storage) / spec.name)
     _init_ray(address or state.get("address"), state["tracking_uri"])

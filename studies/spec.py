@@ -13,14 +13,15 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trainables.errors import StudyError
+from trainables.errors import DataError, StudyError
+from trainables.inputs import excerpt, read_text
 from trainables.spec import (
     DatasetSpec, ModelSpec, ResourcesSpec, SchedulerSpec, StudySchema, TableSpec, TrackingSpec, TrialSpec,
 )
 
 __all__ = [
     "DatasetSpec", "ModelSpec", "ResourcesSpec", "SchedulerSpec", "TrackingSpec", "TableSpec", "TrialSpec",
-    "BaselinesSpec", "StudySpec", "load_study", "parse_study",
+    "BaselinesSpec", "StudySpec", "load_study", "read_study", "input_files", "parse_study",
 ]
 
 
@@ -128,13 +129,47 @@ def parse_study(data: Any, source: str = "<study>") -> StudySpec:
         raise StudyError(_format(err, source)) from None
 
 
+_MAX_STUDY_BYTES = 1 << 20  # a study file is a page of YAML
+
+
 def load_study(path: str | os.PathLike[str]) -> StudySpec:
-    """Read and validate a YAML study file."""
+    """Read and validate a YAML study file (``validate``, ``launch``, and the copy ``resume`` reads)."""
+    return parse_study(read_study(path), source=str(path))
+
+
+def read_study(path: str | os.PathLike[str]) -> Any:
+    """A study file's YAML, not yet validated (validation loads the plug-ins it names: torch, seconds).
+
+    Checked before YAML sees it (size, UTF-8, no NUL: :func:`trainables.inputs.read_text`); a YAML error,
+    a planted tag (``!!python/object``) included, is one line naming the file and the place.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"{path}: study file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = read_text(path, "study file", _MAX_STUDY_BYTES)
+    except DataError as err:
+        raise StudyError(str(err).replace("file not found", "study file not found")) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise StudyError(f"{path}: malformed YAML: {err}") from None
-    return parse_study(data, source=str(path))
+        raise StudyError(f"{path}: malformed YAML: {_yaml_problem(err)}") from None
+    return data
+
+
+def input_files(data: Any) -> dict[str, str | None]:
+    """The files a study file (its YAML, not yet validated) names, by key: ``validate`` and ``launch`` check
+    them before validation loads the plug-ins, so a bad file is refused in seconds."""
+    def get(section: str, key: str) -> str | None:
+        value = (data.get(section) or {}).get(key) if isinstance(data, dict) and isinstance(data.get(section), dict) else None
+        return value if isinstance(value, str) else None
+
+    return {"dataset.path": get("dataset", "path"), "pool.path": get("pool", "path"),
+            "options.teacher_csv": get("options", "teacher_csv")}
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line: what YAML objects to and where (its own message spans lines and quotes the input)."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{excerpt(err.problem or err.context or 'invalid YAML', 120)}{where}"
+    return excerpt(str(err).splitlines()[0] if str(err) else type(err).__name__, 120)

@@ -99,8 +99,14 @@ class StudyPaths:
 
 
 def resolve_tracking_uri(explicit: str | None, paths: StudyPaths) -> str:
-    """``--tracking-uri`` or the study's ``tracking.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else SQLite."""
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_uri
+    """``--tracking-uri`` or the study's ``tracking.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else SQLite.
+
+    An ``http(s)`` URI's ``user:password@`` moves to MLflow's credential variables
+    (:func:`studies.redact.adopt_credentials`): the URI returned, saved and printed holds no password.
+    """
+    from studies.redact import adopt_credentials
+
+    uri = adopt_credentials(explicit or os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return uri

@@ -5,14 +5,16 @@ from __future__ import annotations
 from rdkit import Chem, RDLogger
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from trainables.inputs import too_long
+
 __all__ = ["canonicalize", "canonicalize_or_raise", "murcko_scaffold", "mol_from_smiles"]
 
 RDLogger.DisableLog("rdApp.*")  # bad rows are reported by chemtune, not printed by RDKit
 
 
 def mol_from_smiles(smiles: str) -> Chem.Mol | None:
-    """Parse a SMILES string; ``None`` when RDKit rejects it or it is empty."""
-    if not isinstance(smiles, str) or not smiles.strip():
+    """Parse a SMILES string; ``None`` when RDKit rejects it, it is empty or over the length limit."""
+    if not isinstance(smiles, str) or not smiles.strip() or too_long(smiles):  # RDKit's memory grows with length
         return None
     return Chem.MolFromSmiles(smiles.strip())
 

@@ -93,24 +93,31 @@ def _load_lipophilicity(spec: DatasetSection) -> tuple[MoleculeTable, DataReport
 
 
 def _load_nci_logp(spec: DatasetSection) -> tuple[MoleculeTable, DataReport]:
-    from rdkit import Chem, RDConfig
+    from rdkit import RDConfig
     from rdkit.Chem import Crippen
 
+    from trainables.data.chem import mol_from_smiles
     from trainables.data.tables import table_from_records
+    from trainables.inputs import check_file, long_reason, read_lines
 
-    path = Path(spec.path) if spec.path else Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    records = []
-    for row, line in enumerate(path.read_text().splitlines(), start=1):
+    path = check_file(Path(spec.path) if spec.path else Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi", ".smi file")
+    records, long_lines = [], []
+    for row, line, size in read_lines(path):
+        if line is None:  # over the limit: counted below, never parsed
+            long_lines.append((row, size))
+            continue
         parts = line.split()
         if not parts:
             continue
         smiles, ident = parts[0], (parts[1] if len(parts) > 1 else str(row))
-        mol = Chem.MolFromSmiles(smiles)
+        mol = mol_from_smiles(smiles)
         label = Crippen.MolLogP(mol) if mol is not None else 0.0  # invalid rows are reported below
         records.append((row, smiles, label, ident))
-    return table_from_records(records, source=str(path))
+    table, report = table_from_records(records, source=str(path))
+    report.n_rows += len(long_lines)
+    for row, size in long_lines:
+        report.add(long_reason(), row, f"a {size:,}-byte line")
+    return table, report
 
 
 def _load_csv(spec: DatasetSection) -> tuple[MoleculeTable, DataReport]:

@@ -21,8 +21,9 @@ from trainables.data.chem import mol_from_smiles
 from trainables.data.datasets import DATASETS, Dataset
 from trainables.data.report import DataReport
 from trainables.data.splits import split_indices
-from trainables.data.tables import read_csv_columns
+from trainables.data.tables import read_csv_columns, report_long_lines
 from trainables.errors import DataError
+from trainables.inputs import check_file, long_reason, read_lines, too_long
 from trainables.io import atomic_path
 
 if TYPE_CHECKING:
@@ -115,6 +116,9 @@ def _validate(records: list[tuple[int, str, str]], source: str) -> tuple[Reactio
     report = DataReport(source=source, n_rows=len(records))
     out = Reactions([], [], [], source)
     for row, product, reactants in records:
+        if too_long(product) or too_long(reactants):  # RDKit never sees it
+            report.add(long_reason(), row, product if too_long(product) else reactants)
+            continue
         p, r = canonical_set(product), canonical_set(reactants)
         if p is None:
             report.add("invalid product SMILES", row, product)
@@ -138,10 +142,9 @@ def read_smi(path: str | Path, cache: bool = True) -> tuple[Reactions, DataRepor
     Returns:
         The reactions and a report; malformed lines (no ``>>``, an empty side) are counted by line number.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    key = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+    path = check_file(path, ".smi file")
+    with open(path, "rb") as handle:  # streamed: the file is never held whole
+        key = hashlib.file_digest(handle, "sha256").hexdigest()[:24]
     cached = cache_dir() / "canonical" / f"{key}.pkl"
     if cache and cached.is_file():
         reactions, report = pickle.loads(cached.read_bytes())
@@ -155,8 +158,11 @@ def read_smi(path: str | Path, cache: bool = True) -> tuple[Reactions, DataRepor
 
 
 def _read_smi(path: Path) -> tuple[Reactions, DataReport]:
-    records, malformed = [], []
-    for row, line in enumerate(path.read_text().splitlines(), start=1):
+    records, malformed, long_lines = [], [], []
+    for row, line, size in read_lines(path):
+        if line is None:  # over the limit: counted below, never parsed
+            long_lines.append((row, size))
+            continue
         if not line.strip():
             continue
         product, sep, reactants = line.partition(">>")
@@ -165,9 +171,11 @@ def _read_smi(path: Path) -> tuple[Reactions, DataReport]:
             continue
         records.append((row, product.strip(), reactants.strip()))
     reactions, report = _validate(records, str(path))
-    report.n_rows += len(malformed)
+    report.n_rows += len(malformed) + len(long_lines)
     for row, line in malformed:
         report.add("malformed line (want 'product >> reactants')", row, line)
+    for row, size in long_lines:
+        report.add(long_reason(), row, f"a {size:,}-byte line")
     return reactions, report
 
 
@@ -181,8 +189,7 @@ def read_reaction_csv(path: str | Path, column: str) -> tuple[Reactions, DataRep
     path = Path(path)
     frame = read_csv_columns(path, [column], "reaction column (dataset.smiles_column)")
     records, malformed = [], []
-    for i, rxn in enumerate(frame[column]):
-        row = i + 2  # 1-based, after the header line
+    for row, rxn in zip(frame.attrs["lines"], frame[column]):
         parts = rxn.strip().split(">")
         if len(parts) != 3 or not parts[0].strip() or not parts[2].strip():
             malformed.append((row, rxn))
@@ -192,6 +199,7 @@ def read_reaction_csv(path: str | Path, column: str) -> tuple[Reactions, DataRep
     report.n_rows += len(malformed)
     for row, rxn in malformed:
         report.add("malformed reaction (want 'reactants>>product')", row, rxn)
+    report_long_lines(report, frame)
     return reactions, report
 
 

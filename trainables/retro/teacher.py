@@ -17,7 +17,9 @@ import pandas as pd
 
 from trainables.cache import cache_dir
 from trainables.data.report import DataReport
+from trainables.data.tables import read_csv_columns, report_long_lines
 from trainables.errors import DataError
+from trainables.inputs import long_reason, too_long
 from trainables.io import atomic_path
 from trainables.retro.data import canonical_set
 
@@ -67,21 +69,22 @@ def teacher_from_csv(path: str | Path, products: Sequence[str], rows: Sequence[i
         products: Canonical train products.
         rows: Their source line numbers (for the report).
     """
+    # checked and read in bounded memory; an over-long line is a bad row (read_csv_columns)
+    frame = read_csv_columns(path, ["product", "prediction"], "column(s) (options.teacher_csv)",
+                             file_kind="teacher CSV")
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: teacher CSV not found (options.teacher_csv)")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("product", "prediction") if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: teacher CSV lacks column(s) {missing}; it has {list(frame.columns)}")
     table: dict[str, str] = {}
     bad = DataReport(source=str(path), n_rows=len(frame))
-    for i, (product, prediction) in enumerate(zip(frame["product"], frame["prediction"])):
+    for row, product, prediction in zip(frame.attrs["lines"], frame["product"], frame["prediction"]):
+        if too_long(product) or too_long(prediction):
+            bad.add(long_reason(), row, product)
+            continue
         can = canonical_set(product)
         if can is None:
-            bad.add("invalid product SMILES", i + 2, product)
+            bad.add("invalid product SMILES", row, product)
             continue
         table.setdefault(can, prediction)
+    report_long_lines(bad, frame)
     labels = _align(products, rows, table, str(path))
     for reason, entry in bad.issues.items():  # bad CSV lines are reported, not silently skipped
         labels.report.issues[f"{path.name}: {reason}"] = entry
