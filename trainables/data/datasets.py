@@ -19,9 +19,14 @@ if TYPE_CHECKING:
     from trainables.data.tables import MoleculeTable
     from trainables.spec import DatasetSpec
 
-__all__ = ["DATASETS", "Dataset", "LIPOPHILICITY_URL", "resolve_file"]
+__all__ = ["CRIPPEN_LOGP_DESCRIPTORS", "DATASETS", "Dataset", "LIPOPHILICITY_URL", "resolve_file"]
 
 LIPOPHILICITY_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/Lipophilicity.csv"
+
+# RDKit 2D descriptors computed from Crippen's per-atom logP contributions: MolLogP is their sum (the
+# nci-logp label itself), SlogP_VSA1-12 bin the same contributions by value. A feature-based baseline
+# given these reads the label instead of learning it.
+CRIPPEN_LOGP_DESCRIPTORS: tuple[str, ...] = ("MolLogP", *(f"SlogP_VSA{i}" for i in range(1, 13)))
 
 
 @dataclass(frozen=True)
@@ -31,10 +36,13 @@ class Dataset:
     Attributes:
         kind: ``"molecules"`` (SMILES + label) or ``"reactions"``; tasks accept one kind.
         load: ``DatasetSpec -> (data, DataReport)``.
+        label_descriptors: RDKit descriptor names (``Descriptors.CalcMolDescriptors`` keys) the label is
+            computed from, for a computed-label dataset; feature-based baselines leave them out.
     """
 
     kind: str
     load: Callable[["DatasetSpec"], tuple[Any, DataReport]]
+    label_descriptors: tuple[str, ...] = ()
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
@@ -111,7 +119,7 @@ DATASETS.register(
 )
 DATASETS.register(
     "nci-logp",
-    Dataset("molecules", _load_nci_logp),
+    Dataset("molecules", _load_nci_logp, label_descriptors=CRIPPEN_LOGP_DESCRIPTORS),
     help="offline proxy task: RDKit's 5000 NCI molecules labelled with Crippen logP",
 )
 DATASETS.register(
