@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from studies.spec import StudySpec
     from trainables.base import Prepared
 
-__all__ = ["BaselineJob", "BaselineCallback", "fit_baselines", "TAG_BASELINE"]
+__all__ = ["BaselineJob", "BaselineCallback", "baseline_kwargs", "fit_baselines", "TAG_BASELINE"]
 
 TAG_BASELINE = "chemtune.baseline"
 
@@ -39,6 +39,17 @@ def _done(client: MlflowClient, experiment_id: str, parent_run_id: str) -> set[s
                       "and attributes.status = 'FINISHED'",
     )
     return {r.data.tags.get(TAG_BASELINE, "") for r in runs}
+
+
+def baseline_kwargs(spec: "StudySpec", name: str) -> dict[str, Any]:
+    """The study's settings of baseline ``name`` (the keyword arguments of its ``BASELINES`` entry)."""
+    if name == "chemprop":
+        return {"max_epochs": spec.baselines.chemprop_epochs}
+    from trainables.data.datasets import DATASETS
+
+    return {"n_estimators": spec.baselines.random_forest_trees, "n_jobs": max(1, int(spec.resources.cpus_per_trial)),
+            # a computed label (nci-logp: Crippen logP) must not be among the forest's features
+            "exclude_descriptors": DATASETS.get(spec.dataset.name).label_descriptors}
 
 
 def _fit_one(name: str, payload: Any, seed: int, kwargs: dict[str, Any]) -> Any:
@@ -79,19 +90,13 @@ class BaselineJob:
     def pending(self) -> bool:
         return self._current is not None or bool(self.queue)
 
-    def _kwargs(self, name: str) -> dict[str, Any]:
-        if name == "chemprop":
-            return {"max_epochs": self.spec.baselines.chemprop_epochs}
-        return {"n_estimators": self.spec.baselines.random_forest_trees,
-                "n_jobs": max(1, int(self.spec.resources.cpus_per_trial))}
-
     def _submit(self) -> None:
         name = self.queue.pop(0)
         tags = {_PARENT: self.parent_run_id, TAG_ROLE: "baseline", TAG_BASELINE: name, TAG_STUDY: self.spec.name,
                 "chemtune.method": name, "chemtune.task": self.spec.task, **self.prepared.tags}
         run_id = self.client.create_run(self.experiment_id, run_name=f"baseline-{name}", tags=tags).info.run_id
         self.log(f"baseline {name}: fitting on the study's splits ...")
-        args = (name, self.prepared.payload, self.spec.seed, self._kwargs(name))
+        args = (name, self.prepared.payload, self.spec.seed, baseline_kwargs(self.spec, name))
         if self.remote:
             import ray
 

@@ -28,6 +28,16 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def chemprop_installed() -> None:
+    """chemprop is part of what the tests need (tests/install-and-run.sh installs it): missing, the tests
+    that use it fail rather than skip, so a newcomer's run and CI's cannot differ silently."""
+    from trainables.models import chemprop_api
+
+    if not chemprop_api.chemprop_available():
+        pytest.fail("chemprop is not installed; run tests/install-and-run.sh (it installs the chemprop stack)")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _no_inherited_tracking_uri() -> Any:
     """A module-scoped fixture that launches a study is set up before the per-test ``_isolated_home``; an

@@ -144,7 +144,13 @@ def test_readme_is_one_screen_with_the_test_command_marked() -> None:
     assert len(text.splitlines()) <= 150, "README.md grew past one screen: move reference text to docs/"
     lines = text.splitlines()
     marker = lines.index("<!-- test-command -->")
-    assert lines[marker + 1].startswith("```") and "pytest" in lines[marker + 2]
+    assert lines[marker + 1].startswith("```")
+    command = lines[marker + 2].strip()
+    # CI calls exactly the README's test command, and that command runs the linter and pytest.
+    ci = [ln.strip() for ln in (README.parent / ".ci" / "run").read_text().splitlines() if not ln.startswith("#")]
+    assert any(ln.startswith(command) for ln in ci), f".ci/run does not call the README's test command {command!r}"
+    script = (README.parent / command.split()[0]).read_text()
+    assert "python -m pytest" in script and "ruff check" in script
 
 
 

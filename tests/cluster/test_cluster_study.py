@@ -18,7 +18,7 @@ from support.local_cluster import LocalMlflowServer, LocalPostgres, LocalRayClus
 from studies.spec import parse_study
 
 pytestmark = pytest.mark.slow
-TRIALS = 4  # enough for both workers to run trials (two at once, then two more)
+TRIALS = 2  # two at once on two 1-CPU workers: one on each (a second round of two added ~a minute, no check)
 
 
 def _trial_actors(cluster: LocalRayCluster) -> dict[str, dict[str, Any]]:
@@ -32,7 +32,7 @@ def _trial_actors(cluster: LocalRayCluster) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def cluster_study(on_cluster: LocalRayCluster, study_dict: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One 4-trial study on the two-worker cluster (launched once for the tests below)."""
+    """One 2-trial study on the two-worker cluster (launched once for the tests below)."""
     from studies.runner import launch
 
     root = tmp_path_factory.mktemp("cluster-study")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import tomllib
@@ -85,6 +86,11 @@ def test_install_step_in_a_fresh_venv(tmp_path: Path) -> None:
     (step,) = [a for k, a in _instructions() if k == "RUN" and 'pip install ".' in a]
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    # --system-site-packages shows the *base* interpreter's packages; run from a virtualenv (CI, a newcomer),
+    # the image's earlier layers are this environment's: without them pip reinstalled torch, ray, ... (2 GB,
+    # 3 minutes). A path entry, not a site dir: the checkout's editable chemtune (a .pth hook) stays out.
+    (site_packages,) = venv.glob("lib/python*/site-packages")
+    (site_packages / "_image_layers.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)

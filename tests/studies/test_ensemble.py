@@ -17,9 +17,8 @@ from studies.tracking import MLflowTrialCallback, StudyPaths, StudyTracker, lead
 from tests.conftest import tiny_study
 from trainables import TASKS, NullReporter
 from trainables.errors import StudyError
-from trainables.models import chemprop_api
 
-pytestmark = pytest.mark.skipif(not chemprop_api.chemprop_available(), reason="chemprop extra not installed")
+pytestmark = pytest.mark.usefixtures("chemprop_installed")  # fails, not skips, without it
 
 
 def test_ensemble_of_an_lm_and_a_dmpnn(tmp_path: Path) -> None:

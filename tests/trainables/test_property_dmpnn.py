@@ -15,7 +15,7 @@ from trainables import TASKS, NullReporter
 from trainables.errors import StudyError
 from trainables.models import chemprop_api
 
-pytestmark = pytest.mark.skipif(not chemprop_api.chemprop_available(), reason="chemprop extra not installed")
+pytestmark = pytest.mark.usefixtures("chemprop_installed")  # fails, not skips, without it
 
 CONFIG = {"arch": "dmpnn", "dmpnn_depth": 2, "dmpnn_hidden_size": 64, "dmpnn_ffn_hidden_size": 32,
           "dmpnn_aggregation": "mean", "dmpnn_lr": 3e-3, "dmpnn_batch_size": 32}

@@ -18,7 +18,7 @@ from trainables.registry import Registry
 if TYPE_CHECKING:
     from trainables.data.tables import MoleculeTable
 
-__all__ = ["DATASETS", "Dataset", "DatasetSection", "LIPOPHILICITY_URL", "resolve_file"]
+__all__ = ["CRIPPEN_LOGP_DESCRIPTORS", "DATASETS", "Dataset", "DatasetSection", "LIPOPHILICITY_URL", "resolve_file"]
 
 
 class DatasetSection(Protocol):
@@ -40,6 +40,11 @@ class DatasetSection(Protocol):
 
 LIPOPHILICITY_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/Lipophilicity.csv"
 
+# RDKit 2D descriptors computed from Crippen's per-atom logP contributions: MolLogP is their sum (the
+# nci-logp label itself), SlogP_VSA1-12 bin the same contributions by value. A feature-based baseline
+# given these reads the label instead of learning it.
+CRIPPEN_LOGP_DESCRIPTORS: tuple[str, ...] = ("MolLogP", *(f"SlogP_VSA{i}" for i in range(1, 13)))
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -48,10 +53,13 @@ class Dataset:
     Attributes:
         kind: ``"molecules"`` (SMILES + label) or ``"reactions"``; tasks accept one kind.
         load: ``DatasetSection -> (data, DataReport)``.
+        label_descriptors: RDKit descriptor names (``Descriptors.CalcMolDescriptors`` keys) the label is
+            computed from, for a computed-label dataset; feature-based baselines leave them out.
     """
 
     kind: str
     load: Callable[[DatasetSection], tuple[Any, DataReport]]
+    label_descriptors: tuple[str, ...] = ()
 
 
 DATASETS: Registry[Dataset] = Registry("dataset")
@@ -135,7 +143,7 @@ DATASETS.register(
 )
 DATASETS.register(
     "nci-logp",
-    Dataset("molecules", _load_nci_logp),
+    Dataset("molecules", _load_nci_logp, label_descriptors=CRIPPEN_LOGP_DESCRIPTORS),
     help="offline proxy task: RDKit's 5000 NCI molecules labelled with Crippen logP",
 )
 DATASETS.register(

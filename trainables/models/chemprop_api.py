@@ -18,7 +18,8 @@ from trainables.errors import StudyError
 
 __all__ = ["chemprop_available", "import_chemprop", "INSTALL_HINT"]
 
-INSTALL_HINT = "pip install 'chemtune[chemprop]' (or: pip install --no-deps chemprop==2.3.1 lightning astartes descriptastorus)"
+# Two steps: chemprop's own metadata would pull cuik_molmaker_pin and with it another RDKit (pyproject.toml).
+INSTALL_HINT = "pip install 'chemtune[chemprop]' && pip install --no-deps chemprop==2.3.1"
 
 
 def chemprop_available() -> bool:

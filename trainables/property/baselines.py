@@ -3,7 +3,8 @@
 A study should beat what a chemist already runs; these are those tools, with their usual settings:
 
 - ``random_forest``: scikit-learn random forest (500 trees) on Morgan count fingerprints
-  (radius 2, 2048 bits) concatenated with RDKit's 2D descriptors.
+  (radius 2, 2048 bits) concatenated with RDKit's 2D descriptors, less those the dataset's label is
+  computed from (``Dataset.label_descriptors``: nci-logp's label *is* the ``MolLogP`` descriptor).
 - ``chemprop``: chemprop 2.3's D-MPNN with ``chemprop train``'s defaults (50 epochs, Noam-like
   schedule, the best validation-loss epoch), trained by Lightning exactly as its CLI does.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from trainables.models.chemprop_api import import_chemprop
 from trainables.property.data import PropertyData, regression_metrics
 from trainables.registry import Registry
 
-__all__ = ["BASELINES", "BaselineResult", "featurize", "fit_random_forest", "fit_chemprop"]
+__all__ = ["BASELINES", "BaselineResult", "descriptor_names", "featurize", "fit_random_forest", "fit_chemprop"]
 
 
 @dataclass
@@ -40,20 +41,31 @@ class BaselineResult:
     wall_s: float = 0.0
 
 
-def featurize(smiles: list[str], radius: int = 2, n_bits: int = 2048) -> np.ndarray:
-    """Morgan count fingerprint + RDKit 2D descriptors, one row per (already canonical) SMILES.
+def descriptor_names(exclude: Collection[str] = ()) -> list[str]:
+    """RDKit's 2D descriptor names in ``CalcMolDescriptors`` order, less ``exclude`` (each must be one of them)."""
+    names = [name for name, _ in Descriptors.descList]
+    unknown = sorted(set(exclude) - set(names))
+    if unknown:
+        raise ValueError(f"excluded descriptors {unknown} are not RDKit 2D descriptors")
+    return [name for name in names if name not in set(exclude)]
+
+
+def featurize(smiles: list[str], radius: int = 2, n_bits: int = 2048, exclude: Collection[str] = ()) -> np.ndarray:
+    """Morgan count fingerprint + RDKit 2D descriptors (less ``exclude``), one row per (already canonical) SMILES.
 
     Descriptors RDKit cannot compute for a molecule come back NaN (or overflow); they are set to 0
     so the forest still sees the fingerprint, rather than dropping the molecule.
     """
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
+    names = descriptor_names(exclude)
     rows = []
     for s in smiles:
         mol = Chem.MolFromSmiles(s)
         if mol is None:  # the study's data report already excluded invalid SMILES
             raise ValueError(f"invalid SMILES {s!r} reached the baseline featurizer")
         fp = generator.GetCountFingerprintAsNumPy(mol).astype(np.float32)
-        desc = np.array(list(Descriptors.CalcMolDescriptors(mol).values()), dtype=np.float64)
+        values = Descriptors.CalcMolDescriptors(mol)
+        desc = np.array([values[name] for name in names], dtype=np.float64)
         rows.append(np.concatenate([fp, desc]))
     x = np.asarray(rows, dtype=np.float64)
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
@@ -67,15 +79,19 @@ def _metrics(data: PropertyData, pred: dict[str, np.ndarray]) -> dict[str, float
     return out
 
 
-def fit_random_forest(data: PropertyData, seed: int = 0, n_estimators: int = 500, n_jobs: int = 1) -> BaselineResult:
-    """Random forest on fingerprints + descriptors, fitted on train, scored on valid and test."""
+def fit_random_forest(data: PropertyData, seed: int = 0, n_estimators: int = 500, n_jobs: int = 1,
+                      exclude_descriptors: Collection[str] = ()) -> BaselineResult:
+    """Random forest on fingerprints + descriptors (less ``exclude_descriptors``: those the label is
+    computed from), fitted on train, scored on valid and test."""
     from sklearn.ensemble import RandomForestRegressor
 
     tic = time.perf_counter()
     model = RandomForestRegressor(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs)
-    model.fit(featurize(data.train.smiles), data.train.targets)
-    pred = {split: model.predict(featurize(getattr(data, split).smiles)) for split in ("valid", "test")}
-    params = {"n_estimators": n_estimators, "features": "morgan_count_r2_2048+rdkit_2d", "seed": seed}
+    model.fit(featurize(data.train.smiles, exclude=exclude_descriptors), data.train.targets)
+    pred = {split: model.predict(featurize(getattr(data, split).smiles, exclude=exclude_descriptors))
+            for split in ("valid", "test")}
+    params = {"n_estimators": n_estimators, "features": "morgan_count_r2_2048+rdkit_2d", "seed": seed,
+              "excluded_descriptors": ",".join(exclude_descriptors) or "none"}
     return BaselineResult("random_forest", params, _metrics(data, pred), pred, time.perf_counter() - tic)
 
 
@@ -113,5 +129,6 @@ def fit_chemprop(data: PropertyData, seed: int = 0, max_epochs: int = 50, batch_
 
 BASELINES: Registry[Callable[..., BaselineResult]] = Registry("baseline")
 BASELINES.register("random_forest", fit_random_forest,
-                   help="random forest, 500 trees, Morgan count fingerprints (r=2, 2048) + RDKit 2D descriptors")
+                   help="random forest, 500 trees, Morgan count fingerprints (r=2, 2048) + RDKit 2D descriptors "
+                        "(less the dataset's label descriptors)")
 BASELINES.register("chemprop", fit_chemprop, help="chemprop 2.3 D-MPNN, `chemprop train` defaults (needs chemtune[chemprop])")
