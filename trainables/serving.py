@@ -18,7 +18,7 @@ from trainables.data.chem import canonicalize
 from trainables.batching import model_device, padded_batches
 from trainables.models.regression import HeadConfig, RegressionModel
 
-__all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc", "input_column"]
+__all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc", "input_column", "json_safe"]
 
 
 def save_property_model(
@@ -84,6 +84,16 @@ def input_column(model_input: Any, column: str) -> list[Any]:
     return list(model_input)
 
 
+def json_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every missing value as ``None`` (object columns), for what a pyfunc returns.
+
+    MLflow's scoring server writes a float NaN as the bare token ``NaN``, which is not JSON: a browser's or
+    another language's strict parser rejects the whole answer because of one bad row. ``None`` in an object
+    column is written as ``null``. Numbers stay numbers (Python floats).
+    """
+    return frame.astype(object).where(frame.notna(), None)
+
+
 class PropertyPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow model: input a DataFrame with a ``smiles`` column (or the first column), output predictions."""
 
@@ -94,7 +104,7 @@ class PropertyPyfunc(mlflow.pyfunc.PythonModel):
         self.predictor = DmpnnPredictor.load(path) if DmpnnPredictor.is_dmpnn(path) else PropertyPredictor.load(path)
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
-        return self.predictor.predict(input_column(model_input, "smiles"))
+        return json_safe(self.predictor.predict(input_column(model_input, "smiles")))  # bad rows: null, not NaN
 
     @staticmethod
     def model_signature(model_dir: str | Path) -> Any:
