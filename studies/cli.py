@@ -110,18 +110,21 @@ def _print_board(board, title: str) -> None:  # noqa: ANN001 - a DataFrame
     from rich.table import Table
 
     from studies.results import COUNTS, format_value
+    from trainables.metrics import COSTS
 
     metric, mode = board.attrs.get("metric"), board.attrs.get("mode")
     caption = (f"sorted by {metric} ({'lower' if mode == 'min' else 'higher'} is better), complete trials first; "
                "pruned = stopped early by ASHA (no test scores)") if metric else None
     table = Table(title=title, caption=caption)
     hidden = {"run_id", "model_uri", "optuna_trial", "status", "role"}  # baseline:/ensemble: rows say their role
-    columns = [c for c in board.columns if c not in hidden and not c.endswith("_mse")]
+    columns = [c for c in board.columns if c not in hidden and not c.endswith("_mse")
+               and not (c in COSTS and board[c].isna().all())]  # a cost no row reported (older studies)
     for column in columns:
         numeric = board[column].dtype.kind in "fi" or column in COUNTS
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column in ("trial", "state"))
     for _, row in board.iterrows():
-        table.add_row(*[f"{row[c]:.1f}" if c == "wall_s" else format_value(row[c], c in COUNTS) for c in columns])
+        table.add_row(*["*" * bool(row[c]) if c == "pareto" else f"{row[c]:.1f}" if c == "wall_s"
+                        else format_value(row[c], c in COUNTS) for c in columns])
     _console.print(table)
 
 
@@ -329,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster (default: the one the study was launched on, else local)")
     p = command("leaderboard", _cmd_leaderboard, "trials of a study: complete ones best first, then pruned, then failed")
     p.add_argument("name", help=name_help)
-    p.add_argument("--metric", default=None, help="sort by this logged metric, e.g. valid_r2 (default: the study's)")
+    p.add_argument("--metric", "--sort", dest="metric", default=None,
+                   help="sort by this logged metric or cost, e.g. valid_r2 or trainable_params (default: the study's)")
     p.add_argument("--top", type=int, default=None, help="show only the first N rows")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
     tracking(p)

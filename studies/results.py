@@ -14,8 +14,10 @@ import pandas as pd
 
 from studies.names import check_name
 from studies.store import PARENT_TAG, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
+from trainables.metrics import COSTS
 
-__all__ = ["leaderboard", "register_best", "study_run", "metric_direction", "is_test_metric", "format_value", "COUNTS"]
+__all__ = ["leaderboard", "register_best", "study_run", "metric_direction", "is_test_metric", "format_value", "COUNTS",
+           "objectives", "pareto_mask"]
 
 log = logging.getLogger(__name__)
 # How the table groups trials before sorting by the metric: only complete trials compete.
@@ -57,6 +59,8 @@ def metric_direction(metric: str, parent_tags: dict[str, str]) -> str:
     (recorded on the study run as ``chemtune.maximize`` so this needs no task import)."""
     if metric == parent_tags.get("chemtune.metric"):
         return parent_tags.get("chemtune.mode", "min")
+    if metric in COSTS:  # what a trial spends: less is better
+        return "min"
     if "chemtune.maximize" in parent_tags:
         maximize = set(filter(None, parent_tags["chemtune.maximize"].split(",")))
     else:  # a study tracked before the tag existed
@@ -64,6 +68,28 @@ def metric_direction(metric: str, parent_tags: dict[str, str]) -> str:
 
         maximize = set(TASKS.get(parent_tags["chemtune.task"]).maximize)
     return "max" if metric.split("_", 1)[-1] in maximize else "min"
+
+
+def objectives(parent_tags: dict[str, str]) -> list[str]:
+    """The objectives of a multi-objective study (its metric first), or ``[]`` for a one-metric study."""
+    return [o for o in parent_tags.get("chemtune.objectives", "").split(",") if o]
+
+
+def pareto_mask(frame: pd.DataFrame, columns: list[str], modes: list[str]) -> pd.Series:
+    """Rows of ``frame`` no other row dominates on ``columns`` (each minimised or maximised by ``modes``).
+
+    A row with a missing value is never on the front. The leaderboard reads MLflow, not Optuna, so the
+    front is computed here (Optuna's ``study.best_trials`` is the same front of the same values).
+    """
+    import numpy as np
+
+    values = frame[columns].astype(float).to_numpy() * np.array([1.0 if m == "min" else -1.0 for m in modes])
+    ok = ~np.isnan(values).any(axis=1)
+    front = np.zeros(len(frame), dtype=bool)
+    for i in np.flatnonzero(ok):
+        others = values[ok]
+        front[i] = not ((others <= values[i]).all(axis=1) & (others < values[i]).any(axis=1)).any()
+    return pd.Series(front, index=frame.index)
 
 
 def _state(run: Any) -> str:
@@ -77,10 +103,12 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
     """Trials of the latest run of study ``name``: complete trials first, best first by ``metric``
     (default: the study's), then trials ASHA pruned, then failed ones.
 
-    Columns: ``rank, trial, role`` (``trial``, or a ``baseline`` / ``ensemble`` row beside them), ``state,
-    epochs``, the valid then test scores, ``trainable_params, wall_s, note`` (why a score is missing), then
-    ``optuna_trial, run_id, status`` (MLflow's) and ``model_uri``. ``frame.attrs`` holds
-    ``metric`` and ``mode`` (what the table is sorted by).
+    Columns: ``rank, trial`` (then ``pareto`` in a multi-objective study: whether the complete trial is on
+    the front of its objectives), ``role`` (``trial``, or a ``baseline`` / ``ensemble`` row beside them),
+    ``state, epochs``, the valid then test scores, the costs (``trainables.metrics.COSTS``), ``wall_s, note``
+    (why a score is missing), then ``optuna_trial, run_id, status`` (MLflow's) and ``model_uri``.
+    ``metric`` may be any score or cost (``--sort``). ``frame.attrs`` holds ``metric`` and ``mode`` (what the
+    table is sorted by) and ``objectives``.
     """
     client = _client(tracking_uri)
     experiment_id, parent = study_run(client, name)
@@ -101,6 +129,7 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
                                "epochs": None if epochs is None else int(epochs)}
         row.update({k: v for k, v in m.items() if k.startswith(("valid_", "test_"))})
         row["trainable_params"] = None if m.get("trainable_params") is None else int(m["trainable_params"])
+        row.update({c: m.get(c) for c in COSTS if c != "trainable_params"})
         row["wall_s"] = round(((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000, 1)
         row["note"] = {
             "pruned": f"stopped by ASHA after epoch {row['epochs']}: no test evaluation",
@@ -116,23 +145,31 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
         return frame
     scores = sorted(c for c in frame.columns if c.startswith("valid_")) + sorted(
         c for c in frame.columns if c.startswith("test_"))
-    if metric not in scores:
+    if metric not in scores and metric not in COSTS:
         if not metric.startswith(("valid_", "test_")):
             hint = [s for s in scores if s.split("_", 1)[1] == metric]
             raise _error(f"metric {metric!r} was not logged; choose from {', '.join(scores) or '(none yet)'}"
+                         f" or a cost ({', '.join(COSTS)})"
                              + (f" (did you mean {hint[0]}?)" if hint else ""))
         frame[metric] = float("nan")  # no trial reported it yet (all failed, say)
         scores.append(metric)
     mode = metric_direction(metric, tags)
     first = ["trial", "role", "state", "epochs"]
-    last = ["trainable_params", "wall_s", "note", "optuna_trial", "run_id", "status", "model_uri"]
+    last = [*COSTS, "wall_s", "note", "optuna_trial", "run_id", "status", "model_uri"]
     frame = frame[first + scores + last]
+    goals = objectives(tags)
+    if goals:  # the Pareto front of the complete trials, marked after the trial's name
+        trials = frame[(frame["role"] == "trial") & (frame["state"] == "complete")]
+        modes = [metric_direction(g, tags) for g in goals]
+        front = pareto_mask(trials, goals, modes) if not trials.empty and set(goals) <= set(frame.columns) else []
+        frame.insert(frame.columns.get_loc("trial") + 1, "pareto", False)
+        frame.loc[trials.index[list(front)] if len(front) else [], "pareto"] = True
     order = frame["state"].map(lambda s: _STATE_ORDER.get(s, 5))
     value = frame[metric] if mode == "min" else -frame[metric]
     frame = frame.assign(_o=order, _v=value).sort_values(["_o", "_v"], na_position="last", kind="stable")
     frame = frame.drop(columns=["_o", "_v"]).reset_index(drop=True)
     frame.insert(0, "rank", range(1, len(frame) + 1))
-    frame.attrs.update(metric=metric, mode=mode)
+    frame.attrs.update(metric=metric, mode=mode, objectives=goals)
     return frame.head(top) if top else frame
 
 
