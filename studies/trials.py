@@ -89,6 +89,15 @@ class ChemtuneOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
 
+    def _setup_study(self, mode: str | list[str]) -> None:
+        super()._setup_study(mode)
+        if isinstance(self._metric, list) and self._ot_study.metric_names is None:  # axes of the Pareto plot
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning
+                self._ot_study.set_metric_names(list(self._metric))
+
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
         if trial_id in self._ot_trials:
