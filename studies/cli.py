@@ -146,6 +146,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.top < 1:
         _console.print(f"[red]error:[/] --top {args.top}: give 1 (the best trial) or more (an ensemble)")
         return 2
+    if args.refit:  # retrain the chosen configuration on train + valid first (studies/promote.py)
+        return _cmd_promote(args)
     if args.top > 1:  # one pyfunc averaging the top-N trials (studies/ensemble.py)
         from studies.ensemble import register_ensemble
 
@@ -153,9 +155,20 @@ def _cmd_register(args: argparse.Namespace) -> int:
                                     args.metric)
     else:
         version = register_best(args.name, args.model_name, _tracking_uri(args), args.alias or None, args.metric,
-                                force=args.force)
+                                force=args.force, rule=args.rule)
     alias = f" (alias @{args.alias})" if args.alias else ""
     _console.print(f"registered {args.model_name} version {version.version}{alias}: models:/{args.model_name}/{version.version}")
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from studies.promote import promote
+
+    version = promote(args.name, args.model_name, _tracking_uri(args), rule=args.rule, seeds=args.seeds,
+                      alias=args.alias or None, metric=args.metric)
+    alias = f" (alias @{args.alias})" if args.alias else ""
+    _console.print(f"refit on train + valid with {args.seeds} seed(s), test scored once; registered "
+                   f"{args.model_name} version {version.version}{alias}: models:/{args.model_name}/{version.version}")
     return 0
 
 
@@ -353,6 +366,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "a test_ metric is allowed with a warning)")
     p.add_argument("--top", type=int, default=1, help="N > 1: register one model averaging the top-N complete trials")
     p.add_argument("--force", action="store_true", help="register a trial that is already a version of this model")
+    rule_help = ("which complete trial: best (by the metric), cheapest-within:DELTA (the cheapest trial within DELTA "
+                 "of the best, cost: the study's first cost objective, else trainable_params) or knee (of the Pareto "
+                 "front); recorded on the version")
+    p.add_argument("--rule", default="best", help=rule_help)
+    p.add_argument("--refit", action="store_true", help="retrain the chosen trial on train + valid first (= promote)")
+    p.add_argument("--seeds", type=int, default=1, help="with --refit: refits with this many seeds (an ensemble if > 1)")
+    tracking(p)
+    p = command("promote", _cmd_promote, "refit the chosen trial on train + valid (S seeds), score test once, register")
+    p.add_argument("name", help=name_help)
+    p.add_argument("--model-name", required=True, help="registered model name (created if new)")
+    p.add_argument("--alias", default="champion", help="alias for the new version ('' for none)")
+    p.add_argument("--rule", default="best", help=rule_help)
+    p.add_argument("--seeds", type=int, default=1, help="refits with this many seeds; S > 1 registers their ensemble")
+    p.add_argument("--metric", default=None, help="the metric the rule reads (default: the study's)")
     tracking(p)
     p = command("predict", _cmd_predict, "predict with an MLflow model (models:/NAME@champion, runs:/ID/model)")
     p.add_argument("model_uri", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model")

@@ -204,29 +204,31 @@ def _description(name: str, row: pd.Series, metric: str, parent: Any) -> str:
 
 
 def register_best(name: str, model_name: str, tracking_uri: str, alias: str | None = "champion",
-                  metric: str | None = None, force: bool = False) -> Any:
-    """Register the best complete trial's model of study ``name``; set ``alias`` on the new version.
+                  metric: str | None = None, force: bool = False, rule: str = "best") -> Any:
+    """Register the complete trial ``rule`` picks (default: the best) of study ``name``; set ``alias`` on it.
 
+    ``rule``: ``best``, ``cheapest-within:DELTA`` or ``knee`` (``studies.choose``); it is recorded on the
+    version (tags ``chemtune.rule``, ``chemtune.rule_reason``) and in its model card (``studies.card``).
     A trial already registered under ``model_name`` is refused unless ``force`` (a second version
     of the same weights only hides which one is meant). Selecting on a test metric is allowed but
     logged as a warning: test is for reporting, not for choosing.
     """
     import mlflow
 
+    from studies.choose import candidates, choose, parse_rule
     from studies.store import tracking_uri_scope
 
     check_name("model", model_name)  # before anything is written to the registry
+    chosen_by = parse_rule(rule)
     board = leaderboard(name, tracking_uri, metric)
     metric = board.attrs.get("metric", metric)
     if metric and is_test_metric(metric):
         log.warning("selecting on %s: the test split then no longer estimates the chosen model's error", metric)
-    candidates = (board[(board["role"] == "trial") & (board["state"] == "complete") & board["model_uri"].notna()]
-                  if not board.empty else board)
-    if candidates.empty:
+    if candidates(board).empty:
         raise _error(f"study {name!r} has no complete trial with a logged model")
-    best = candidates.iloc[0]
     client = _client(tracking_uri)
     _, parent = study_run(client, name)
+    best, reason = choose(board, chosen_by, parent.data.tags)
     if not force:
         for version in client.search_model_versions(f"name = '{model_name}'"):
             if version.run_id == best["run_id"] or version.tags.get("chemtune.run_id") == best["run_id"]:
@@ -234,17 +236,40 @@ def register_best(name: str, model_name: str, tracking_uri: str, alias: str | No
                     f"trial {best['trial']} of study {name!r} is already version {version.version} of "
                     f"{model_name!r}; pass --force to register it again")
     tags = {TAG_STUDY: name, TAG_TRIAL: str(best["trial"]), "chemtune.run_id": str(best["run_id"]),
-            TAG_NUMBER: str(best["optuna_trial"]), "chemtune.metric": str(metric)}
+            TAG_NUMBER: str(best["optuna_trial"]), "chemtune.metric": str(metric),
+            "chemtune.rule": str(chosen_by), "chemtune.rule_reason": reason[:5000]}
     tags.update({k: v for k, v in parent.data.tags.items() if k.startswith("split_hash.")})
     tags.update({k: format_value(best[k]) for k in best.index if k.startswith(("valid_", "test_")) and format_value(best[k])})
     with tracking_uri_scope(tracking_uri):
         version = mlflow.register_model(best["model_uri"], model_name, tags=tags)
-    client.update_model_version(model_name, version.version, description=_description(name, best, metric, parent))
+    _card(client, model_name, version, best, parent, _description(name, best, metric, parent),
+          f"rule `{chosen_by}`: {reason}")
     if client.get_registered_model(model_name).description in (None, ""):
         client.update_registered_model(model_name, description=f"chemtune models from study {name!r}")
     if alias:
         _set_alias(client, model_name, alias, version.version)
     return version
+
+
+def _card(client: Any, model_name: str, version: Any, row: pd.Series, parent: Any, source: str,
+          selection: str) -> None:
+    """The registered trial's model card (``studies.card``): description of the version and an artifact."""
+    from mlflow.models import get_model_info
+
+    from studies.card import attach_card, model_card
+    from studies.store import tracking_uri_scope
+
+    run = client.get_run(row["run_id"])
+    with tracking_uri_scope(client.tracking_uri):
+        signature = get_model_info(row["model_uri"]).signature
+    study_params = parent.data.params
+    seed = run.data.params.get("seed", study_params.get("seed", ""))
+    card = model_card(model_name=model_name, version=version.version, study=parent.data.tags.get(TAG_STUDY, ""),
+                      task=parent.data.tags.get("chemtune.task", ""), source=source, selection=selection,
+                      study_params=study_params, study_tags=parent.data.tags, config=run.data.params,
+                      metrics=run.data.metrics, seeds=[seed] if seed != "" else [], signature=signature,
+                      extra={k: int(v) for k, v in run.data.metrics.items() if k in ("epoch", "best_epoch")})
+    attach_card(client, model_name, version.version, row["run_id"], card)
 
 
 def _set_alias(client: Any, model_name: str, alias: str, version: str, attempts: int = 5) -> None:

@@ -220,6 +220,7 @@ class EpochLoop:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         metric, direction = self.spec.metric, self.spec.direction
+        refit = bool(getattr(self.spec, "refit", False))  # keep the last epoch: valid was trained on (promote)
         patience = int(self.config.get("patience", 0) or 0)
         best: float | None = state.get("best")
         best_epoch: int = state.get("best_epoch", 0)
@@ -244,7 +245,7 @@ class EpochLoop:
                     valid_s = time.perf_counter() - valid_tic
                     metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
                                                **self.throughput(units, seconds), **valid, **self.epoch_log(epoch)}
-                    if is_better(float(valid[metric]), best, direction):
+                    if refit or is_better(float(valid[metric]), best, direction):
                         best, best_epoch, best_weights = float(valid[metric]), epoch + 1, self._weights()
                         shutil.rmtree(best_dir / "model", ignore_errors=True)
                         self.export(best_dir / "model")

@@ -267,3 +267,6 @@ class TrialSpec(_Strict):
     metric: str
     direction: Literal["min", "max"]
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    # A refit (``chemtune promote``) trains on train + valid for the epochs its trial found best: valid rows
+    # are training rows then, so valid cannot choose an epoch and the last epoch's weights are the model.
+    refit: bool = False
