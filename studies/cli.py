@@ -100,7 +100,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from studies.compare import compare
 
-    table, _ = compare(args.name, args.paper, _tracking_uri(args))
+    table, _ = compare(args.name, args.paper, _tracking_uri(args), costs=args.costs)
     _print_board(table, f"study {args.name} vs paper table {args.paper} (valid-selected, test reported; "
                  "logged as compare/" + args.paper + ".md on the study run)")
     return 0
@@ -357,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("compare", _cmd_compare, "a study's results in a paper table's layout, beside the published numbers")
     p.add_argument("name", help=name_help)
     p.add_argument("--paper", required=True, help="table in studies/papers/published.yaml (retro_table2, ...)")
+    p.add_argument("--costs", action="store_true", help="add each row's costs (trainable_params, device_seconds, "
+                   "peak_memory_mb, predict_ms_per_1k) beside its scores")
     tracking(p)
     p = command("register", _cmd_register, "register the best complete trial's model in the MLflow model registry")
     p.add_argument("name", help=name_help)

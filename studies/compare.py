@@ -35,13 +35,15 @@ def _same(a: Any, b: Any) -> bool:
         return str(a) == str(b)
 
 
-def compare_table(trials: pd.DataFrame, paper: dict[str, Any], mode: str) -> pd.DataFrame:
+def compare_table(trials: pd.DataFrame, paper: dict[str, Any], mode: str, costs: tuple[str, ...] = ()) -> pd.DataFrame:
     """The paper's rows with the published numbers and the study's valid-selected test numbers.
 
     Args:
-        trials: One row per finished trial: the ``key`` parameter's value, valid and test metrics.
+        trials: One row per finished trial: the ``key`` parameter's value, valid and test metrics (and costs).
         paper: One entry of ``published.yaml``.
         mode: ``min`` or ``max`` for ``paper["select_on"]``.
+        costs: Costs (``trainables.metrics.COSTS``) of each row's selected trial to show beside its scores
+            (``chemtune compare --costs``): accuracy against what it took.
     """
     key, select = paper["key"], paper["select_on"]
     out = []
@@ -56,6 +58,9 @@ def compare_table(trials: pd.DataFrame, paper: dict[str, Any], mode: str) -> pd.
             entry[f"{metric} paper"] = published
             value = None if best is None or metric not in best.index else best[metric]
             entry[f"{metric} chemtune"] = None if value is None or pd.isna(value) else float(value)
+        for cost in costs:
+            value = None if best is None or cost not in best.index else best[cost]
+            entry[cost] = None if value is None or pd.isna(value) else float(value)
         out.append(entry)
     return pd.DataFrame(out)
 
@@ -92,8 +97,12 @@ def _markdown(table: pd.DataFrame, paper: dict[str, Any], study: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(study: str, paper_name: str, tracking_uri: str, papers: Path = PUBLISHED) -> tuple[pd.DataFrame, str]:
-    """Build the table, log it on the study's MLflow run; return it and its markdown."""
+def compare(study: str, paper_name: str, tracking_uri: str, papers: Path = PUBLISHED,
+            costs: bool = False) -> tuple[pd.DataFrame, str]:
+    """Build the table (with ``costs``: every cost the trials logged, beside the scores), log it on the
+    study's MLflow run; return it and its markdown."""
+    from trainables.metrics import COSTS
+
     from mlflow.tracking import MlflowClient
 
     known = load_papers(papers)
@@ -103,7 +112,7 @@ def compare(study: str, paper_name: str, tracking_uri: str, papers: Path = PUBLI
     trials, parent_id, mode = _trials(study, tracking_uri, paper["key"])
     if paper["select_on"] not in trials.columns and len(trials):
         raise StudyError(f"study {study!r} logged no {paper['select_on']!r}; is it a study of this paper's task?")
-    table = compare_table(trials, paper, mode)
+    table = compare_table(trials, paper, mode, tuple(c for c in COSTS if c in trials.columns) if costs else ())
     text = _markdown(table, paper, study)
     client = MlflowClient(tracking_uri)
     client.log_text(parent_id, table.to_csv(index=False), f"compare/{paper_name}.csv")
