@@ -104,6 +104,12 @@ class ChemtuneOptunaSearch(OptunaSearch):
             _OPTUNA_TRIALS[trial_id] = self._ot_trials[trial_id]
         return config
 
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        # A resumed driver's restored trials were asked by the dead one: without this, one that had not started
+        # yet got its MLflow run here named "t?", with no Optuna number and no mlflow_run_id on its Optuna trial.
+        _OPTUNA_TRIALS.update(self._ot_trials)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and not error and trial_id not in self._completed_trials and stopped_early(result, self.max_epochs):
             from optuna.trial import TrialState

@@ -77,12 +77,13 @@ def test_leaderboard_marks_optunas_front_and_sorts_by_a_cost(study) -> None:
     root, uri, _ = study
     board = leaderboard(NAME, uri)
     ot = optuna.load_study(study_name=NAME, storage=StudyPaths.default(root).optuna_url)
-    front = {t.user_attrs["mlflow_run_id"] for t in ot.best_trials}
-    assert set(board.loc[board["pareto"], "run_id"]) == front
-    # each trial's logged objectives are the values Optuna was told
-    told = {t.user_attrs["mlflow_run_id"]: t.values for t in ot.trials if t.state.name == "COMPLETE"}
+    front = {t.number for t in ot.best_trials}
+    assert set(board.loc[board["pareto"], "optuna_trial"]) == front
+    # each trial's logged objectives are the values Optuna was told; its Optuna trial names its run
+    told = {t.number: t for t in ot.trials if t.state.name == "COMPLETE"}
     for _, row in board[board["state"] == "complete"].iterrows():
-        assert [row["valid_rmse"], row["trainable_params"]] == pytest.approx(told[row["run_id"]])
+        assert [row["valid_rmse"], row["trainable_params"]] == pytest.approx(told[row["optuna_trial"]].values)
+        assert told[row["optuna_trial"]].user_attrs["mlflow_run_id"] == row["run_id"]
     by_cost = leaderboard(NAME, uri, "trainable_params")
     params = by_cost[by_cost["state"] == "complete"]["trainable_params"].tolist()
     assert params == sorted(params) and by_cost.attrs["mode"] == "min"
