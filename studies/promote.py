@@ -103,16 +103,18 @@ def _log_model(run_id: str, tracking_uri: str, folders: list[Path], task: Any) -
 
 
 def _summary(finals: list[dict[str, Any]], folders: list[Path]) -> dict[str, float]:
-    """Metrics of the registered model: one refit's own, or the ensemble's mean prediction on test/valid."""
+    """Test metrics of the registered model (one refit's own, or the ensemble's mean prediction) and its costs.
+
+    No valid_* scores: the refit trained on valid's rows, so they are in-sample and would rank the refit
+    above every trial on the leaderboard; the card quotes the chosen trial's valid scores instead.
+    """
     from studies.ensemble import ensemble_metrics
 
     if len(finals) == 1:
-        out = {k: float(v) for k, v in finals[0].items() if k.startswith(("valid_", "test_"))}
+        out = {k: float(v) for k, v in finals[0].items() if k.startswith("test_")}
     else:
-        out = {}
-        for split in ("valid", "test"):
-            metrics, _ = ensemble_metrics([pd.read_csv(f.parent / f"{split}_predictions.csv") for f in folders])
-            out.update({f"{split}_{k}": v for k, v in metrics.items()})
+        metrics, _ = ensemble_metrics([pd.read_csv(f.parent / "test_predictions.csv") for f in folders])
+        out = {f"test_{k}": v for k, v in metrics.items()}
     # costs of the shipped model: all refits' training, their parameters together, their predictions in turn
     for cost in COSTS:
         values = [float(f[cost]) for f in finals if isinstance(f.get(cost), (int, float))]
@@ -191,10 +193,12 @@ def promote(name: str, model_name: str, tracking_uri: str, *, rule: str = "best"
                 + (", served as the mean of the refits (uncertainty: their spread)" if len(seed_list) > 1 else "")
                 + f"; run {run_id}"),
         selection=f"rule `{chosen_by}`: {reason}", study_params=parent.data.params, study_tags=parent.data.tags,
-        config=trial.data.params, metrics=metrics, seeds=seed_list, signature=signature,
+        config=trial.data.params, seeds=seed_list, signature=signature,
+        metrics={**{k: v for k, v in trial.data.metrics.items() if k.startswith("valid_")}, **metrics},
         extra={"epochs (the trial's best epoch)": epochs, "rows trained (train + valid)": len(payload.train),
-               "trial's valid score (before the refit)": f"{row[board.attrs['metric']]:.4g}",
-               "valid_* after the refit": "in-sample (valid rows were trained on); test was scored once"})
+               "valid_* scores": "the chosen trial's, before the refit (the refit trained on valid's rows)",
+               "test_* scores": ("the ensemble of the refits'" if len(seed_list) > 1 else "the refit's")
+               + ", scored once after training"})
     attach_card(client, model_name, version.version, run_id, card)
     if alias:
         from studies.results import _set_alias
