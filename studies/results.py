@@ -108,7 +108,7 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
     ``state, epochs``, the valid then test scores, the costs (``trainables.metrics.COSTS``), ``wall_s, note``
     (why a score is missing), then ``optuna_trial, run_id, status`` (MLflow's) and ``model_uri``.
     ``metric`` may be any score or cost (``--sort``). ``frame.attrs`` holds ``metric`` and ``mode`` (what the
-    table is sorted by) and ``objectives``.
+    table is sorted by) and, for a multi-objective study, ``objectives``.
     """
     client = _client(tracking_uri)
     experiment_id, parent = study_run(client, name)
@@ -169,7 +169,7 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
     frame = frame.assign(_o=order, _v=value).sort_values(["_o", "_v"], na_position="last", kind="stable")
     frame = frame.drop(columns=["_o", "_v"]).reset_index(drop=True)
     frame.insert(0, "rank", range(1, len(frame) + 1))
-    frame.attrs.update(metric=metric, mode=mode, objectives=goals)
+    frame.attrs.update(metric=metric, mode=mode, **({"objectives": goals} if goals else {}))
     return frame.head(top) if top else frame
 
 

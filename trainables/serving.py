@@ -89,9 +89,13 @@ def json_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
     MLflow's scoring server writes a float NaN as the bare token ``NaN``, which is not JSON: a browser's or
     another language's strict parser rejects the whole answer because of one bad row. ``None`` in an object
-    column is written as ``null``. Numbers stay numbers (Python floats).
+    column is written as ``null``. Only columns with a missing value change (a batch of good rows keeps its
+    float columns); a Python caller reads such a column with ``pd.to_numeric`` (None -> NaN).
     """
-    return frame.astype(object).where(frame.notna(), None)
+    out = frame.copy()
+    for column in frame.columns[frame.isna().any()]:
+        out[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return out
 
 
 class PropertyPyfunc(mlflow.pyfunc.PythonModel):
