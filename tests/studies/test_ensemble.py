@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
+from mlflow.tracking import MlflowClient
 import numpy as np
 import pandas as pd
 import pytest
@@ -51,6 +52,8 @@ def test_ensemble_of_an_lm_and_a_dmpnn(tmp_path: Path) -> None:
     row = board[board["role"] == "ensemble"].iloc[0]
     assert row["trial"] == "ensemble:top2" and row["test_rmse"] == pytest.approx(rmse)
     assert set(board["role"]) == {"trial", "ensemble"}
+    card = MlflowClient(tracker.uri).get_model_version("lipo-ens", version.version).description
+    assert f"| test_rmse | {rmse:.4f} |" in card and "| member1.arch | dmpnn |" in card and "## Seeds" in card
 
     with tracking_uri_scope(tracker.uri):
         model = mlflow.pyfunc.load_model(f"models:/lipo-ens/{version.version}")
