@@ -117,7 +117,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from studies.compare import compare
 
-    table, _ = compare(args.name, args.paper, _tracking_uri(args), tuned=args.tuned)
+    table, _ = compare(args.name, args.paper, _tracking_uri(args), tuned=args.tuned, costs=args.costs)
     _print_board(table, f"study {args.name} vs paper table {args.paper} (valid-selected, test reported; "
                  "logged as compare/" + args.paper + ".md on the study run)")
     return 0
@@ -127,18 +127,21 @@ def _print_board(board, title: str) -> None:  # noqa: ANN001 - a DataFrame
     from rich.table import Table
 
     from studies.results import COUNTS, format_value
+    from trainables.metrics import COSTS
 
     metric, mode = board.attrs.get("metric"), board.attrs.get("mode")
     caption = (f"sorted by {metric} ({'lower' if mode == 'min' else 'higher'} is better), complete trials first; "
                "pruned = stopped early by ASHA (no test scores)") if metric else None
     table = Table(title=title, caption=caption)
     hidden = {"run_id", "model_uri", "optuna_trial", "status", "role"}  # baseline:/ensemble: rows say their role
-    columns = [c for c in board.columns if c not in hidden and not c.endswith("_mse")]
+    columns = [c for c in board.columns if c not in hidden and not c.endswith("_mse")
+               and not (c in COSTS and board[c].isna().all())]  # a cost no row reported (older studies)
     for column in columns:
         numeric = board[column].dtype.kind in "fi" or column in COUNTS
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column in ("trial", "state"))
     for _, row in board.iterrows():
-        table.add_row(*[f"{row[c]:.1f}" if c == "wall_s" else format_value(row[c], c in COUNTS) for c in columns])
+        table.add_row(*["*" * bool(row[c]) if c == "pareto" else f"{row[c]:.1f}" if c == "wall_s"
+                        else format_value(row[c], c in COUNTS) for c in columns])
     _console.print(table)
 
 
@@ -160,6 +163,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.top < 1:
         _console.print(f"[red]error:[/] --top {args.top}: give 1 (the best trial) or more (an ensemble)")
         return 2
+    if args.refit:  # retrain the chosen configuration on train + valid first (studies/promote.py)
+        return _cmd_promote(args)
     if args.top > 1:  # one pyfunc averaging the top-N trials (studies/ensemble.py)
         from studies.ensemble import register_ensemble
 
@@ -167,9 +172,20 @@ def _cmd_register(args: argparse.Namespace) -> int:
                                     args.metric)
     else:
         version = register_best(args.name, args.model_name, _tracking_uri(args), args.alias or None, args.metric,
-                                force=args.force)
+                                force=args.force, rule=args.rule)
     alias = f" (alias @{args.alias})" if args.alias else ""
     _console.print(f"registered {args.model_name} version {version.version}{alias}: models:/{args.model_name}/{version.version}")
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from studies.promote import promote
+
+    version = promote(args.name, args.model_name, _tracking_uri(args), rule=args.rule, seeds=args.seeds,
+                      alias=args.alias or None, metric=args.metric)
+    alias = f" (alias @{args.alias})" if args.alias else ""
+    _console.print(f"refit on train + valid with {args.seeds} seed(s), test scored once; registered "
+                   f"{args.model_name} version {version.version}{alias}: models:/{args.model_name}/{version.version}")
     return 0
 
 
@@ -356,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster (default: the one the study was launched on, else local)")
     p = command("leaderboard", _cmd_leaderboard, "trials of a study: complete ones best first, then pruned, then failed")
     p.add_argument("name", help=name_help)
-    p.add_argument("--metric", default=None, help="sort by this logged metric, e.g. valid_r2 (default: the study's)")
+    p.add_argument("--metric", "--sort", dest="metric", default=None,
+                   help="sort by this logged metric or cost, e.g. valid_r2 or trainable_params (default: the study's)")
     p.add_argument("--top", type=int, default=None, help="show only the first N rows")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
     tracking(p)
@@ -369,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", required=True, help="table in studies/papers/published.yaml (retro_table2, ...)")
     p.add_argument("--tuned", default=None, metavar="STUDY2",
                    help="a second study (chemtune's tuned protocol) for the 'tuned' column; NAME is the as-published one")
+    p.add_argument("--costs", action="store_true", help="add each row's costs (trainable_params, device_seconds, "
+                   "peak_memory_mb, predict_ms_per_1k) beside its scores")
     tracking(p)
     p = command("register", _cmd_register, "register the best complete trial's model in the MLflow model registry")
     p.add_argument("name", help=name_help)
@@ -378,6 +397,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "a test_ metric is allowed with a warning)")
     p.add_argument("--top", type=int, default=1, help="N > 1: register one model averaging the top-N complete trials")
     p.add_argument("--force", action="store_true", help="register a trial that is already a version of this model")
+    rule_help = ("which complete trial: best (by the metric), cheapest-within:DELTA (the cheapest trial within DELTA "
+                 "of the best, cost: the study's first cost objective, else trainable_params) or knee (of the Pareto "
+                 "front); recorded on the version")
+    p.add_argument("--rule", default="best", help=rule_help)
+    p.add_argument("--refit", action="store_true", help="retrain the chosen trial on train + valid first (= promote)")
+    p.add_argument("--seeds", type=int, default=1, help="with --refit: refits with this many seeds (an ensemble if > 1)")
+    tracking(p)
+    p = command("promote", _cmd_promote, "refit the chosen trial on train + valid (S seeds), score test once, register")
+    p.add_argument("name", help=name_help)
+    p.add_argument("--model-name", required=True, help="registered model name (created if new)")
+    p.add_argument("--alias", default="champion", help="alias for the new version ('' for none)")
+    p.add_argument("--rule", default="best", help=rule_help)
+    p.add_argument("--seeds", type=int, default=1, help="refits with this many seeds; S > 1 registers their ensemble")
+    p.add_argument("--metric", default=None, help="the metric the rule reads (default: the study's)")
     tracking(p)
     p = command("predict", _cmd_predict, "predict with an MLflow model (models:/NAME@champion, runs:/ID/model)")
     p.add_argument("model_uri", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model")

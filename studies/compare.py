@@ -50,15 +50,17 @@ def _metric(best: pd.Series | None, metric: str) -> float | None:
 
 
 def compare_table(trials: pd.DataFrame, paper: dict[str, Any], mode: str,
-                  tuned: tuple[pd.DataFrame, str] | None = None) -> pd.DataFrame:
+                  tuned: tuple[pd.DataFrame, str] | None = None, costs: tuple[str, ...] = ()) -> pd.DataFrame:
     """The paper's rows: published figures, the study's valid-selected test figures, their difference.
 
     Args:
         trials: One row per finished trial of the as-published study: the ``key`` parameter's value,
-            valid and test metrics.
+            valid and test metrics (and costs).
         paper: One entry of ``published.yaml``.
         mode: ``min`` or ``max`` for ``paper["select_on"]``.
         tuned: The tuned study's trials and mode, for the ``tuned`` column.
+        costs: Costs (``trainables.metrics.COSTS``) of each row's selected trial to show beside its scores
+            (``chemtune compare --costs``): accuracy against what it took.
     """
     key, select = paper["key"], paper["select_on"]
     out = []
@@ -76,6 +78,8 @@ def compare_table(trials: pd.DataFrame, paper: dict[str, Any], mode: str,
             if tuned is not None:
                 entry[f"{metric} tuned"] = _metric(tuned_best, metric)
             entry[f"{metric} diff"] = None if published is None or mine is None else mine - float(published)
+        for cost in costs:
+            entry[cost] = _metric(best, cost)
         out.append(entry)
     return pd.DataFrame(out)
 
@@ -116,9 +120,11 @@ def _markdown(table: pd.DataFrame, paper: dict[str, Any], study: str, tuned: str
 
 
 def compare(study: str, paper_name: str, tracking_uri: str, papers: Path = PUBLISHED,
-            tuned: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Build the table (``tuned``: a second study for the tuned column), log it on the study's MLflow run;
-    return it and its markdown."""
+            tuned: str | None = None, costs: bool = False) -> tuple[pd.DataFrame, str]:
+    """Build the table (``tuned``: a second study for the tuned column; ``costs``: every cost the trials
+    logged, beside the scores), log it on the study's MLflow run; return it and its markdown."""
+    from trainables.metrics import COSTS
+
     from mlflow.tracking import MlflowClient
 
     known = load_papers(papers)
@@ -132,7 +138,8 @@ def compare(study: str, paper_name: str, tracking_uri: str, papers: Path = PUBLI
     if tuned is not None:
         frame, _, tuned_mode = _trials(tuned, tracking_uri, paper["key"])
         tuned_trials = (frame, tuned_mode)
-    table = compare_table(trials, paper, mode, tuned_trials)
+    chosen = tuple(c for c in COSTS if c in trials.columns) if costs else ()
+    table = compare_table(trials, paper, mode, tuned_trials, chosen)
     text = _markdown(table, paper, study, tuned)
     client = MlflowClient(tracking_uri)
     client.log_text(parent_id, table.to_csv(index=False), f"compare/{paper_name}.csv")

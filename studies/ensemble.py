@@ -47,6 +47,24 @@ def ensemble_metrics(frames: list[pd.DataFrame]) -> tuple[dict[str, float], pd.D
     return regression_metrics(out["target"].to_numpy(), out["prediction"].to_numpy()), out
 
 
+def _card(client: MlflowClient, model_name: str, version: str, run_id: str, name: str, parent: Any,
+          members: pd.DataFrame, metrics: dict[str, float]) -> None:
+    """The ensemble version's model card (``studies.card``): its members, their configurations and seeds."""
+    from studies.card import attach_card, model_card
+
+    runs = [client.get_run(r) for r in members["run_id"]]
+    config = {f"member{i}.{k}": v for i, run in enumerate(runs) for k, v in sorted(run.data.params.items())}
+    seeds = [run.data.params.get("seed", parent.data.params.get("seed", "")) for run in runs]
+    card = model_card(
+        model_name=model_name, version=version, study=name, task="property",
+        source=f"the mean of the top {len(runs)} trials ({', '.join(members['trial'].astype(str))}); run {run_id}",
+        selection=f"top {len(runs)} complete trials by {parent.data.tags.get('chemtune.metric')}",
+        study_params=parent.data.params, study_tags=parent.data.tags, config=config,
+        metrics={**metrics, **{c: float(members[c].sum()) for c in ("trainable_params",) if c in members}},
+        seeds=[s for s in seeds if s != ""])
+    attach_card(client, model_name, version, run_id, card)
+
+
 def register_ensemble(name: str, model_name: str, tracking_uri: str, top: int, alias: str | None = "champion",
                       metric: str | None = None) -> Any:
     """Average the top-``top`` complete trials (by ``metric``, default the study's) into one registered model
@@ -99,6 +117,7 @@ def register_ensemble(name: str, model_name: str, tracking_uri: str, top: int, a
         client.set_terminated(run_id, "FINISHED")
     with tracking_uri_scope(tracking_uri):
         version = mlflow.register_model(info.model_uri, model_name, tags={TAG_STUDY: name, "chemtune.ensemble": f"top{top}"})
+    _card(client, model_name, version.version, run_id, name, parent, members, metrics)
     if alias:
         client.set_registered_model_alias(model_name, alias, version.version)
     return version

@@ -80,13 +80,13 @@ def _joiner_id() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{socket.gethostname()}-{os.getpid()}")
 
 
-def join_study(name: str, direction: str, optuna_url: str, create_parent: Callable[[], str],
+def join_study(name: str, direction: str | list[str], optuna_url: str, create_parent: Callable[[], str],
                timeout: float = 120.0) -> Membership:
     """Create or attach to study ``name``: the Optuna study, then its MLflow parent run.
 
     Args:
         name: The study name (Optuna study and MLflow experiment).
-        direction: ``min`` or ``max``.
+        direction: ``min`` or ``max``; a list for a multi-objective study (``objectives:``).
         optuna_url: The shared Optuna RDB storage (PostgreSQL for processes on several machines).
         create_parent: Creates the MLflow parent run and returns its id (called by the creator only).
         timeout: Seconds a joiner waits for the creator to record the parent run.
@@ -97,8 +97,9 @@ def join_study(name: str, direction: str, optuna_url: str, create_parent: Callab
     """
     storage = _storage(optuna_url)
     try:
+        directions = [direction] if isinstance(direction, str) else list(direction)
         study = optuna.create_study(study_name=name, storage=storage,
-                                    direction="minimize" if direction == "min" else "maximize")
+                                    directions=["minimize" if d == "min" else "maximize" for d in directions])
         creator = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)

@@ -24,7 +24,7 @@ import pandas as pd
 from studies.results import COUNTS, format_value, leaderboard, study_run
 from studies.store import PARENT_TAG, TAG_ROLE, StudyPaths
 
-__all__ = ["refresh_study", "optuna_plots", "build_report", "PLOTS"]
+__all__ = ["refresh_study", "optuna_plots", "build_report", "pareto_figure", "PLOTS"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ PLOTS: dict[str, str] = {
     "parallel_coordinate": "plot_parallel_coordinate",
     "slice": "plot_slice",
     "intermediate_values": "plot_intermediate_values",
+    "pareto_front": "plot_pareto_front",  # multi-objective studies only (a one-metric study raises ValueError)
 }
 
 
@@ -62,6 +63,39 @@ def optuna_plots(study: Any) -> dict[str, Any]:
         except (ValueError, RuntimeError, ZeroDivisionError) as err:  # too few trials for this view
             log.info("no %s plot: %s", key, err)
     return figures
+
+
+def pareto_figure(study: Any, board: pd.DataFrame) -> Any | None:
+    """Optuna's Pareto-front plot of a multi-objective study, with the study's baseline and ensemble rows that
+    report every objective drawn as reference points (they are not Optuna trials); ``None`` for one objective."""
+    import optuna.visualization as vis
+    import plotly.graph_objects as go
+
+    goals = board.attrs.get("objectives") or []
+    if len(goals) != 2 or study is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = vis.plot_pareto_front(study, target_names=goals)
+    except (ValueError, RuntimeError) as err:
+        log.info("no Pareto front plot: %s", err)
+        return None
+    refs = board[(board["role"] != "trial") & board[goals].notna().all(axis=1)] if set(goals) <= set(board) else []
+    if len(refs):
+        fig.add_trace(go.Scatter(x=refs[goals[0]], y=refs[goals[1]], mode="markers+text", name="reference",
+                                 text=refs["trial"], textposition="top center",
+                                 marker={"symbol": "x", "size": 11, "color": "black"}))
+    return fig
+
+
+def _pareto_html(board: pd.DataFrame) -> str:
+    """The front's rows of a multi-objective study's leaderboard, or ``""``."""
+    goals = board.attrs.get("objectives") or []
+    if not goals or board.empty or "pareto" not in board:
+        return ""
+    front = board[board["pareto"]][["trial", *goals, *(c for c in board if c.startswith("test_"))]]
+    return "<h2>Pareto front</h2>" + _table(front, f"complete trials no other trial beats on all of {', '.join(goals)}")
 
 
 def _plots_html(figures: list[tuple[str, Any]]) -> str:
@@ -188,6 +222,10 @@ def build_report(name: str, tracking_uri: str, optuna_url: str | None, out: Path
     study = _load_optuna(name, optuna_url) if optuna_url else None
     if study is not None:
         figures.extend(optuna_plots(study).items())
+        front = pareto_figure(study, board)  # Optuna's front plus the baselines as reference points
+        if front is not None:
+            figures = [(k, front if k == "pareto_front" else f) for k, f in figures]
+    sections.append(_pareto_html(board))
     sections.append("<h2>Plots</h2>" + (_plots_html(figures) or "<p>no plots yet</p>"))
     try:
         reports = json.loads(Path(client.download_artifacts(parent.info.run_id, "data_report.json",
@@ -219,6 +257,10 @@ def refresh_study(name: str, tracking_uri: str, optuna_url: str | None, out: Pat
     if not board.empty:
         client.log_text(run_id, board.to_csv(index=False), "leaderboard.csv")
         client.log_table(run_id, board.astype(object).where(board.notna(), None), "leaderboard.json")
+        if board.attrs.get("objectives") and "pareto" in board:  # the front on the study run: a file and a tag
+            front = board[board["pareto"]]
+            client.log_text(run_id, front.to_csv(index=False), "pareto_front.csv")
+            client.set_tag(run_id, "chemtune.pareto_front", ", ".join(front["trial"].astype(str))[:5000])
     with tempfile.TemporaryDirectory() as tmp:
         study = _load_optuna(name, optuna_url) if optuna_url else None
         if study is not None and study.trials:

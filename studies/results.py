@@ -6,16 +6,18 @@ Imports MLflow and pandas only (no Ray, no torch), so ``chemtune leaderboard`` a
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
 import pandas as pd
 
 from studies.names import check_name
+from studies.columns import COUNTS, format_value, is_test_metric, metric_direction, objectives, pareto_mask
 from studies.store import PARENT_TAG, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
+from trainables.metrics import COSTS
 
-__all__ = ["leaderboard", "register_best", "study_run", "metric_direction", "is_test_metric", "format_value", "COUNTS"]
+__all__ = ["leaderboard", "register_best", "study_run", "metric_direction", "is_test_metric", "format_value", "COUNTS",
+           "objectives", "pareto_mask"]
 
 log = logging.getLogger(__name__)
 # How the table groups trials before sorting by the metric: only complete trials compete.
@@ -48,24 +50,6 @@ def study_run(client: Any, name: str) -> tuple[str, Any]:
     return runs[0].info.experiment_id, runs[0]
 
 
-def is_test_metric(metric: str) -> bool:
-    return metric.startswith("test_")
-
-
-def metric_direction(metric: str, parent_tags: dict[str, str]) -> str:
-    """``min`` or ``max`` for ``metric``: the study's mode for its own metric, else the task's rule
-    (recorded on the study run as ``chemtune.maximize`` so this needs no task import)."""
-    if metric == parent_tags.get("chemtune.metric"):
-        return parent_tags.get("chemtune.mode", "min")
-    if "chemtune.maximize" in parent_tags:
-        maximize = set(filter(None, parent_tags["chemtune.maximize"].split(",")))
-    else:  # a study tracked before the tag existed
-        from trainables import TASKS
-
-        maximize = set(TASKS.get(parent_tags["chemtune.task"]).maximize)
-    return "max" if metric.split("_", 1)[-1] in maximize else "min"
-
-
 def _state(run: Any) -> str:
     status = run.info.status
     if status == "FINISHED":
@@ -77,10 +61,12 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
     """Trials of the latest run of study ``name``: complete trials first, best first by ``metric``
     (default: the study's), then trials ASHA pruned, then failed ones.
 
-    Columns: ``rank, trial, role`` (``trial``, or a ``baseline`` / ``ensemble`` row beside them), ``state,
-    epochs``, the valid then test scores, ``trainable_params, wall_s, note`` (why a score is missing), then
-    ``optuna_trial, run_id, status`` (MLflow's) and ``model_uri``. ``frame.attrs`` holds
-    ``metric`` and ``mode`` (what the table is sorted by).
+    Columns: ``rank, trial`` (then ``pareto`` in a multi-objective study: whether the complete trial is on
+    the front of its objectives), ``role`` (``trial``, or a ``baseline`` / ``ensemble`` row beside them),
+    ``state, epochs``, the valid then test scores, the costs (``trainables.metrics.COSTS``), ``wall_s, note``
+    (why a score is missing), then ``optuna_trial, run_id, status`` (MLflow's) and ``model_uri``.
+    ``metric`` may be any score or cost (``--sort``). ``frame.attrs`` holds ``metric`` and ``mode`` (what the
+    table is sorted by) and, for a multi-objective study, ``objectives``.
     """
     client = _client(tracking_uri)
     experiment_id, parent = study_run(client, name)
@@ -101,6 +87,7 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
                                "epochs": None if epochs is None else int(epochs)}
         row.update({k: v for k, v in m.items() if k.startswith(("valid_", "test_"))})
         row["trainable_params"] = None if m.get("trainable_params") is None else int(m["trainable_params"])
+        row.update({c: m.get(c) for c in COSTS if c != "trainable_params"})
         row["wall_s"] = round(((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000, 1)
         row["note"] = {
             "pruned": f"stopped by ASHA after epoch {row['epochs']}: no test evaluation",
@@ -116,45 +103,32 @@ def leaderboard(name: str, tracking_uri: str, metric: str | None = None, top: in
         return frame
     scores = sorted(c for c in frame.columns if c.startswith("valid_")) + sorted(
         c for c in frame.columns if c.startswith("test_"))
-    if metric not in scores:
+    if metric not in scores and metric not in COSTS:
         if not metric.startswith(("valid_", "test_")):
             hint = [s for s in scores if s.split("_", 1)[1] == metric]
             raise _error(f"metric {metric!r} was not logged; choose from {', '.join(scores) or '(none yet)'}"
+                         f" or a cost ({', '.join(COSTS)})"
                              + (f" (did you mean {hint[0]}?)" if hint else ""))
         frame[metric] = float("nan")  # no trial reported it yet (all failed, say)
         scores.append(metric)
     mode = metric_direction(metric, tags)
     first = ["trial", "role", "state", "epochs"]
-    last = ["trainable_params", "wall_s", "note", "optuna_trial", "run_id", "status", "model_uri"]
+    last = [*COSTS, "wall_s", "note", "optuna_trial", "run_id", "status", "model_uri"]
     frame = frame[first + scores + last]
+    goals = objectives(tags)
+    if goals:  # the Pareto front of the complete trials, marked after the trial's name
+        trials = frame[(frame["role"] == "trial") & (frame["state"] == "complete")]
+        modes = [metric_direction(g, tags) for g in goals]
+        front = pareto_mask(trials, goals, modes) if not trials.empty and set(goals) <= set(frame.columns) else []
+        frame.insert(frame.columns.get_loc("trial") + 1, "pareto", False)
+        frame.loc[trials.index[list(front)] if len(front) else [], "pareto"] = True
     order = frame["state"].map(lambda s: _STATE_ORDER.get(s, 5))
     value = frame[metric] if mode == "min" else -frame[metric]
     frame = frame.assign(_o=order, _v=value).sort_values(["_o", "_v"], na_position="last", kind="stable")
     frame = frame.drop(columns=["_o", "_v"]).reset_index(drop=True)
     frame.insert(0, "rank", range(1, len(frame) + 1))
-    frame.attrs.update(metric=metric, mode=mode)
+    frame.attrs.update(metric=metric, mode=mode, **({"objectives": goals} if goals else {}))
     return frame.head(top) if top else frame
-
-
-COUNTS = ("epochs", "trainable_params", "optuna_trial")
-"""Leaderboard columns that hold counts: a column with a missing value turns them into floats (40.0)."""
-
-
-def format_value(value: Any, count: bool = False) -> str:
-    """Numbers as a person reads them: counts with thousands separators, scores with 4 digits.
-
-    ``count``: the value is a count (a column of :data:`COUNTS`), so ``40.0`` prints as ``40``.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bool):
-        return str(value)
-    integral = isinstance(value, float) and value.is_integer()
-    if isinstance(value, int) or (integral and (count or abs(value) >= 1000)):
-        return f"{int(value):,}"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
-    return str(value)
 
 
 def _description(name: str, row: pd.Series, metric: str, parent: Any) -> str:
@@ -167,29 +141,31 @@ def _description(name: str, row: pd.Series, metric: str, parent: Any) -> str:
 
 
 def register_best(name: str, model_name: str, tracking_uri: str, alias: str | None = "champion",
-                  metric: str | None = None, force: bool = False) -> Any:
-    """Register the best complete trial's model of study ``name``; set ``alias`` on the new version.
+                  metric: str | None = None, force: bool = False, rule: str = "best") -> Any:
+    """Register the complete trial ``rule`` picks (default: the best) of study ``name``; set ``alias`` on it.
 
+    ``rule``: ``best``, ``cheapest-within:DELTA`` or ``knee`` (``studies.choose``); it is recorded on the
+    version (tags ``chemtune.rule``, ``chemtune.rule_reason``) and in its model card (``studies.card``).
     A trial already registered under ``model_name`` is refused unless ``force`` (a second version
     of the same weights only hides which one is meant). Selecting on a test metric is allowed but
     logged as a warning: test is for reporting, not for choosing.
     """
     import mlflow
 
+    from studies.choose import candidates, choose, parse_rule
     from studies.store import tracking_uri_scope
 
     check_name("model", model_name)  # before anything is written to the registry
+    chosen_by = parse_rule(rule)
     board = leaderboard(name, tracking_uri, metric)
     metric = board.attrs.get("metric", metric)
     if metric and is_test_metric(metric):
         log.warning("selecting on %s: the test split then no longer estimates the chosen model's error", metric)
-    candidates = (board[(board["role"] == "trial") & (board["state"] == "complete") & board["model_uri"].notna()]
-                  if not board.empty else board)
-    if candidates.empty:
+    if candidates(board).empty:
         raise _error(f"study {name!r} has no complete trial with a logged model")
-    best = candidates.iloc[0]
     client = _client(tracking_uri)
     _, parent = study_run(client, name)
+    best, reason = choose(board, chosen_by, parent.data.tags)
     if not force:
         for version in client.search_model_versions(f"name = '{model_name}'"):
             if version.run_id == best["run_id"] or version.tags.get("chemtune.run_id") == best["run_id"]:
@@ -197,17 +173,40 @@ def register_best(name: str, model_name: str, tracking_uri: str, alias: str | No
                     f"trial {best['trial']} of study {name!r} is already version {version.version} of "
                     f"{model_name!r}; pass --force to register it again")
     tags = {TAG_STUDY: name, TAG_TRIAL: str(best["trial"]), "chemtune.run_id": str(best["run_id"]),
-            TAG_NUMBER: str(best["optuna_trial"]), "chemtune.metric": str(metric)}
+            TAG_NUMBER: str(best["optuna_trial"]), "chemtune.metric": str(metric),
+            "chemtune.rule": str(chosen_by), "chemtune.rule_reason": reason[:5000]}
     tags.update({k: v for k, v in parent.data.tags.items() if k.startswith("split_hash.")})
     tags.update({k: format_value(best[k]) for k in best.index if k.startswith(("valid_", "test_")) and format_value(best[k])})
     with tracking_uri_scope(tracking_uri):
         version = mlflow.register_model(best["model_uri"], model_name, tags=tags)
-    client.update_model_version(model_name, version.version, description=_description(name, best, metric, parent))
+    _card(client, model_name, version, best, parent, _description(name, best, metric, parent),
+          f"rule `{chosen_by}`: {reason}")
     if client.get_registered_model(model_name).description in (None, ""):
         client.update_registered_model(model_name, description=f"chemtune models from study {name!r}")
     if alias:
         _set_alias(client, model_name, alias, version.version)
     return version
+
+
+def _card(client: Any, model_name: str, version: Any, row: pd.Series, parent: Any, source: str,
+          selection: str) -> None:
+    """The registered trial's model card (``studies.card``): description of the version and an artifact."""
+    from mlflow.models import get_model_info
+
+    from studies.card import attach_card, model_card
+    from studies.store import tracking_uri_scope
+
+    run = client.get_run(row["run_id"])
+    with tracking_uri_scope(client.tracking_uri):
+        signature = get_model_info(row["model_uri"]).signature
+    study_params = parent.data.params
+    seed = run.data.params.get("seed", study_params.get("seed", ""))
+    card = model_card(model_name=model_name, version=version.version, study=parent.data.tags.get(TAG_STUDY, ""),
+                      task=parent.data.tags.get("chemtune.task", ""), source=source, selection=selection,
+                      study_params=study_params, study_tags=parent.data.tags, config=run.data.params,
+                      metrics=run.data.metrics, seeds=[seed] if seed != "" else [], signature=signature,
+                      extra={k: int(v) for k, v in run.data.metrics.items() if k in ("epoch", "best_epoch")})
+    attach_card(client, model_name, version.version, row["run_id"], card)
 
 
 def _set_alias(client: Any, model_name: str, alias: str, version: str, attempts: int = 5) -> None:

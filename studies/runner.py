@@ -172,16 +172,18 @@ def _searcher(spec: StudySpec, optuna_url: str, member: Membership | None = None
     """
     # a killed driver's Optuna trials go stale, fail and are retried (grid rows too)
     storage = heartbeat_storage(optuna_url, max_retry=max(1, spec.max_failures))
+    # several objectives: lists, and Optuna's TPE (multi-objective since optuna 3) searches their Pareto front
+    metric, mode = (list(spec.objectives), spec.directions) if spec.objectives else (spec.metric, spec.direction)
     if spec.sampler == "grid":
         from studies.grid import grid_define_by_run, grid_sampler
 
         space = grid_define_by_run(SPACES.get(spec.search_space), spec.grid, spec.fixed)
-        return HeartbeatOptunaSearch(space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name,
+        return HeartbeatOptunaSearch(space=space, metric=metric, mode=mode, study_name=spec.name,
                                      storage=storage, sampler=grid_sampler(spec), max_epochs=spec.max_epochs)
     space = SPACES.get(spec.search_space).define_by_run(spec.fixed, spec.ranges)
     later = member is not None and not member.creator
     return HeartbeatOptunaSearch(
-        space=space, metric=spec.metric, mode=spec.direction, study_name=spec.name, storage=storage,
+        space=space, metric=metric, mode=mode, study_name=spec.name, storage=storage,
         seed=spec.seed + member.slot if later else spec.seed,
         points_to_evaluate=None if later else [dict(p) for p in spec.enqueue] or None, max_epochs=spec.max_epochs,
     )
@@ -360,7 +362,7 @@ def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | Non
         created.append(StudyTracker(uri, spec, paths))
         return created[0].parent_run_id
 
-    member = join_study(spec.name, spec.direction, optuna_url, create_parent)
+    member = join_study(spec.name, spec.directions or spec.direction, optuna_url, create_parent)
     tracker = created[0] if created else StudyTracker(uri, spec, paths, parent_run_id=member.parent_run_id)
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     atomic_write_text(paths.study_file(spec.name), spec_yaml)

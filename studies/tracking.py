@@ -108,7 +108,9 @@ class StudyTracker:
                 tags={TAG_STUDY: spec.name, TAG_ROLE: "study", "chemtune.task": spec.task,
                       "chemtune.metric": spec.metric, "chemtune.mode": spec.direction,
                       # lets the leaderboard sort other metrics without importing the task
-                      "chemtune.maximize": ",".join(sorted(TASKS.get(spec.task).maximize))},
+                      "chemtune.maximize": ",".join(sorted(TASKS.get(spec.task).maximize)),
+                      # a multi-objective study: the leaderboard marks the Pareto front of these
+                      **({"chemtune.objectives": ",".join(spec.objectives)} if spec.objectives else {})},
             )
             self.parent_run_id = run.info.run_id
 

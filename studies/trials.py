@@ -7,6 +7,7 @@ so the MLflow run can be named ``t03 lora r16 lr=1e-3`` and tagged with the numb
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 __all__ = ["ChemtuneOptunaSearch", "optuna_trial", "ran_out", "stopped_early", "trial_name", "CHEMTUNE_RESULT_KEYS"]
+
+logger = logging.getLogger(__name__)
 
 # Tune trial id -> the Optuna trial asked for it (driver process only; the callbacks run there too).
 _OPTUNA_TRIALS: dict[str, Any] = {}
@@ -74,6 +77,9 @@ class ChemtuneOptunaSearch(OptunaSearch):
     trial ASHA stopped early is PRUNED (Ray's searcher reports it COMPLETE with a partial value, so
     Optuna's best trial could be one that never finished).
 
+    A multi-objective study passes lists as ``metric`` and ``mode`` (the study's metric first, then its costs):
+    Optuna's sampler then searches their Pareto front; ASHA still stops trials on the first alone.
+
     Args:
         max_epochs: The study's epochs (ASHA's ``max_t``), to tell an ASHA stop from a finished trial.
         **kwargs: ``OptunaSearch``'s arguments.
@@ -83,11 +89,26 @@ class ChemtuneOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
 
+    def _setup_study(self, mode: str | list[str]) -> None:
+        super()._setup_study(mode)
+        if isinstance(self._metric, list) and self._ot_study.metric_names is None:  # axes of the Pareto plot
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning
+                self._ot_study.set_metric_names(list(self._metric))
+
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
         if trial_id in self._ot_trials:
             _OPTUNA_TRIALS[trial_id] = self._ot_trials[trial_id]
         return config
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        # A resumed driver's restored trials were asked by the dead one: without this, one that had not started
+        # yet got its MLflow run here named "t?", with no Optuna number and no mlflow_run_id on its Optuna trial.
+        _OPTUNA_TRIALS.update(self._ot_trials)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and not error and trial_id not in self._completed_trials and stopped_early(result, self.max_epochs):
@@ -97,10 +118,20 @@ class ChemtuneOptunaSearch(OptunaSearch):
             # Tune skips the searcher for the result that got the trial stopped: report it here, so
             # the pruned epoch shows in Optuna's intermediate values.
             value, step = result.get(self.metric), result.get("training_iteration")
-            if isinstance(value, (int, float)) and step is not None and int(step) not in ot_trial.storage.get_trial(
-                    ot_trial._trial_id).intermediate_values:
+            # (a multi-objective study has no intermediate values: Optuna refuses report())
+            if isinstance(value, (int, float)) and step is not None and not isinstance(self.metric, list) and int(
+                    step) not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
                 ot_trial.report(float(value), int(step))
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
             self._completed_trials.add(trial_id)
             return
+        if result and not error and isinstance(self.metric, list) and trial_id not in self._completed_trials:
+            missing = [m for m in self.metric if not isinstance(result.get(m), (int, float))]
+            if missing:  # Ray would tell None among the values, which Optuna refuses (the trial stayed RUNNING)
+                from optuna.trial import TrialState
+
+                logger.warning("trial %s reported no %s: told Optuna it FAILED", trial_id, ", ".join(missing))
+                self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL)
+                self._completed_trials.add(trial_id)
+                return
         super().on_trial_complete(trial_id, result=result, error=error)

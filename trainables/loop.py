@@ -140,6 +140,32 @@ class EpochLoop:
     def write_artifacts(self, ckpt: Path) -> None:
         """Extra files of a checkpoint (e.g. ``selection.csv``)."""
 
+    def valid_rows(self) -> int | None:
+        """Molecules :meth:`evaluate_valid` predicts (for ``predict_ms_per_1k``): the trainer's ``valid`` rows,
+        else its data's; ``None`` (the cost is not reported) when a trainer has neither."""
+        for holder in (self, getattr(self, "data", None)):
+            valid = getattr(holder, "valid", None)
+            if valid is not None and hasattr(valid, "__len__"):
+                return len(valid)
+        return None
+
+    def costs(self, wall_s: float, valid_s: float) -> dict[str, float]:
+        """What the trial has spent so far (``trainables.metrics.COSTS``), reported with every epoch.
+
+        ``wall_s``: the trial's training and evaluation seconds over all its epochs (a resumed trial keeps
+        counting from its checkpoint); ``valid_s``: this epoch's valid evaluation.
+        """
+        res = getattr(self.spec, "resources", None)  # a bare loop (tests, phase-1 models) holds one device
+        devices = res.num_workers * (res.gpus_per_trial if res.gpus_per_trial > 0 else 1) if res else 1
+        cuda = self.device.type == "cuda"
+        out = {"device_seconds": wall_s * devices,
+               "peak_memory_mb": torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else 0.0,
+               "trainable_params": float(sum(p.numel() for p in self.unwrapped().parameters() if p.requires_grad))}
+        rows = self.valid_rows()
+        if rows:
+            out["predict_ms_per_1k"] = valid_s * 1000 / rows * 1000
+        return out
+
     # -- the loop -------------------------------------------------------------------------------
     def make_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -194,10 +220,14 @@ class EpochLoop:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         metric, direction = self.spec.metric, self.spec.direction
+        refit = bool(getattr(self.spec, "refit", False))  # keep the last epoch: valid was trained on (promote)
         patience = int(self.config.get("patience", 0) or 0)
         best: float | None = state.get("best")
         best_epoch: int = state.get("best_epoch", 0)
         best_weights: dict[str, torch.Tensor] | None = state.get("best_weights")
+        wall_s = float(state.get("wall_s", 0.0))  # costs: a resumed trial counts on from its checkpoint
+        if self.device.type == "cuda":  # a reused actor's earlier trial must not count as this one's peak
+            torch.cuda.reset_peak_memory_stats(self.device)
         final: dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="chemtune-best-") as keep:
             best_dir = Path(keep)  # the best epoch's export and valid predictions, copied into each checkpoint
@@ -210,10 +240,12 @@ class EpochLoop:
                 seconds = time.perf_counter() - tic
                 with tempfile.TemporaryDirectory(prefix="chemtune-ckpt-") as tmp:
                     ckpt = Path(tmp)
+                    valid_tic = time.perf_counter()
                     valid = {f"valid_{k}": v for k, v in self.evaluate_valid(ckpt).items()}
+                    valid_s = time.perf_counter() - valid_tic
                     metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
                                                **self.throughput(units, seconds), **valid, **self.epoch_log(epoch)}
-                    if is_better(float(valid[metric]), best, direction):
+                    if refit or is_better(float(valid[metric]), best, direction):
                         best, best_epoch, best_weights = float(valid[metric]), epoch + 1, self._weights()
                         shutil.rmtree(best_dir / "model", ignore_errors=True)
                         self.export(best_dir / "model")
@@ -227,9 +259,11 @@ class EpochLoop:
                         metrics.update({f"test_{k}": v for k, v in self.evaluate_test(ckpt).items()})
                         self.unwrapped().load_state_dict(current)
                         metrics["patience_stopped"] = int(epoch + 1 < self.spec.max_epochs)
+                    wall_s += time.perf_counter() - tic
+                    metrics = {**self.costs(wall_s, valid_s), **metrics}  # a task's own count wins
                     torch.save({"model": self.unwrapped().state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
-                                "best_epoch": best_epoch, **self.extra_state()}, ckpt / "state.pt")
+                                "best_epoch": best_epoch, "wall_s": wall_s, **self.extra_state()}, ckpt / "state.pt")
                     inject("checkpoint", self.config, epoch + 1)  # fault suite: killed while writing a checkpoint
                     if best_weights is not None:
                         torch.save(best_weights, ckpt / "best.pt")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["input_column", "row_errors", "INVALID_SMILES"]
+__all__ = ["input_column", "row_errors", "json_safe", "INVALID_SMILES"]
 
 INVALID_SMILES = "invalid SMILES"
 
@@ -28,3 +28,17 @@ def input_column(model_input: Any, column: str) -> list[Any]:
 def row_errors(canonical: Sequence[Any]) -> list[str]:
     """The ``error`` column: empty where the input was read (its canonical form is not None), else the reason."""
     return ["" if c is not None else INVALID_SMILES for c in canonical]
+
+
+def json_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every missing value as ``None`` (object columns), for what a pyfunc returns.
+
+    MLflow's scoring server writes a float NaN as the bare token ``NaN``, which is not JSON: a browser's or
+    another language's strict parser rejects the whole answer because of one bad row. ``None`` in an object
+    column is written as ``null``. Only columns with a missing value change (a batch of good rows keeps its
+    float columns); a Python caller reads such a column with ``pd.to_numeric`` (None -> NaN).
+    """
+    out = frame.copy()
+    for column in frame.columns[frame.isna().any()]:
+        out[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return out

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from trainables.base import TASKS
 from trainables.data.datasets import DATASETS
 from trainables.errors import StudyError
-from trainables.metrics import parse_metric
+from trainables.metrics import parse_metric, parse_objective
 from trainables.models.backbones import BACKBONES
 
 __all__ = [
@@ -174,6 +174,10 @@ class StudySchema(_Strict):
     max_epochs: int = Field(5, ge=1, description="epochs per trial (ASHA's max_t)")
     metric: str = Field("valid_rmse", description="metric the search optimises (a valid_* metric)")
     mode: Literal["min", "max"] | None = Field(None, description="default: min for losses/errors, max otherwise")
+    objectives: list[str] = Field(
+        default_factory=list,
+        description="multi-objective study: the metric first, then costs to trade against it (trainable_params, "
+                    "device_seconds, peak_memory_mb, predict_ms_per_1k); Optuna searches their Pareto front")
     seed: int = Field(0, description="seed of the sampler and of every trial")
     max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its last checkpoint)")
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
@@ -194,7 +198,38 @@ class StudySchema(_Strict):
         except StudyError:
             allowed = ", ".join(f"valid_{m}" for m in task.metrics)
             raise ValueError(f"metric {self.metric!r} is not one the {self.task} task reports; choose {allowed}") from None
+        if self.objectives:
+            self._check_objectives(task)
         return self
+
+    def _check_objectives(self, task: Any) -> None:
+        """The metric first (it sets ``metric`` when the file leaves it out), then distinct costs or metrics."""
+        if len(self.objectives) < 2:
+            raise ValueError("objectives: give the metric and at least one cost (a single objective is `metric:`)")
+        first = self.objectives[0]
+        if not first.startswith("valid_"):
+            raise ValueError(f"objectives[0]: {first!r} must be the study's metric (a valid_* metric), costs after it")
+        if "metric" in self.model_fields_set and first != self.metric:
+            raise ValueError(f"objectives[0]: {first!r} differs from metric {self.metric!r}; the first objective "
+                             "is the study's metric (leave metric out or make them equal)")
+        seen: set[str] = set()
+        for i, name in enumerate(self.objectives):
+            try:
+                parse_objective(name, task)
+            except StudyError as err:
+                raise ValueError(f"objectives[{i}]: {err}") from None
+            if name in seen:
+                raise ValueError(f"objectives[{i}]: {name!r} is listed twice")
+            seen.add(name)
+        if first != self.metric:  # the first objective is the metric ASHA, the progress line and `register` use
+            object.__setattr__(self, "metric", first)
+
+    @property
+    def directions(self) -> list[Literal["min", "max"]]:
+        """Direction of each of :attr:`objectives` (the metric's is :attr:`direction`); empty for one objective."""
+        if not self.objectives:
+            return []
+        return [self.direction] + [parse_objective(o, self.task).direction for o in self.objectives[1:]]
 
     @property
     def searched(self) -> frozenset[str]:
@@ -231,3 +266,6 @@ class TrialSpec(_Strict):
     metric: str
     direction: Literal["min", "max"]
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    # A refit (``chemtune promote``) trains on train + valid for the epochs its trial found best: valid rows
+    # are training rows then, so valid cannot choose an epoch and the last epoch's weights are the model.
+    refit: bool = False

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
+from mlflow.tracking import MlflowClient
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,12 +51,14 @@ def test_ensemble_of_an_lm_and_a_dmpnn(tmp_path: Path) -> None:
     row = board[board["role"] == "ensemble"].iloc[0]
     assert row["trial"] == "ensemble:top2" and row["test_rmse"] == pytest.approx(rmse)
     assert set(board["role"]) == {"trial", "ensemble"}
+    card = MlflowClient(tracker.uri).get_model_version("lipo-ens", version.version).description
+    assert f"| test_rmse | {rmse:.4f} |" in card and "| member1.arch | dmpnn |" in card and "## Seeds" in card
 
     with tracking_uri_scope(tracker.uri):
         model = mlflow.pyfunc.load_model(f"models:/lipo-ens/{version.version}")
     smiles = list(tests[0]["smiles"])
     out = model.predict(pd.DataFrame({"smiles": smiles + ["C1CC"]}))
-    np.testing.assert_allclose(out["prediction"][:-1], mean.to_numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["prediction"][:-1].astype(float), mean.to_numpy(), rtol=1e-4, atol=1e-4)
     spread = np.abs(tests[0]["prediction"] - tests[1]["prediction"].loc[tests[0].index]).to_numpy() / 2
-    np.testing.assert_allclose(out["uncertainty"][:-1], spread, rtol=1e-3, atol=1e-4)
-    assert np.isnan(out["prediction"].iloc[-1]) and out["error"].iloc[-1] == "invalid SMILES"
+    np.testing.assert_allclose(out["uncertainty"][:-1].astype(float), spread, rtol=1e-3, atol=1e-4)
+    assert out["prediction"].iloc[-1] is None and out["error"].iloc[-1] == "invalid SMILES"  # null when served

@@ -177,5 +177,10 @@ def test_retro_smoke_variant_runs_each_row_once_and_compares(paper_data_dir, tmp
     assert frame["test_top1 diff"].tolist() == pytest.approx(
         (frame["test_top1 as published"] - frame["test_top1 paper"]).tolist())
     assert text.startswith(f"# {paper['title']}") and "| row |" in text
+    if table == "retro_table2":  # cost beside accuracy: a frozen encoder or decoder trains fewer parameters
+        costly, costly_md = compare(spec.name, table, result.tracking_uri, costs=True)
+        params = dict(zip(costly["treatment"], costly["trainable_params"]))
+        assert params["fix_encoder"] < params["full"] and params["fix_decoder"] < params["full"]
+        assert (costly["device_seconds"] > 0).all() and "| trainable_params |" in costly_md
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "compare")}
     assert {f"compare/{table}.csv", f"compare/{table}.md"} <= artifacts

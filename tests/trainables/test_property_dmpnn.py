@@ -50,8 +50,8 @@ def test_dmpnn_trial_reports_checkpoints_and_learns(study, tmp_path: Path) -> No
     pyfunc = PropertyPyfunc()
     pyfunc.load_context(type("Ctx", (), {"artifacts": {"model": str(ckpt / "model")}})())
     out = pyfunc.predict(None, pd.DataFrame({"smiles": list(test["smiles"][:5]) + ["not a smiles"]}))
-    np.testing.assert_allclose(out["prediction"][:5], test["prediction"][:5], rtol=1e-5, atol=1e-5)
-    assert np.isnan(out["prediction"].iloc[5]) and out["error"].iloc[5] == "invalid SMILES"
+    np.testing.assert_allclose(out["prediction"][:5].astype(float), test["prediction"][:5], rtol=1e-5, atol=1e-5)
+    assert out["prediction"].iloc[5] is None and out["error"].iloc[5] == "invalid SMILES"  # null when served
 
 
 def test_dmpnn_resumes_from_its_checkpoint(study, tmp_path: Path) -> None:

@@ -52,6 +52,6 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
         self.predictor = EnsemblePredictor([load_member(context.artifacts[k]) for k in keys])
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
-        from trainables.serving import input_column
+        from trainables.serving import input_column, json_safe
 
-        return self.predictor.predict(input_column(model_input, "smiles"))
+        return json_safe(self.predictor.predict(input_column(model_input, "smiles")))  # bad rows: null, not NaN

@@ -18,7 +18,7 @@ from trainables.data.chem import canonicalize
 from trainables.errors import DataError
 from trainables.models.regression import HeadConfig, RegressionModel
 from trainables.property.augment import load_tta, tta_predict
-from trainables.serving import input_column, row_errors
+from trainables.serving import input_column, json_safe, row_errors
 
 __all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc", "load_saved_model"]
 
@@ -102,7 +102,7 @@ class PropertyPyfunc(mlflow.pyfunc.PythonModel):
         self.predictor = DmpnnPredictor.load(path) if DmpnnPredictor.is_dmpnn(path) else PropertyPredictor.load(path)
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
-        return self.predictor.predict(input_column(model_input, "smiles"))
+        return json_safe(self.predictor.predict(input_column(model_input, "smiles")))  # bad rows: null, not NaN
 
     @staticmethod
     def model_signature(model_dir: str | Path) -> Any:

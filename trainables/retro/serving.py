@@ -9,7 +9,7 @@ from typing import Any
 import mlflow.pyfunc
 
 from trainables.retro.predictor import RetroPredictor
-from trainables.serving import input_column
+from trainables.serving import input_column, json_safe
 
 __all__ = ["RetroPyfunc", "TOP_K"]
 
@@ -28,7 +28,8 @@ class RetroPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
         products = input_column(model_input, "product")
         params = params or {}
-        return self.predictor.predict(products, params.get("num_beams"), int(params.get("top_k", TOP_K)))
+        out = self.predictor.predict(products, params.get("num_beams"), int(params.get("top_k", TOP_K)))
+        return json_safe(out)  # a bad row's columns are null in the served JSON, not NaN
 
     @staticmethod
     def model_signature(model_dir: str | Path) -> Any:
