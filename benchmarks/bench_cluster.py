@@ -35,8 +35,8 @@ def study(name: str, trials: int, limit: int, epochs: int) -> dict:
 
 def run(workers: int, args: argparse.Namespace, root: str) -> float:
     import ray
-
     from support.local_cluster import LocalRayCluster, NodeSpec
+
     from studies.runner import launch
     from studies.spec import parse_study
 

@@ -59,6 +59,7 @@ def _ours(trainer) -> float:  # noqa: ANN001 - a RetroTrainer
 
 def _mfu(trainer) -> None:  # noqa: ANN001 - a RetroTrainer
     from flops import train_step_mfu  # benchmarks/flops.py, beside this script
+
     from trainables.batching import to_device
 
     optimizer, _ = _prepare(trainer)
@@ -103,7 +104,7 @@ def main() -> None:
     import torch
 
     from trainables.retro.predictor import generate
-    from trainables.retro.task import prepare_retro, RetroTrainer
+    from trainables.retro.task import RetroTrainer, prepare_retro
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = _spec(args, Path(tmp))

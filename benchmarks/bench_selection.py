@@ -24,18 +24,28 @@ from dataclasses import replace
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from transformers import BertConfig, BertModel
-
-from trainables.models.regression import HeadConfig, RegressionModel
-from trainables.models.tokenizer import BERT_SPECIALS, build_vocab, smiles_tokenizer
-from trainables.selection.active import mc_dropout, mc_dropout_loop
 from torch.func import grad
+from transformers import BertConfig, BertModel
 
 from trainables.methods import apply_method
 from trainables.models.backbones import rxnfp_bert_dir
+from trainables.models.regression import HeadConfig, RegressionModel
+from trainables.models.tokenizer import BERT_SPECIALS, build_vocab, smiles_tokenizer
+from trainables.selection.active import mc_dropout, mc_dropout_loop
 from trainables.selection.influence import (
-    SUBSETS, FlatModule, InfluenceKnobs, LissaSettings, PackedRegression, exact_hessian, influence_scores, lissa_ihvp, mean_loss,
-    per_sample_dots, per_sample_grads, per_sample_grads_loop, pool_influence,
+    SUBSETS,
+    FlatModule,
+    InfluenceKnobs,
+    LissaSettings,
+    PackedRegression,
+    exact_hessian,
+    influence_scores,
+    lissa_ihvp,
+    mean_loss,
+    per_sample_dots,
+    per_sample_grads,
+    per_sample_grads_loop,
+    pool_influence,
 )
 
 

@@ -108,6 +108,7 @@ def main() -> None:
     print(f"ratio              : {ours_sps / hf_sps:8.2f}x  (target >= 1.5x)")
     if cuda:
         from flops import train_step_mfu  # benchmarks/flops.py, beside this script
+
         from trainables.batching import to_device
 
         trainer, optimizer, scheduler = prepared()

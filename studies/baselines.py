@@ -54,8 +54,8 @@ def baseline_kwargs(spec: "StudySpec", name: str) -> dict[str, Any]:
 
 def _fit_one(name: str, payload: Any, seed: int, kwargs: dict[str, Any]) -> Any:
     """One baseline's fit (the body of the Ray task): a ``trainables.property.baselines.BaselineResult``."""
-    from trainables.property.baselines import BASELINES
     from trainables.faults import inject
+    from trainables.property.baselines import BASELINES
 
     inject("baseline", {"baseline": name}, 1)  # the fault suite's hook (a no-op unless CHEMTUNE_FAULTS is set)
     return BASELINES.get(name)(payload, seed, **kwargs)

@@ -123,9 +123,9 @@ def compare(study: str, paper_name: str, tracking_uri: str, papers: Path = PUBLI
             tuned: str | None = None, costs: bool = False) -> tuple[pd.DataFrame, str]:
     """Build the table (``tuned``: a second study for the tuned column; ``costs``: every cost the trials
     logged, beside the scores), log it on the study's MLflow run; return it and its markdown."""
-    from trainables.metrics import COSTS
-
     from mlflow.tracking import MlflowClient
+
+    from trainables.metrics import COSTS
 
     known = load_papers(papers)
     if paper_name not in known:

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled  # not re-exported by optuna.storages
+
 from studies.store import sqlite_init_lock
 from studies.trials import ChemtuneOptunaSearch
 

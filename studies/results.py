@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from studies.names import check_name
 from studies.columns import COUNTS, format_value, is_test_metric, metric_direction, objectives, pareto_mask
+from studies.names import check_name
 from studies.store import PARENT_TAG, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
 from trainables.metrics import COSTS
 

@@ -27,15 +27,18 @@ from studies.optuna_heartbeat import HeartbeatOptunaSearch, driver_gone, heartbe
 from studies.progress import ProgressCallback, print_data_summary, quiet
 from studies.redact import adopt_credentials, private_files, redact_url, worker_env
 from studies.report import refresh_study
-from studies.trials import ran_out, stopped_early
 from studies.spec import StudySpec, load_study
-from studies.tune_adapter import trial_reporter
-from mlflow.tracking import MlflowClient
-
 from studies.tracking import (
-    MLflowTrialCallback, StudyPaths, StudyTracker, close_study_run, leaderboard, resolve_tracking_uri, save_state,
+    MLflowTrialCallback,
+    StudyPaths,
+    StudyTracker,
+    leaderboard,
+    resolve_tracking_uri,
+    save_state,
     tracking_uri_scope,
 )
+from studies.trials import ran_out, stopped_early
+from studies.tune_adapter import trial_reporter
 from trainables import TASKS, Prepared
 from trainables.errors import StudyError
 from trainables.io import atomic_write_text

@@ -16,7 +16,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from trainables.errors import DataError, StudyError
 from trainables.inputs import excerpt, read_text
 from trainables.spec import (
-    DatasetSpec, ModelSpec, ResourcesSpec, SchedulerSpec, StudySchema, TableSpec, TrackingSpec, TrialSpec,
+    DatasetSpec,
+    ModelSpec,
+    ResourcesSpec,
+    SchedulerSpec,
+    StudySchema,
+    TableSpec,
+    TrackingSpec,
+    TrialSpec,
 )
 
 __all__ = [

@@ -25,8 +25,19 @@ from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from studies.health import driver_lease
 from studies.results import leaderboard, register_best
 from studies.store import (
-    PARENT_TAG, TAG_DRIVER, TAG_JOINER, TAG_NUMBER, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL, StudyPaths, resolve_tracking_uri, save_state,
-    tracking_client, tracking_uri_scope,
+    PARENT_TAG,
+    TAG_DRIVER,
+    TAG_JOINER,
+    TAG_NUMBER,
+    TAG_ROLE,
+    TAG_STATE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    StudyPaths,
+    resolve_tracking_uri,
+    save_state,
+    tracking_client,
+    tracking_uri_scope,
 )
 from studies.trials import optuna_trial, stopped_early, trial_name
 from trainables import TASKS

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support.local_cluster import LocalMlflowServer, LocalPostgres, LocalRayCluster, NodeSpec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
-from studies.spec import parse_study
 from support.background import StudyThread
 from support.local_cluster import LocalRayCluster, NodeSpec, wait_for
+
+from studies.spec import parse_study
 from tests.conftest import tiny_study
 
 pytestmark = pytest.mark.slow

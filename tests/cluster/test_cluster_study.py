@@ -13,8 +13,8 @@ from typing import Any
 import mlflow
 import optuna
 import pytest
-
 from support.local_cluster import LocalMlflowServer, LocalPostgres, LocalRayCluster
+
 from studies.spec import parse_study
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from support.local_cluster import wheel_pg_bin
 
 GUIDE = Path(__file__).resolve().parents[2] / "cluster" / "README.md"

@@ -15,7 +15,6 @@ import mlflow
 import optuna
 import pytest
 import yaml
-
 from support.local_cluster import LocalMlflowServer, LocalPostgres, LocalRayCluster
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from cluster.resources import max_concurrent, trial_resources
 from cluster.distributed import scaling_config
+from cluster.resources import max_concurrent, trial_resources
 from studies.spec import ResourcesSpec, parse_study
 
 

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 from pyarrow.fs import LocalFileSystem
 
 from studies.cli import main as cli
@@ -28,7 +27,6 @@ from trainables.base import resumable_folder
 from trainables.checkpoints import checkpoint_problem, newest_valid, seal_checkpoint
 from trainables.errors import StudyError
 from trainables.faults import FAULTS_ENV, STATE_ENV, TrialDiverged, check_finite, inject
-
 
 # -- scenario 4 (bad trials), without Ray: the trainer itself fails on a NaN loss ------------------
 

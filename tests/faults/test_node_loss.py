@@ -4,7 +4,6 @@ SIGKILLed, as a pre-empted machine); the trial resumes from its last checkpoint 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 

@@ -6,10 +6,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
-from mlflow.tracking import MlflowClient
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 from ray import tune
 
 from studies.ensemble import register_ensemble

@@ -13,11 +13,10 @@ from mlflow.tracking import MlflowClient
 from transformers import BertConfig, BertModel
 
 from studies.runner import launch, resume
-from studies.spec import parse_study
+from studies.spec import DatasetSpec, parse_study
 from tests.conftest import tiny_study
 from trainables.data.datasets import DATASETS
 from trainables.models.tokenizer import BERT_SPECIALS, build_vocab, smiles_tokenizer
-from studies.spec import DatasetSpec
 
 pytestmark = pytest.mark.slow
 

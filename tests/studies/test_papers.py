@@ -3,8 +3,6 @@ on Ray Tune (each grid row exactly once) and `chemtune compare` lays their resul
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import ray

@@ -84,8 +84,8 @@ def _register(uri: str, name: str, python_model: Any, folder: Path) -> None:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
     """Both models registered, then one ``mlflow models serve`` each (started together: each loads torch)."""
-    from trainables.retro.serving import RetroPyfunc
     from trainables.property.serving import PropertyPyfunc
+    from trainables.retro.serving import RetroPyfunc
 
     tmp = tmp_path_factory.mktemp("served")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"

@@ -357,8 +357,8 @@ def test_quiet_hides_the_heartbeats_experimental_warnings_and_shows_others_once(
 
     import optuna
 
-    from studies.progress import quiet
     from studies.optuna_heartbeat import heartbeat_storage
+    from studies.progress import quiet
 
     with warnings.catch_warnings(record=True) as caught:
         quiet()

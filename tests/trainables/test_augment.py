@@ -11,8 +11,8 @@ import pytest
 from studies.spec import parse_study
 from tests.conftest import tiny_study
 from trainables import TASKS, NullReporter
-from trainables.property.augment import augmented_rows, randomized_smiles, tta_predict
 from trainables.data.chem import canonicalize
+from trainables.property.augment import augmented_rows, randomized_smiles, tta_predict
 from trainables.property.task import PropertyTrainer
 
 MOLS = ["CC(=O)Oc1ccccc1C(=O)O", "CN1CCC[C@H]1c1cccnc1", "OCC(O)CO"]

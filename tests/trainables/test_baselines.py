@@ -11,9 +11,9 @@ from studies.spec import parse_study
 from tests.conftest import ROOT, tiny_study
 from trainables import TASKS
 from trainables.data.datasets import CRIPPEN_LOGP_DESCRIPTORS
-from trainables.property.baselines import descriptor_names, featurize, fit_chemprop, fit_random_forest
 from trainables.errors import StudyError
 from trainables.models import chemprop_api
+from trainables.property.baselines import descriptor_names, featurize, fit_chemprop, fit_random_forest
 
 
 @pytest.fixture(scope="module")

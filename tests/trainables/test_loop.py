@@ -18,9 +18,9 @@ from trainables.batching import padded_batches, steps_per_epoch, to_device
 from trainables.data.tables import MoleculeTable
 from trainables.loop import EpochLoop, is_better
 from trainables.selection.active import ActiveSelector
+from trainables.selection.base import AllTrainRows, SelectionContext
 from trainables.selection.curriculum import CurriculumSelector
 from trainables.selection.influence import InfluenceSelector
-from trainables.selection.base import AllTrainRows, SelectionContext
 
 
 class Toy(EpochLoop):

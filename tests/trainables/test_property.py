@@ -12,8 +12,8 @@ from studies.spec import parse_study
 from tests.conftest import tiny_study
 from trainables import TASKS, NullReporter
 from trainables.property.data import regression_metrics
-from trainables.property.task import PropertyTrainer, train_property
 from trainables.property.serving import PropertyPredictor
+from trainables.property.task import PropertyTrainer, train_property
 
 CONFIG = {"method": "full", "lr": 1e-3, "batch_size": 32, "head_dropout": 0.0, "weight_decay": 0.0}
 

@@ -95,8 +95,8 @@ def test_every_builtin_declaration_matches_its_plugin() -> None:
     from trainables.data.datasets import DATASETS
     from trainables.methods import METHODS
     from trainables.models.backbones import BACKBONES
-    from trainables.selection.knobs import SUBSETS
     from trainables.selection.base import SELECTORS
+    from trainables.selection.knobs import SUBSETS
 
     for reg in (TASKS, DATASETS, METHODS, BACKBONES, SELECTORS, SUBSETS, SPACES):
         for name in reg.names():

@@ -18,11 +18,24 @@ from trainables import NullReporter
 from trainables.errors import StudyError
 from trainables.methods import apply_method
 from trainables.models.regression import HeadConfig, RegressionModel
-from trainables.property.task import PropertyTrainer, prepare_property, train_property
 from trainables.property.serving import PropertyPredictor
+from trainables.property.task import PropertyTrainer, prepare_property, train_property
 from trainables.selection.influence import (
-    SUBSETS, FlatModule, InfluenceKnobs, InfluenceSelector, LissaSettings, PackedRegression, exact_hessian,
-    exact_ihvp, gnvp, hvp, influence_scores, lissa_ihvp, per_sample_dots, per_sample_grads, per_sample_grads_loop,
+    SUBSETS,
+    FlatModule,
+    InfluenceKnobs,
+    InfluenceSelector,
+    LissaSettings,
+    PackedRegression,
+    exact_hessian,
+    exact_ihvp,
+    gnvp,
+    hvp,
+    influence_scores,
+    lissa_ihvp,
+    per_sample_dots,
+    per_sample_grads,
+    per_sample_grads_loop,
 )
 
 

@@ -7,7 +7,7 @@ import pickle
 import studies.spec as loader
 import trainables.spec as schema
 from studies.spec import parse_study
-from tests.conftest import tiny_study, tiny_selection_study
+from tests.conftest import tiny_selection_study, tiny_study
 
 
 def test_trial_spec_holds_what_trainers_read_and_nothing_of_the_search():

@@ -20,7 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig, AutoModelForSeq2SeqLM, MBartConfig, MBartForConditionalGeneration, PreTrainedTokenizerFast,
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    MBartConfig,
+    MBartForConditionalGeneration,
+    PreTrainedTokenizerFast,
 )
 
 from trainables.errors import StudyError

@@ -14,14 +14,19 @@ from typing import TYPE_CHECKING
 
 import torch
 from transformers import (
-    AutoModelForSeq2SeqLM, AutoTokenizer, BartConfig, BartForConditionalGeneration, EncoderDecoderModel,
-    PreTrainedModel, PreTrainedTokenizerBase,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
+    EncoderDecoderModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 
 from trainables.models.backbones import BACKBONES, Backbone, rxnfp_bert_dir
-from trainables.retro.chemformer import convert_molbart_checkpoint, is_molbart_checkpoint
 from trainables.models.tokenizer import BART_SPECIALS, BERT_SPECIALS, build_vocab, smiles_tokenizer
 from trainables.registry import Registry
+from trainables.retro.chemformer import convert_molbart_checkpoint, is_molbart_checkpoint
 
 if TYPE_CHECKING:
     from trainables.spec import ModelSpec

@@ -26,10 +26,12 @@ from trainables.data.datasets import DATASETS
 from trainables.errors import DataError, StudyError
 from trainables.loop import EpochLoop
 from trainables.methods import count_parameters
+from trainables.retro.adapters import apply_treatment
 from trainables.retro.data import Reactions, ReactionSplits, randomize_smiles, reactions_hash
+from trainables.retro.knobs import DEFAULTS, RetroKnobs
 from trainables.retro.models import SEQ2SEQ, decoder_start_id, is_random_init, load_seq2seq
-from trainables.retro.scoring import TOPK, score_topk
 from trainables.retro.predictor import generate, save_retro_model
+from trainables.retro.scoring import TOPK, score_topk
 from trainables.retro.teacher import (
     TeacherLabels,
     check_coverage,
@@ -38,8 +40,6 @@ from trainables.retro.teacher import (
     teacher_from_model,
     teacher_top1,
 )
-from trainables.retro.knobs import DEFAULTS, RetroKnobs
-from trainables.retro.adapters import apply_treatment
 from trainables.retro.treatments import TREATMENT_CHOICES, freeze_embeddings, needs_pretrained, validate_treatment
 from trainables.schedules import lr_scheduler
 

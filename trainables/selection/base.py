@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from trainables.spec import StudySchema
     from trainables.base import Reporter
     from trainables.data.tables import MoleculeTable
+    from trainables.spec import StudySchema
 
 __all__ = [
     "SELECTORS", "Selector", "SelectionContext", "AllTrainRows", "check_selection", "selection_names",

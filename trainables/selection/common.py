@@ -18,8 +18,8 @@ from trainables.knobs import KnobSet, search_of
 if TYPE_CHECKING:
     import torch
 
-    from trainables.spec import StudySchema
     from trainables.selection.base import SelectionContext
+    from trainables.spec import StudySchema
 
 __all__ = ["Knobs", "study_values", "study_bounds", "study_choices", "first_rung", "embed_ids", "write_selection_csv"]
 

@@ -21,15 +21,15 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from trainables.errors import StudyError
-from trainables.registry import Registry
 from trainables.knobs import Search
+from trainables.registry import Registry
 from trainables.selection.base import SELECTORS, selection_names
 from trainables.selection.common import Knobs, first_rung, study_bounds, study_choices, write_selection_csv
 
 if TYPE_CHECKING:
-    from trainables.spec import StudySchema
     from trainables.base import Reporter
     from trainables.selection.base import SelectionContext
+    from trainables.spec import StudySchema
 
 __all__ = [
     "DIFFICULTIES", "PACINGS", "CurriculumKnobs", "CurriculumSelector", "binned_difficulty", "eligible", "full_data_epoch",

@@ -3,11 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from studies.spec import DatasetSpec
 from trainables.data.chem import murcko_scaffold
 from trainables.data.datasets import DATASETS
 from trainables.data.splits import SPLITTERS, split_hash, split_indices
 from trainables.errors import DataError
-from studies.spec import DatasetSpec
 
 
 @pytest.fixture(scope="module")

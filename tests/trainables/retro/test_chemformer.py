@@ -7,13 +7,15 @@ import pytest
 import torch
 from torch import nn
 
+from tests.trainables.retro.conftest import SMILES
 from trainables.errors import StudyError
 from trainables.retro.chemformer import (
-    ChemformerForConditionalGeneration, MOLBART_SPECIALS, convert_molbart_checkpoint, molbart_state_dict,
+    MOLBART_SPECIALS,
+    ChemformerForConditionalGeneration,
+    convert_molbart_checkpoint,
+    molbart_state_dict,
     sinusoidal_table,
 )
-
-from tests.trainables.retro.conftest import SMILES
 
 D, HEADS, FFN, LAYERS, MAX_LEN = 32, 4, 64, 2, 40
 

@@ -5,12 +5,11 @@ import torch
 from transformers import BertConfig, BertModel
 
 from studies.spec import parse_study
+from tests.trainables.retro.conftest import SMILES, model_spec
 from trainables.errors import StudyError
 from trainables.models.backbones import BACKBONES
 from trainables.models.tokenizer import BERT_SPECIALS, build_vocab
 from trainables.retro.models import SEQ2SEQ, load_seq2seq
-
-from tests.trainables.retro.conftest import SMILES, model_spec
 
 
 def test_seq2seq_models_are_in_the_shared_registry():
@@ -85,7 +84,7 @@ def test_freezing_or_lora_on_random_weights_is_refused_unless_allowed():
 
 def test_chemformer_checkpoint_path_loads_the_converted_model(tmp_path):
     from tests.trainables.retro.test_chemformer import MolbartBART
-    from trainables.retro.chemformer import ChemformerForConditionalGeneration, MOLBART_SPECIALS
+    from trainables.retro.chemformer import MOLBART_SPECIALS, ChemformerForConditionalGeneration
 
     vocab = [MOLBART_SPECIALS[k] for k in ("pad", "unk", "bos", "eos", "mask")] + ["<SEP>"] + list(build_vocab(SMILES, []))
     (tmp_path / "bart_vocab.txt").write_text("\n".join(vocab) + "\n")

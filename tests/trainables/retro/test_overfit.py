@@ -1,7 +1,8 @@
 """The whole seq2seq path (tokenizer, training, beam search, canonical scoring) memorizes 64 reactions."""
 
-import pytest
 from pathlib import Path
+
+import pytest
 
 from studies.spec import parse_study
 from trainables import NullReporter

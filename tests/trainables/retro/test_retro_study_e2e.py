@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from studies.runner import launch
 from studies.spec import parse_study
-from studies.tracking import tracking_uri_scope, register_best
+from studies.tracking import register_best, tracking_uri_scope
 from tests.conftest import TINY_STUDIES
 from trainables.retro.data import read_smi
 from trainables.retro.teacher import teacher_from_model

@@ -1,6 +1,5 @@
 """Top-k exact match of canonical reactant sets on hand-made cases."""
 
-import numpy as np
 import pytest
 
 from trainables.retro.scoring import rank_beams, score_topk

@@ -1,6 +1,5 @@
 """Teacher-label mixing: gamma is the share of ALL train labels replaced; invalid outputs never used."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from trainables.errors import StudyError
-from trainables.retro.chemformer import ChemformerConfig, ChemformerForConditionalGeneration
 from trainables.retro.adapters import Seq2SeqModel, apply_treatment
+from trainables.retro.chemformer import ChemformerConfig, ChemformerForConditionalGeneration
 from trainables.retro.treatments import PAPER_TREATMENTS, TREATMENT_CHOICES, needs_pretrained, validate_treatment
 
 # Trainable parts per paper row. E: encoder layer stack, D: decoder layer stack, LE/LD: LoRA in the

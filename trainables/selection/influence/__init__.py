@@ -26,13 +26,31 @@ against per-sample autograd on the ordinary forward.
 """
 
 from trainables.selection.influence.ihvp import (
-    CURVATURES, EXACT_MAX_PARAMS, LissaSettings, exact_hessian, exact_ihvp, gnvp, hvp, influence_scores, lissa_ihvp,
-    mean_grad, mean_loss, per_sample_dots, per_sample_dots_vmap, per_sample_grads, per_sample_grads_loop,
+    CURVATURES,
+    EXACT_MAX_PARAMS,
+    LissaSettings,
+    exact_hessian,
+    exact_ihvp,
+    gnvp,
+    hvp,
+    influence_scores,
+    lissa_ihvp,
+    mean_grad,
+    mean_loss,
+    per_sample_dots,
+    per_sample_dots_vmap,
+    per_sample_grads,
+    per_sample_grads_loop,
     pool_influence,
 )
 from trainables.selection.influence.selector import InfluenceKnobs, InfluenceSelector, influence_target
 from trainables.selection.influence.subsets import (
-    SUBSETS, FlatModule, PackedRegression, Subset, check_packed, encoder_layers,
+    SUBSETS,
+    FlatModule,
+    PackedRegression,
+    Subset,
+    check_packed,
+    encoder_layers,
 )
 
 _check_packed = check_packed  # the name the tests knew

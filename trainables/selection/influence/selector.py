@@ -22,17 +22,20 @@ from trainables.batching import model_device, to_device
 from trainables.cache import cache_dir
 from trainables.errors import StudyError
 from trainables.io import atomic_path
-from trainables.selection.common import embed_ids, write_selection_csv
-from trainables.selection.knobs import InfluenceKnobs, influence_target
-from trainables.selection.influence.ihvp import (
-    EXACT_MAX_PARAMS, _same, influence_scores, per_sample_dots, per_sample_dots_vmap,
-)
 from trainables.selection.base import SELECTORS
+from trainables.selection.common import embed_ids, write_selection_csv
+from trainables.selection.influence.ihvp import (
+    EXACT_MAX_PARAMS,
+    _same,
+    influence_scores,
+    per_sample_dots,
+    per_sample_dots_vmap,
+)
 from trainables.selection.influence.subsets import SUBSETS, FlatModule, PackedRegression, check_packed
+from trainables.selection.knobs import InfluenceKnobs, influence_target
 
 if TYPE_CHECKING:
     from trainables.base import Reporter
-    from trainables.spec import StudySchema
     from trainables.models.regression import RegressionModel
     from trainables.selection.base import SelectionContext
 
