@@ -39,6 +39,11 @@ def _typed(value: str) -> Any:
     """A config value as MLflow stored it (``str(value)``) back to its type: ``0.001``, ``True``, ``lora``."""
     if value == "None":
         return None
+    for number in (int, float):  # before YAML, which reads "1e-05" (Python's str of 1e-5) as a string
+        try:
+            return number(value)
+        except ValueError:
+            pass
     try:
         return yaml.safe_load(value)
     except yaml.YAMLError:
@@ -142,6 +147,9 @@ def promote(name: str, model_name: str, tracking_uri: str, *, rule: str = "best"
     if epochs < 1:
         raise StudyError(f"trial {row['trial']} of study {name!r} logged no best_epoch: cannot size its refit")
     spec = _study_spec(client, parent)
+    if spec.task != "property":  # before the data is read: merge_train_valid knows property payloads only
+        raise StudyError(f"promote: study {name!r} is a {spec.task} study; only property studies can be refit "
+                         "on train + valid for now (register --rule ships a trial as trained)")
     task = TASKS.get(spec.task)
     config = trial_config(trial.data.params)
     prepared = prepare(spec, tracking_uri)

@@ -104,5 +104,6 @@ def test_refit_data_appends_valid_to_train_and_leaves_test_alone() -> None:
     with pytest.raises(StudyError, match="only property studies"):
         merge_train_valid(object())
     assert refit_seeds(7, 3) == [7, 8, 9]
+    assert trial_config({"lr": str(1e-05), "r": "8.0", "inf": "inf"}) == {"lr": 1e-05, "r": 8.0, "inf": float("inf")}
     assert trial_config({"lr": "0.001", "method": "lora", "lora_r": "8", "freeze": "True", "x": "None"}) == {
         "lr": 0.001, "method": "lora", "lora_r": 8, "freeze": True, "x": None}
