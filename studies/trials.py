@@ -117,10 +117,11 @@ class ChemtuneOptunaSearch(OptunaSearch):
             ot_trial = self._ot_trials[trial_id]
             # Tune skips the searcher for the result that got the trial stopped: report it here, so
             # the pruned epoch shows in Optuna's intermediate values.
-            value, step = result.get(self.metric), result.get("training_iteration")
             # (a multi-objective study has no intermediate values: Optuna refuses report())
-            if isinstance(value, (int, float)) and step is not None and not isinstance(self.metric, list) and int(
-                    step) not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+            value = None if isinstance(self.metric, list) else result.get(self.metric)
+            step = result.get("training_iteration")
+            if isinstance(value, (int, float)) and step is not None and int(step) not in ot_trial.storage.get_trial(
+                    ot_trial._trial_id).intermediate_values:
                 ot_trial.report(float(value), int(step))
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
             self._completed_trials.add(trial_id)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 
@@ -107,3 +110,29 @@ def test_refit_data_appends_valid_to_train_and_leaves_test_alone() -> None:
     assert trial_config({"lr": str(1e-05), "r": "8.0", "inf": "inf"}) == {"lr": 1e-05, "r": 8.0, "inf": float("inf")}
     assert trial_config({"lr": "0.001", "method": "lora", "lora_r": "8", "freeze": "True", "x": "None"}) == {
         "lr": 0.001, "method": "lora", "lora_r": 8, "freeze": True, "x": None}
+
+
+def _searcher(tmp_path: Any) -> Any:
+    from studies.trials import ChemtuneOptunaSearch
+
+    def space(trial: Any) -> None:
+        trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+
+    return ChemtuneOptunaSearch(space=space, metric=["valid_rmse", "trainable_params"], mode=["min", "min"],
+                                study_name="mo", storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/o.db"),
+                                seed=0, max_epochs=3)
+
+
+def test_multi_objective_searcher_tells_values_prunes_and_fails(tmp_path: Any) -> None:
+    """Complete: both values; stopped by ASHA: PRUNED (no report(), which Optuna refuses for several
+    objectives); an objective missing from the result: FAIL, not left RUNNING."""
+    searcher = _searcher(tmp_path)
+    for trial_id in ("a", "b", "c"):
+        assert searcher.suggest(trial_id) is not None
+    searcher.on_trial_complete("a", {"valid_rmse": 1.0, "trainable_params": 10.0, "training_iteration": 3,
+                                     "test_rmse": 1.1})
+    searcher.on_trial_complete("b", {"valid_rmse": 2.0, "trainable_params": 5.0, "training_iteration": 1})
+    searcher.on_trial_complete("c", {"valid_rmse": 1.0, "training_iteration": 3, "test_rmse": 1.0})
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{tmp_path}/o.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert study.trials[0].values == [1.0, 10.0] and study.metric_names == ["valid_rmse", "trainable_params"]
