@@ -68,6 +68,13 @@ class LMExtraKnobs(KnobSet):
     head_lr_mult: Annotated[float, Search(1.0, 100.0, log=True)] = Field(
         1.0, gt=0, description="head learning rate = lr x this")
 
+    @field_validator("pooling", mode="before")
+    @classmethod
+    def _pooling(cls, v: Any) -> Any:
+        if v not in ("mean", "cls"):  # the value named, as the head names it (trainables.models.regression)
+            raise ValueError(f"pooling {v!r}: choose mean or cls")
+        return v
+
 
 class ArchKnobs(KnobSet):
     """Which model family a property trial trains (space ``property_mix``; ``dmpnn`` fixes it)."""
