@@ -295,6 +295,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     job_id = submit(args.study, args.address, load_study=load_study, ship_code=not args.installed,
                     restart=args.restart, tracking_uri=args.tracking_uri)
+    if os.environ.get("MLFLOW_TRACKING_PASSWORD") and not args.tracking_uri:  # the job gets the URI, not the login
+        print("note: MLFLOW_TRACKING_PASSWORD (or a password in MLFLOW_TRACKING_URI) is not sent with the job; the "
+              "cluster's nodes need their own (cluster/README.md, section 1)", file=sys.stderr)
     print(job_id)
     return 0
 

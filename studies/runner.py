@@ -438,7 +438,8 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     if state.get("joined"):
         raise StudyError(f"study {name!r} was launched with --join (several processes): a joined process is not "
                          "resumed; launch another `chemtune launch STUDY --join --trials N` to run the share it lost")
-    spec = load_study(paths.study_file(name))  # checked like any study file (a planted YAML tag is one line) first
+    # checked like any study file (a planted YAML tag is one line) first; an older copy's URI password moved out
+    spec = _without_credentials(load_study(paths.study_file(name)))
     reconcile(paths, name)  # a killed driver's RUNNING runs end as KILLED (reason tagged) before anything else
     driver_gone(name)  # ... and its Optuna trials no restored trial holds fail and are retried first
     save_state(paths, name, {**state, "driver": driver_lease()})

@@ -236,3 +236,19 @@ def test_teacher_csv_is_checked_like_a_dataset(tmp_path: Path) -> None:
     assert bad["count"] == 1 and bad["rows"] == [3]
     with pytest.raises(DataError, match="is a directory, not a teacher CSV"):
         teacher_from_csv(tmp_path, ["CCO"], [2])
+
+
+def test_a_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:
+    """``open`` on a FIFO blocks until a writer comes: refused from ``stat`` alone."""
+    from trainables.errors import DataError
+    from trainables.inputs import check_file
+
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(DataError, match=r"data.csv: not a regular file \(a device, pipe or socket\), not a CSV"):
+        check_file(fifo, "CSV file")
+    assert time.monotonic() - start < 1
+    dense = tmp_path / "dense.csv"
+    dense.write_text("smiles,target\n" + "CCO,1.0\n" * 300_000)  # 2.4 MB of repetitive text: not sparse
+    assert check_file(dense, "CSV file") == dense
