@@ -73,7 +73,11 @@ def _register(uri: str, name: str, python_model: Any, folder: Path) -> None:
     """Log the model as the tracker does and give it the ``champion`` alias."""
     from mlflow.tracking import MlflowClient
 
-    with tracking_uri_scope(uri), mlflow.start_run():
+    # An explicit artifact location: a sqlite store's default is ./mlruns in the working directory.
+    artifacts = (folder.parent / f"artifacts-{name}").as_uri()
+    with tracking_uri_scope(uri):
+        experiment = mlflow.create_experiment(f"served-{name}", artifact_location=artifacts)
+    with tracking_uri_scope(uri), mlflow.start_run(experiment_id=experiment):
         info = mlflow.pyfunc.log_model(name="model", python_model=python_model, artifacts={"model": str(folder)},
                                        pip_requirements=["chemtune"],
                                        signature=python_model.model_signature(folder))
