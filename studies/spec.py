@@ -137,4 +137,15 @@ def load_study(path: str | os.PathLike[str]) -> StudySpec:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise StudyError(f"{path}: malformed YAML: {err}") from None
-    return parse_study(data, source=str(path))
+    return parse_study(_anchor_pretrain(data, path.parent), source=str(path))
+
+
+def _anchor_pretrain(data: Any, folder: Path) -> Any:
+    """``model.pretrain`` relative to the study file's folder (as a study file reads its neighbours)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    ref = model.get("pretrain") if isinstance(model, dict) else None
+    if isinstance(ref, str):
+        path = Path(os.path.expandvars(ref)).expanduser()
+        if not path.is_absolute() and (folder / path).is_file():
+            data = {**data, "model": {**model, "pretrain": str((folder / path).resolve())}}
+    return data

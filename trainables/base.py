@@ -150,3 +150,5 @@ TASKS.register_lazy("property", "trainables.property",
                     help="molecular property regression (encoder + regression head)")
 TASKS.register_lazy("retro", "trainables.retro.task",
                     help="retrosynthesis: seq2seq product -> reactants, beam-search top-k (treatments, LoRA, adapters, gamma)")
+TASKS.register_lazy("pretrain", "trainables.pretrain.task",
+                    help="pretraining: masked-language modelling (encoders) or denoising (seq2seq) on a SMILES corpus")
