@@ -22,6 +22,7 @@ from studies.baselines import BaselineCallback, BaselineJob
 from studies.health import driver_lease, reconcile
 from studies.join import Membership, join_study, leave_study
 from studies.optuna_heartbeat import HeartbeatOptunaSearch, driver_gone, heartbeat_storage, stop_heartbeats
+from studies.pretraining import publish, use_pretrained
 from studies.progress import ProgressCallback, print_data_summary, quiet
 from studies.redact import redact_url, worker_env
 from studies.report import refresh_study
@@ -282,6 +283,8 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
             "or launch with --restart to start over"
         )
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
+    spec = use_pretrained(spec, uri, paths, lambda stage: launch(stage, address=address, tracking_uri=tracking_uri,
+                                                                  root=root))  # model.pretrain: cached or run first
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts
     quiet()
     print_data_summary(prepared)
@@ -298,6 +301,8 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     job = _baselines(spec, prepared, tracker)
     results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url, baselines=job), tracker, baselines=job)
     result = _result(spec, tracker, results, optuna_url, paths)
+    if spec.task == "pretrain" and result.best_config is not None:  # the checkpoint, cached by content hash
+        publish(spec, prepared, tracker.uri)
     if spec.seed_repeats and result.best_config is not None:  # mean +/- std of the best config (studies/seeds.py)
         from studies.seeds import repeat_best
 
@@ -311,6 +316,8 @@ def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | Non
     paths = StudyPaths.default(root)
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
     optuna_url = spec.tracking.optuna_storage or paths.optuna_url
+    spec = use_pretrained(spec, uri, paths, lambda stage: launch(stage, address=address, tracking_uri=tracking_uri,
+                                                                  root=root))
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts or the study is joined
     quiet()
     print_data_summary(prepared)
@@ -391,4 +398,7 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     else:  # the driver died before Tune's first experiment checkpoint: start its trials again, same runs
         tuner = _tuner(spec, prepared, tracker, paths, state["optuna_url"], baselines=job)
     quiet()
-    return _result(spec, tracker, _fit(tuner, tracker, baselines=job), state.get("optuna_url"), paths)
+    result = _result(spec, tracker, _fit(tuner, tracker, baselines=job), state.get("optuna_url"), paths)
+    if spec.task == "pretrain" and result.best_config is not None:
+        publish(spec, prepared, tracker.uri)
+    return result
