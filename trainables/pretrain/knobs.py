@@ -18,6 +18,7 @@ __all__ = ["PretrainKnobs", "DEFAULTS"]
 class PretrainKnobs(KnobSet):
     """Knobs of the ``pretrain`` task (both objectives; ``span_length`` is read by denoising only)."""
 
+    batch_size: Annotated[int, Search(choices=(32, 64, 128, 256))] = Field(64, ge=1, description="molecules per step")
     mask_prob: Annotated[float, Search(0.05, 0.3)] = Field(
         0.15, gt=0, lt=1, description="masking share: MLM masks this share of tokens (BERT 80/10/10); denoising "
                                        "starts a masked span at this share of positions (Chemformer's span scheme)")
@@ -27,7 +28,6 @@ class PretrainKnobs(KnobSet):
         5e-4, gt=0, description="peak learning rate (AdamW, linear warmup and decay)")
     warmup_ratio: Annotated[float, Search(0.0, 0.2)] = Field(
         0.05, ge=0, lt=1, description="share of the optimizer steps with linear learning-rate warmup")
-    batch_size: Annotated[int, Search(choices=(32, 64, 128, 256))] = Field(64, ge=1, description="molecules per step")
     enumerate_prob: Annotated[float, Search(0.0, 1.0)] = Field(
         0.0, ge=0, le=1, description="share of train molecules fed as RDKit randomized SMILES each epoch "
                                      "(SMILES enumeration; the denoising target is the same randomized SMILES)")
