@@ -2,7 +2,8 @@
 ``DataCollatorForLanguageModeling``: same model (a BERT under an MLM head, same init), same tokenizer, corpus,
 batch size, learning rate and device; one epoch each. Tokens/s counts the non-pad input tokens of the corpus
 over the training time (chemtune: the epoch loop's ``train_tokens_per_s``; Trainer: ``train_runtime``).
-Trainer runs twice: its default sampler (random batches, padded to their longest) and ``group_by_length``.
+Trainer runs twice: its default sampler (random batches, padded to their longest) and ``group_by_length``
+(``train_sampling_strategy``, transformers 5).
 
     python benchmarks/bench_pretrain.py [--model tiny-bert|rxnfp-bert] [--molecules 3000] [--batch-size 64]
 """
@@ -35,7 +36,7 @@ def chemtune_epoch(spec: Any, payload: Any) -> tuple[float, Any, Any]:
     from trainables import NullReporter
     from trainables.pretrain.task import MLMTrainer
 
-    trainer = MLMTrainer({}, payload, spec.trial_spec())
+    trainer = MLMTrainer(dict(spec.fixed), payload, spec.trial_spec())
     init = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     reporter = NullReporter()
     trainer.fit(reporter)
@@ -54,8 +55,9 @@ def trainer_epoch(trainer: Any, init: dict, payload: Any, batch_size: int, group
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out, per_device_train_batch_size=batch_size, num_train_epochs=1, learning_rate=5e-4,
-            warmup_ratio=0.05, weight_decay=0.01, max_grad_norm=1.0, report_to=[], save_strategy="no",
-            logging_strategy="no", dataloader_num_workers=0, group_by_length=group_by_length,
+            warmup_steps=0.05, weight_decay=0.01, max_grad_norm=1.0, report_to=[], save_strategy="no",
+            logging_strategy="no", dataloader_num_workers=0,
+            train_sampling_strategy="group_by_length" if group_by_length else "random",
             bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), use_cpu=not torch.cuda.is_available(),
             disable_tqdm=True, seed=0)
         collator = DataCollatorForLanguageModeling(trainer.tokenizer, mlm_probability=0.15, seed=0)

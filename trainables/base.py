@@ -122,7 +122,7 @@ class Task:
     """A registered task.
 
     Attributes:
-        data_kind: The dataset kind it reads (``"molecules"`` or ``"reactions"``).
+        data_kind: The dataset kind it reads (``"molecules"``, ``"reactions"`` or ``"corpus"``).
         metrics: Metric names it reports as ``valid_<m>`` every epoch (and ``test_<m>`` at the end).
         maximize: The metrics (of ``metrics`` and ``test_metrics``) where larger is better.
         prepare: ``StudySpec -> Prepared``; runs once before any trial and raises on bad data.

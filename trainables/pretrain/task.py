@@ -230,7 +230,8 @@ class MLMTrainer(_PretrainLoop):
             raise StudyError(f"model {self.spec.model.name!r}: its tokenizer has no mask token; MLM needs one")
         folder = getattr(encoder, "name_or_path", "") or ""
         if folder and Path(folder).is_dir():
-            mlm = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=self.spec.model.trust_remote_code)
+            mlm = AutoModelForMaskedLM.from_pretrained(folder, config=encoder.config,  # rxnfp's lacks model_type
+                                                       trust_remote_code=self.spec.model.trust_remote_code)
         else:  # a random-init encoder: its own weights under a new head (same seed, same init)
             mlm = AutoModelForMaskedLM.from_config(encoder.config)
             mlm.base_model.load_state_dict(encoder.state_dict())
