@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
 import ray
 import torch
@@ -64,6 +66,11 @@ def test_mlm_study_registers_and_its_checkpoint_feeds_a_property_study(tmp_path:
         local = fetch_model("models:/tiny-mlm@champion")
     fetched, cached = load_file(local / "model.safetensors"), load_file(folder / "model.safetensors")
     assert fetched.keys() == cached.keys() and all(torch.equal(fetched[k], cached[k]) for k in cached)
+    with tracking_uri_scope(fine.tracking_uri):  # the registered checkpoint serves embeddings
+        served = mlflow.pyfunc.load_model("models:/tiny-mlm@champion").predict(
+            pd.DataFrame({"smiles": ["OCC", "not a molecule"]}))
+    assert served["canonical_smiles"][0] == "CCO" and len(json.loads(served["embedding"][0])) == 64  # tiny-bert width
+    assert served["error"].tolist() == ["", "invalid SMILES"]
 
 
 def test_retro_study_runs_its_pretraining_stage_once_and_reuses_it(tmp_path: Path, stage_cache: Path,

@@ -105,3 +105,26 @@ def test_pretrained_folder_loads_back_as_the_fine_tuning_backbone(model: str, tm
         assert torch.equal(seq2seq.state_dict()[key], saved[key])
     model_vocab = (encoder if model == "tiny-bert" else seq2seq).config.vocab_size
     assert tokenizer.mask_token is not None and len(tokenizer) == model_vocab
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DiesAfterFirstEpoch(NullReporter):
+    def report(self, metrics, checkpoint_dir=None):  # noqa: ANN001 - the Reporter protocol
+        super().report(metrics, checkpoint_dir)
+        raise _Killed
+
+
+def test_a_killed_pretrain_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    spec = parse_study(tiny_pretrain_study("tiny-bert", max_epochs=2, scheduler={"grace_period": 2}))
+    prepared = TASKS.get("pretrain").prepare(spec)
+    config = {"batch_size": 32, "lr": 1e-3}
+    with pytest.raises(_Killed):
+        TASKS.get("pretrain").train(config, prepared.payload, spec.trial_spec(), _DiesAfterFirstEpoch(tmp_path / "ck"))
+    first = torch.load(tmp_path / "ck" / "state.pt", weights_only=False)
+    assert first["epoch"] == 1
+    resumed = NullReporter(resume_from=tmp_path / "ck")
+    final = TASKS.get("pretrain").train(config, prepared.payload, spec.trial_spec(), resumed)
+    assert [h["epoch"] for h in resumed.history] == [2] and "test_token_acc" in final
