@@ -63,11 +63,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _print_stage(spec, prepared, uri: str) -> None:  # noqa: ANN001 - a StudySpec and its Prepared
     """Whether the study's pretrained checkpoint (its ``model.pretrain`` stage, or a pretrain study's own) is cached."""
-    from studies.pretraining import checkpoint_dir, plan_stage, stage_key
+    from studies.pretraining import STAGE_JSON, checkpoint_dir, plan_stage, stage_key
 
     if spec.task == "pretrain":
         folder = checkpoint_dir(spec, stage_key(spec, prepared.tags["chemtune.corpus_hash"]))
-        state = f"cached at {folder}" if folder.is_dir() else f"not cached yet (launch writes it to {folder})"
+        cached = (folder / STAGE_JSON).is_file()
+        state = f"cached at {folder}" if cached else f"not cached yet (launch writes it to {folder})"
         _console.print(f"checkpoint: {state}")
         return
     stage = plan_stage(spec, uri)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import yaml
 
+from studies.results import leaderboard
 from studies.spec import StudySpec, load_study, parse_study
 from studies.store import StudyPaths, tracking_uri_scope
 from trainables import TASKS, Prepared
@@ -89,10 +91,6 @@ def plan_stage(study: StudySpec, tracking_uri: str | None = None) -> Stage | Non
 
 def publish(spec: StudySpec, prepared: Prepared, tracking_uri: str) -> Path:
     """Copy the best complete trial's checkpoint of pretrain study ``spec`` into the cache; its folder."""
-    import mlflow
-
-    from studies.results import leaderboard
-
     folder = checkpoint_dir(spec, stage_key(spec, prepared.tags["chemtune.corpus_hash"]))
     board = leaderboard(spec.name, tracking_uri)
     done = board[(board["role"] == "trial") & (board["state"] == "complete") & board["model_uri"].notna()] \
