@@ -69,7 +69,32 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         _console.print(report.summary())
     sizes = ", ".join(f"{k}={v}" for k, v in prepared.summary.items())
     _console.print(f"[green]{args.study}: valid[/] (study {spec.name!r}, task {spec.task}, {sizes})")
+    _print_stage(spec, prepared, uri)
     return 0
+
+
+def _print_stage(spec, prepared, uri: str) -> None:  # noqa: ANN001 - a StudySpec and its Prepared
+    """Whether the study's pretrained checkpoint (its ``model.pretrain`` stage, or a pretrain study's own) is cached."""
+    from studies.pretraining import STAGE_JSON, checkpoint_dir, plan_stage, stage_key
+
+    if spec.task == "pretrain":
+        folder = checkpoint_dir(spec, stage_key(spec, prepared.tags["chemtune.corpus_hash"]))
+        cached = (folder / STAGE_JSON).is_file()
+        state = f"cached at {folder}" if cached else f"not cached yet (launch writes it to {folder})"
+        _console.print(f"checkpoint: {state}")
+        return
+    stage = plan_stage(spec, uri)
+    if stage is None:
+        return
+    for report in stage.prepared.reports:
+        _console.print(report.summary())
+    if stage.cached:
+        _console.print(f"pretraining stage {stage.file}: checkpoint cached at {stage.folder} (launch reuses it)")
+    else:
+        s = stage.spec
+        _console.print(f"pretraining stage {stage.file}: checkpoint not cached (key {stage.key}); `chemtune launch` "
+                       f"pretrains it first: study {s.name!r}, {s.num_trials} trial(s) x {s.max_epochs} epoch(s) of "
+                       f"{s.model.name} on {stage.prepared.summary['n_train']} molecules")
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:

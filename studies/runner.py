@@ -24,6 +24,7 @@ from studies.baselines import BaselineCallback, BaselineJob
 from studies.health import driver_lease, reconcile
 from studies.join import Membership, join_study, leave_study
 from studies.optuna_heartbeat import HeartbeatOptunaSearch, driver_gone, heartbeat_storage, stop_heartbeats
+from studies.pretraining import publish, use_pretrained
 from studies.progress import ProgressCallback, print_data_summary, quiet
 from studies.redact import adopt_credentials, private_files, redact_url, worker_env
 from studies.report import refresh_study
@@ -316,6 +317,8 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
         )
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
     spec = _without_credentials(spec)
+    spec = use_pretrained(spec, uri, paths, lambda stage: launch(stage, address=address, tracking_uri=tracking_uri,
+                                                                  root=root))  # model.pretrain: cached or run first
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts
     quiet()
     print_data_summary(prepared)
@@ -332,6 +335,8 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     job = _baselines(spec, prepared, tracker)
     results = _fit(_tuner(spec, prepared, tracker, paths, optuna_url, baselines=job), tracker, baselines=job)
     result = _result(spec, tracker, results, optuna_url, paths)
+    if spec.task == "pretrain" and result.best_config is not None:  # the checkpoint, cached by content hash
+        publish(spec, prepared, tracker.uri)
     if spec.seed_repeats and result.best_config is not None:  # mean +/- std of the best config (studies/seeds.py)
         from studies.seeds import repeat_best
 
@@ -355,6 +360,8 @@ def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | Non
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
     spec = _without_credentials(spec)
     optuna_url = spec.tracking.optuna_storage or paths.optuna_url
+    spec = use_pretrained(spec, uri, paths, lambda stage: launch(stage, address=address, tracking_uri=tracking_uri,
+                                                                  root=root))
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts or the study is joined
     quiet()
     print_data_summary(prepared)
@@ -455,4 +462,7 @@ def resume(name: str, *, address: str | None = None, root: str | os.PathLike[str
     else:  # the driver died before Tune's first experiment checkpoint: start its trials again, same runs
         tuner = _tuner(spec, prepared, tracker, paths, state["optuna_url"], baselines=job)
     quiet()
-    return _result(spec, tracker, _fit(tuner, tracker, baselines=job), state.get("optuna_url"), paths)
+    result = _result(spec, tracker, _fit(tuner, tracker, baselines=job), state.get("optuna_url"), paths)
+    if spec.task == "pretrain" and result.best_config is not None:
+        publish(spec, prepared, tracker.uri)
+    return result

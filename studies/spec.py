@@ -159,6 +159,17 @@ def read_study(path: str | os.PathLike[str]) -> Any:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise StudyError(f"{path}: malformed YAML: {_yaml_problem(err)}") from None
+    return _anchor_pretrain(data, path.parent)
+
+
+def _anchor_pretrain(data: Any, folder: Path) -> Any:
+    """``model.pretrain`` relative to the study file's folder (as a study file reads its neighbours)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    ref = model.get("pretrain") if isinstance(model, dict) else None
+    if isinstance(ref, str):
+        path = Path(os.path.expandvars(ref)).expanduser()
+        if not path.is_absolute() and (folder / path).is_file():
+            data = {**data, "model": {**model, "pretrain": str((folder / path).resolve())}}
     return data
 
 
@@ -170,7 +181,7 @@ def input_files(data: Any) -> dict[str, str | None]:
         return value if isinstance(value, str) else None
 
     return {"dataset.path": get("dataset", "path"), "pool.path": get("pool", "path"),
-            "options.teacher_csv": get("options", "teacher_csv")}
+            "options.teacher_csv": get("options", "teacher_csv"), "model.pretrain": get("model", "pretrain")}
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

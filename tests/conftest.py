@@ -92,6 +92,16 @@ def tiny_selection_study(selection: str, limit: int, max_epochs: int, **fixed: A
     )
 
 
+def tiny_pretrain_study(model: str, **overrides: Any) -> dict[str, Any]:
+    """A tiny ``pretrain`` study: 200 NCI molecules drawn into the corpus (160 train), 1 epoch."""
+    return tiny_study(**{
+        "name": f"tiny-pretrain-{model}", "task": "pretrain", "search_space": "pretrain", "metric": "valid_token_acc",
+        "dataset": {"name": "corpus", "limit": 200}, "model": {"name": model, "max_length": 64},
+        "num_trials": 1, "max_epochs": 1, "fixed": {"batch_size": 32, "lr": 1e-3},
+        "options": {"draw_from": [{"name": "nci-logp", "limit": 200}], "val_subset": 8, "test_limit": 8},
+        "baselines": {}, **overrides})
+
+
 # One tiny study per registered task, for the shared suites (tests/trainables/test_tasks.py).
 TINY_STUDIES: dict[str, dict[str, Any]] = {
     "property": tiny_study(fixed={"method": "lora"}),
@@ -102,6 +112,7 @@ TINY_STUDIES: dict[str, dict[str, Any]] = {
         fixed={"gamma": 0, "batch_size": 16, "treatment": "lora_all+mlp_all"},
         options={"val_subset": 8, "test_limit": 8, "allow_random_init": True},  # LoRA on a random tiny-bart
     ),
+    "pretrain": tiny_pretrain_study("tiny-bert"),
 }
 
 

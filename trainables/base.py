@@ -119,7 +119,7 @@ class Task:
     """A registered task.
 
     Attributes:
-        data_kind: The dataset kind it reads (``"molecules"`` or ``"reactions"``).
+        data_kind: The dataset kind it reads (``"molecules"``, ``"reactions"`` or ``"corpus"``).
         metrics: Metric names it reports as ``valid_<m>`` every epoch (and ``test_<m>`` at the end).
         maximize: The metrics (of ``metrics`` and ``test_metrics``) where larger is better.
         prepare: ``StudySchema -> Prepared``; runs once before any trial and raises on bad data.
@@ -150,3 +150,5 @@ TASKS.register_lazy("property", "trainables.property.task",
                     help="molecular property regression (encoder + regression head)")
 TASKS.register_lazy("retro", "trainables.retro.task",
                     help="retrosynthesis: seq2seq product -> reactants, beam-search top-k (treatments, LoRA, adapters, gamma)")
+TASKS.register_lazy("pretrain", "trainables.pretrain.task",
+                    help="pretraining: masked-language modelling (encoders) or denoising (seq2seq) on a SMILES corpus")

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-__all__ = ["pad_batch", "to_device", "model_device", "sorted_chunks", "padded_batches", "length_grouped_loader",
+__all__ = ["pad_batch", "seq2seq_batch", "to_device", "model_device", "sorted_chunks", "padded_batches", "length_grouped_loader",
            "placed", "steps_per_epoch"]
 
 T = TypeVar("T")
@@ -33,6 +33,18 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
         ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
         mask[i, : len(s)] = 1
     return ids, mask
+
+
+def seq2seq_batch(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, start_id: int
+                  ) -> dict[str, torch.Tensor]:
+    """``(source ids, label ids)`` pairs as one seq2seq batch: dynamic padding; the decoder input is the
+    labels shifted right behind the start token; padded label positions are -100 (ignored by the loss)."""
+    input_ids, attention_mask = pad_batch([p[0] for p in pairs], pad_id)
+    decoder_input_ids, decoder_attention_mask = pad_batch([[start_id, *p[1][:-1]] for p in pairs], pad_id)
+    labels, label_mask = pad_batch([p[1] for p in pairs], pad_id)
+    labels = labels.masked_fill(label_mask == 0, -100)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids,
+            "decoder_attention_mask": decoder_attention_mask, "labels": labels}
 
 
 def to_device(obj: T, device: torch.device | str) -> T:

@@ -87,11 +87,14 @@ class ModelSpec(_Strict):
     """The pretrained backbone."""
 
     name: Annotated[str, _registered("model")] = Field(description="registered backbone (chemtune list models), or 'hf' with path")
-    path: str | None = Field(None, description="hub id or local directory (for 'hf', or a local copy)")
+    path: str | None = Field(None, description="hub id, local directory, or MLflow model (models:/NAME@ALIAS)")
     trust_remote_code: bool = Field(False, description="allow the hub model's own code (MoLFormer needs it)")
     max_length: int = Field(256, gt=8, description="longest token sequence; longer SMILES are truncated")
+    pretrain: str | None = Field(
+        None, description="pretraining stage: a pretrain study file whose checkpoint (cached by content hash; "
+                          "`launch` pretrains it first) becomes model.path")
 
-    @field_validator("path")
+    @field_validator("path", "pretrain")
     @classmethod
     def _expand(cls, v: str | None) -> str | None:
         # $VARS let a shared study file name a checkpoint on each cluster ($CHEMTUNE_DATA_DIR/chemformer/...).
@@ -99,11 +102,17 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _hf_needs_path(self) -> "ModelSpec":
-        if self.name == "hf" and not self.path:
+        if self.name == "hf" and not self.path and not self.pretrain:
             raise ValueError("model 'hf' needs model.path (a hub id or a local directory)")
-        local = self.path and (self.path.startswith(("/", ".", "~")) or os.sep in self.path.strip("/").split("/", 1)[-1])
+        mlflow_uri = self.path and self.path.startswith(("models:/", "runs:/"))  # fetched when a trial loads it
+        local = self.path and not mlflow_uri and (
+            self.path.startswith(("/", ".", "~")) or os.sep in self.path.strip("/").split("/", 1)[-1])
         if local and not Path(self.path).expanduser().exists():
             raise ValueError(f"model.path {self.path!r}: no such file or directory")
+        if self.pretrain and self.path:
+            raise ValueError("give model.path or model.pretrain (whose checkpoint becomes the path), not both")
+        if self.pretrain and not Path(self.pretrain).expanduser().is_file():
+            raise ValueError(f"model.pretrain {self.pretrain!r}: no such study file")
         return self
 
 

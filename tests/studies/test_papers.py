@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from studies.compare import PUBLISHED, compare, compare_table, load_papers
 from studies.runner import launch
-from studies.spec import load_study
+from studies.spec import load_study, parse_study
 from tests.conftest import ROOT
 from trainables.errors import StudyError
 
@@ -108,7 +108,7 @@ def test_as_published_variant_follows_the_reports_settings_line_by_line(table, p
         from trainables.retro.treatments import _OUT_PROJ
 
         assert spec.fixed["batch_size"] == stated["batch_size"] and spec.model.name == "chemformer-small"
-        scratch = spec.model.model_copy(update={"path": None, "max_length": 64})  # the architecture, unpretrained
+        scratch = spec.model.model_copy(update={"path": None, "pretrain": None, "max_length": 64})  # the architecture, unpretrained
         model, _ = SEQ2SEQ.get("chemformer-small").load(scratch, ["CCO", "c1ccccc1"], 0)
         cfg = model.config
         assert (cfg.encoder_layers, cfg.decoder_layers, cfg.d_model, cfg.encoder_ffn_dim) == (6, 6, 512, 2048)
@@ -138,14 +138,26 @@ def test_stated_settings_match_the_transcription_beside_the_reports():
 @pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
 def test_paper_studies_validate(paper_data_dir, path):
     spec = load_study(path)
-    if spec.task == "retro" and not path.stem.endswith("smoke"):
-        assert spec.model.path == str(paper_data_dir / "chemformer" / "chemformer_small.ckpt")  # $VARS expanded
+    if spec.task == "retro" and not path.stem.endswith("smoke"):  # pretrained by their pretraining stage
+        assert spec.model.path is None and spec.model.name == "chemformer-small"
+        assert spec.model.pretrain == str((PAPERS.parent / "pretrain_chemformer_small.yaml").resolve())
 
 
-def test_full_size_retro_studies_need_the_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("table", ["retro_table2", "retro_table3", "retro_gamma"])
+def test_full_size_retro_studies_validate_on_a_fresh_checkout(tmp_path, monkeypatch, table):
+    """No Chemformer checkpoint anywhere: the stage's checkpoint counts as pretrained (fix_*/LoRA rows allowed)."""
+    from trainables.retro.models import is_random_init
+
     monkeypatch.setenv("CHEMTUNE_DATA_DIR", str(tmp_path))
+    (tmp_path / "uspto50k").mkdir()
+    (tmp_path / "uspto50k" / "teacher_llasmol_train.csv").write_text("product,prediction\n")
+    spec = load_study(PAPERS / f"{table}.yaml")
+    assert not is_random_init(spec.model) and not spec.options.get("allow_random_init")
+    # the converter stays: a study naming Chemformer's own checkpoint needs the file
+    data = yaml.safe_load((PAPERS / f"{table}.yaml").read_text())
+    data["model"] = {"name": "chemformer-small", "path": "$CHEMTUNE_DATA_DIR/chemformer/chemformer_small.ckpt"}
     with pytest.raises(StudyError, match="chemformer_small.ckpt'?: no such file or directory"):
-        load_study(PAPERS / "retro_table2.yaml")
+        parse_study(data)
 
 
 @pytest.mark.slow

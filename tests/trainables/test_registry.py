@@ -102,6 +102,6 @@ def test_every_builtin_declaration_matches_its_plugin() -> None:
         for name in reg.names():
             entry = reg.get(name)
             assert getattr(entry, "knobs", None) is reg.knobs(name), (reg.kind, name)
-    assert TASKS.names() == ["property", "retro"]
+    assert TASKS.names() == ["property", "retro", "pretrain"]
     assert DATASETS.names()[-2:] == ["uspto50k", "reactions-csv"] and DATASETS.get("uspto50k").kind == "reactions"
     assert SELECTORS.names() == ["none", "active", "curriculum", "influence"]  # the order the spaces sample in

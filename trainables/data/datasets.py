@@ -151,6 +151,12 @@ DATASETS.register(
     Dataset("molecules", _load_csv),
     help="any CSV: dataset.path, smiles_column, target_column",
 )
+# The pretraining corpus (the pretrain task's dataset), imported on first use; trainables.pretrain.corpus registers it.
+DATASETS.register_lazy(
+    "corpus", "trainables.pretrain.corpus",
+    help="pretraining corpus: dataset.path = a SMILES file or a CSV (dataset.smiles_column); more from "
+         "registered datasets with the pretrain task's options.draw_from",
+)
 # The reaction datasets (retrosynthesis), imported on first use; trainables.retro.data registers them.
 DATASETS.register_lazy(
     "uspto50k", "trainables.retro.data",

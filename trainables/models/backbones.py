@@ -52,13 +52,20 @@ RXNFP_FOLDER = "rxnfp/models/transformers/bert_pretrained/"
 
 
 def load_backbone(spec: ModelSection, train_smiles: Sequence[str], seed: int = 0):
-    """Load the backbone a study names."""
-    return BACKBONES.get(spec.name).load(spec, train_smiles, seed)
+    """Load the backbone a study names (``model.path`` may be an MLflow model URI: fetched once)."""
+    from trainables.models.resolve import local_model
+
+    return BACKBONES.get(spec.name).load(local_model(spec), train_smiles, seed)
 
 
 def _tiny_bert(spec: ModelSection, train_smiles: Sequence[str], seed: int):
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    if spec.path:  # a saved tiny-bert (e.g. pretrained by the pretrain task), with its own tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        tokenizer.model_max_length = min(tokenizer.model_max_length, spec.max_length)
+        return BertModel.from_pretrained(spec.path, add_pooling_layer=False), tokenizer
 
     from trainables.models.tokenizer import BERT_SPECIALS, build_vocab, smiles_tokenizer
 
@@ -121,7 +128,8 @@ def _hf(spec: ModelSection, train_smiles: Sequence[str], seed: int):
     return AutoModel.from_pretrained(spec.path, config=config, **kwargs), tokenizer
 
 
-BACKBONES.register("tiny-bert", Backbone(_tiny_bert), help="2-layer BERT (hidden 64), random init, vocab from train SMILES")
+BACKBONES.register("tiny-bert", Backbone(_tiny_bert),
+                   help="2-layer BERT (hidden 64), random init, vocab from train SMILES; or model.path = a saved one")
 BACKBONES.register("rxnfp-bert", Backbone(_rxnfp_bert), help="rxnfp MLM-pretrained BERT (12 layers, hidden 256), from PyPI wheel")
 BACKBONES.register("hf", Backbone(_hf), help="any Hugging Face encoder: model.path = hub id or directory")
 

@@ -47,12 +47,15 @@ def load_seq2seq(spec: "ModelSpec", smiles: Sequence[str], seed: int = 0) -> tup
         smiles: Train products and reactants (the vocabulary of models built from scratch).
         seed: Seed of a random initialisation.
     """
-    return SEQ2SEQ.get(spec.name).load(spec, smiles, seed)
+    from trainables.models.resolve import local_model
+
+    return SEQ2SEQ.get(spec.name).load(local_model(spec), smiles, seed)
 
 
 def is_random_init(spec: "ModelSpec") -> bool:
-    """Whether the study's seq2seq model starts from random weights (a BART shape without ``model.path``)."""
-    return spec.name in _FROM_SCRATCH and not spec.path
+    """Whether the study's seq2seq model starts from random weights (a BART shape without ``model.path`` or
+    a pretraining stage, ``model.pretrain``, whose checkpoint becomes the path)."""
+    return spec.name in _FROM_SCRATCH and not spec.path and not spec.pretrain
 
 
 def decoder_start_id(model: PreTrainedModel) -> int:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch.utils.data import DataLoader
 
 from trainables.base import TASKS, Prepared, Reporter, Task
-from trainables.batching import length_grouped_loader, pad_batch, sorted_chunks, to_device
+from trainables.batching import length_grouped_loader, seq2seq_batch, sorted_chunks, to_device
 from trainables.data.datasets import DATASETS
 from trainables.errors import DataError, StudyError
 from trainables.loop import EpochLoop
@@ -197,13 +197,7 @@ class RetroTrainer(EpochLoop):
 
     def collate(self, batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
         """Dynamic padding; the decoder input is the labels shifted right behind the start token."""
-        pad = self.tokenizer.pad_token_id
-        input_ids, attention_mask = pad_batch([b[0] for b in batch], pad)
-        decoder_input_ids, decoder_attention_mask = pad_batch([[self.start_id, *b[1][:-1]] for b in batch], pad)
-        labels, label_mask = pad_batch([b[1] for b in batch], pad)
-        labels = labels.masked_fill(label_mask == 0, -100)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids,
-                "decoder_attention_mask": decoder_attention_mask, "labels": labels}
+        return seq2seq_batch(batch, self.tokenizer.pad_token_id, self.start_id)
 
     def epoch_items(self, epoch: int) -> list[tuple[list[int], list[int]]]:
         """Train pairs of ``epoch``: a seeded share ``augment_prob`` of rows as randomized SMILES."""
@@ -341,7 +335,7 @@ def _validate(spec: "StudySchema") -> None:
             raise StudyError(
                 f"model: {spec.model.name!r} without model.path starts from random weights, so freezing a stack or "
                 f"LoRA ({', '.join(frozen)}) is meaningless; set model.path to a Chemformer .ckpt or a transformers "
-                "checkpoint, or options.allow_random_init: true for a smoke test")
+                "checkpoint, model.pretrain to a pretrain study, or options.allow_random_init: true for a smoke test")
     gamma = spec.fixed.get("gamma", None if "gamma" in spec.searched else DEFAULTS["gamma"])
     if gamma != 0 and not (opts.teacher_csv or opts.teacher_uri):
         raise StudyError("fixed.gamma: without a teacher (options.teacher_csv or options.teacher_uri) fix gamma: 0")

@@ -1,0 +1,144 @@
+"""A study's pretraining stage: ``model.pretrain`` names a pretrain study file whose best checkpoint becomes
+the study's ``model.path``; the checkpoint is cached by content hash (corpus hash + the pretrain study's
+configuration), so the first ``launch`` pretrains it and every later study (any name, any store) reuses it.
+
+``validate`` says whether the checkpoint is cached (:func:`plan_stage`); ``launch`` runs the pretrain study
+first when it is not (:func:`use_pretrained`); a pretrain study launched on its own fills the cache too
+(:func:`publish`). The cached folder is the best trial's transformers folder, fetched from MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import yaml
+
+from studies.results import leaderboard
+from studies.spec import StudySpec, load_study, parse_study
+from studies.store import StudyPaths, tracking_uri_scope
+from trainables import TASKS, Prepared
+from trainables.cache import cache_dir
+from trainables.errors import StudyError
+from trainables.io import atomic_dir
+
+__all__ = ["Stage", "stage_key", "checkpoint_dir", "plan_stage", "publish", "use_pretrained", "STAGE_JSON"]
+
+STAGE_JSON = "chemtune_stage.json"  # in a cached checkpoint: the key, the study and the trial it came from
+
+
+@dataclass
+class Stage:
+    """A planned pretraining stage: the pretrain study, its corpus, and where its checkpoint is cached."""
+
+    file: str
+    spec: StudySpec
+    prepared: Prepared
+    key: str
+    folder: Path
+
+    @property
+    def cached(self) -> bool:
+        return (self.folder / STAGE_JSON).is_file()
+
+
+def stage_key(spec: StudySpec, corpus_hash: str) -> str:
+    """The checkpoint's content hash: the corpus and everything in the study that shapes the weights
+    (not its name, store or resources)."""
+    what = spec.model_dump(mode="json", exclude={"name", "tracking", "resources"})
+    blob = json.dumps({"corpus": corpus_hash, "study": what}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def checkpoint_dir(spec: StudySpec, key: str) -> Path:
+    """``<chemtune cache>/pretrained/<study name>-<key>``."""
+    return cache_dir() / "pretrained" / f"{spec.name}-{key}"
+
+
+def _pretrain_spec(study: StudySpec) -> StudySpec:
+    file = study.model.pretrain
+    assert file is not None
+    spec = load_study(file)
+    if spec.task != "pretrain":
+        raise StudyError(f"model.pretrain: {file} is a {spec.task!r} study, not a pretrain study")
+    if spec.model.name != study.model.name:
+        raise StudyError(f"model.pretrain: {file} pretrains {spec.model.name!r} but this study's model.name is "
+                         f"{study.model.name!r}; name the same model")
+    if spec.model.max_length > study.model.max_length:
+        raise StudyError(f"model.pretrain: {file} pretrains with max_length {spec.model.max_length}, longer than "
+                         f"this study's model.max_length {study.model.max_length}")
+    return spec
+
+
+def plan_stage(study: StudySpec, tracking_uri: str | None = None) -> Stage | None:
+    """The stage ``study`` names (its corpus prepared, bad data raising), or ``None`` without one."""
+    if not study.model.pretrain:
+        return None
+    spec = _pretrain_spec(study)
+    with tracking_uri_scope(tracking_uri) if tracking_uri else nullcontext():
+        prepared = TASKS.get("pretrain").prepare(spec)
+    key = stage_key(spec, prepared.tags["chemtune.corpus_hash"])
+    return Stage(study.model.pretrain, spec, prepared, key, checkpoint_dir(spec, key))
+
+
+def publish(spec: StudySpec, prepared: Prepared, tracking_uri: str) -> Path:
+    """Copy the best complete trial's checkpoint of pretrain study ``spec`` into the cache; its folder."""
+    folder = checkpoint_dir(spec, stage_key(spec, prepared.tags["chemtune.corpus_hash"]))
+    board = leaderboard(spec.name, tracking_uri)
+    done = board[(board["role"] == "trial") & (board["state"] == "complete") & board["model_uri"].notna()] \
+        if not board.empty else board
+    if done.empty:
+        raise StudyError(f"pretrain study {spec.name!r} has no complete trial with a logged checkpoint; "
+                         f"`chemtune resume {spec.name}` (or launch it with --restart) to finish it")
+    best = done.iloc[0]
+    with tempfile.TemporaryDirectory(prefix="chemtune-stage-") as tmp, tracking_uri_scope(tracking_uri):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(best["model_uri"]), dst_path=tmp))
+        with atomic_dir(folder) as out:
+            shutil.copytree(local / "artifacts" / "model", out, dirs_exist_ok=True)
+            metrics = {k: float(best[k]) for k in best.index if str(k).startswith(("valid_", "test_"))
+                       and isinstance(best[k], (int, float))}
+            (out / STAGE_JSON).write_text(json.dumps({
+                "key": folder.name.rsplit("-", 1)[-1], "study": spec.name, "run_id": str(best["run_id"]),
+                "model_uri": str(best["model_uri"]), "tracking_uri": tracking_uri, "metric": spec.metric,
+                "metrics": metrics}, indent=1))
+    return folder
+
+
+def _finished_before(stage: Stage, paths: StudyPaths, tracking_uri: str) -> Path:
+    """The checkpoint of a stage study launched before from this store (same configuration), cached now."""
+    file = paths.study_file(stage.spec.name)
+    stored = parse_study(yaml.safe_load(file.read_text()), str(file))
+    if stage_key(stored, stage.prepared.tags["chemtune.corpus_hash"]) != stage.key:
+        raise StudyError(f"model.pretrain: pretrain study {stage.spec.name!r} was launched before from "
+                         f"{paths.root} with another configuration; `chemtune launch {stage.file} --restart` "
+                         "to pretrain this one")
+    return publish(stage.spec, stage.prepared, tracking_uri)
+
+
+def use_pretrained(study: StudySpec, tracking_uri: str, paths: StudyPaths,
+                   run: Callable[[StudySpec], Any]) -> StudySpec:
+    """``study`` with ``model.path`` = its stage's checkpoint, pretraining it first (``run``) when not cached.
+
+    The stage's study runs in the same store as ``study`` (its own MLflow experiment and Optuna study);
+    the returned study names the cached folder, so resuming it never pretrains again.
+    """
+    stage = plan_stage(study, tracking_uri)
+    if stage is None:
+        return study
+    if not stage.cached:
+        if paths.state_file(stage.spec.name).exists():
+            _finished_before(stage, paths, tracking_uri)
+        else:
+            run(stage.spec)  # launch publishes a pretrain study's checkpoint
+    if not stage.cached:
+        raise StudyError(f"model.pretrain: pretrain study {stage.spec.name!r} left no checkpoint in {stage.folder}")
+    model = study.model.model_copy(update={"path": str(stage.folder), "pretrain": None})
+    return study.model_copy(update={"model": model})
