@@ -15,8 +15,9 @@ from studies.health import TAG_END_REASON
 from studies.spec import parse_study
 from studies.tracking import StudyPaths, StudyTracker, leaderboard
 from tests.conftest import tiny_study
-from trainables import TASKS, baselines
+from trainables import TASKS
 from trainables.faults import FAULTS_ENV, STATE_ENV
+from trainables.property import baselines
 
 
 @pytest.fixture()
