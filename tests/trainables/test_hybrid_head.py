@@ -98,3 +98,16 @@ def test_a_hybrid_folder_without_its_features_file_is_refused(study, tmp_path: P
 def test_plain_head_writes_no_features_and_bad_kind_is_named() -> None:
     with pytest.raises(ValueError, match="head_features 'maccs'"):
         HeadFeaturizer("maccs")
+
+
+def test_encoder_influence_on_a_hybrid_head_is_refused_with_the_way_out(study) -> None:
+    spec, data = study
+    from trainables.errors import StudyError
+    from trainables.selection.influence.selector import InfluenceSelector
+
+    trainer = PropertyTrainer({"head_features": "descriptors"}, data, spec)
+    head = InfluenceSelector({"selection": "influence", "influence_params": "head"})._subset_names(trainer.model)
+    assert head and all(n.startswith("head.") for n in head)
+    encoder = InfluenceSelector({"selection": "influence", "influence_params": "last_layers", "influence_layers": 1})
+    with pytest.raises(StudyError, match="carry no molecular features: with head_features, use 'head' or 'head_out'"):
+        encoder._subset_names(trainer.model)
