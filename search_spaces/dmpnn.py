@@ -38,7 +38,7 @@ PROPERTY_MIX = SearchSpace(
     ),
     help="language model (property knobs) or chemprop D-MPNN (dmpnn knobs), chosen per trial",
 )
-PROPERTY_PLUS = PROPERTY.extend(*LM_EXTRA, help="property knobs + SMILES enumeration (augment_copies, tta) + head knobs (pooling, head_hidden, head_lr_mult)")
+PROPERTY_PLUS = PROPERTY.extend(*LM_EXTRA, help="property knobs + SMILES enumeration (augment_copies, tta) + head knobs (pooling, head_hidden, head_lr_mult, head_features: hybrid heads)")
 SPACES.register("dmpnn", DMPNN, help=DMPNN.help)
 SPACES.register("property_plus", PROPERTY_PLUS, help=PROPERTY_PLUS.help)
 SPACES.register("property_mix", PROPERTY_MIX, help=PROPERTY_MIX.help)

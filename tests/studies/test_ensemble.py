@@ -1,7 +1,9 @@
-"""``register --top N``: one pyfunc averaging an LM trial and a D-MPNN trial, with the spread as uncertainty."""
+"""``register --top N``: one pyfunc over an LM trial and a D-MPNN trial, weighted by a fit on valid, with the
+weighted spread as uncertainty."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from studies.ensemble import register_ensemble
+import studies.ensemble
+from studies.ensemble import ensemble_weights, register_ensemble
 from studies.spec import parse_study
 from studies.tracking import MLflowTrialCallback, StudyPaths, StudyTracker, leaderboard, tracking_uri_scope
 from tests.conftest import tiny_study
@@ -22,7 +25,7 @@ from trainables.errors import StudyError
 pytestmark = pytest.mark.usefixtures("chemprop_installed")  # fails, not skips, without it
 
 
-def test_ensemble_of_an_lm_and_a_dmpnn(tmp_path: Path) -> None:
+def test_ensemble_of_an_lm_and_a_dmpnn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = parse_study(tiny_study(name="tiny-ens", search_space="property_mix", max_epochs=1, dataset={"limit": 80}))
     prepared = TASKS.get("property").prepare(spec)
     paths = StudyPaths.default(tmp_path)
@@ -42,23 +45,42 @@ def test_ensemble_of_an_lm_and_a_dmpnn(tmp_path: Path) -> None:
 
     with pytest.raises(StudyError, match=r"has 2 complete trial\(s\) .*--top 3 needs 3"):
         register_ensemble(spec.name, "lipo-ens", tracker.uri, top=3)
+    reads: list[str] = []  # the order in which prediction files are read and the weights are fitted
+    download = MlflowClient.download_artifacts
+    monkeypatch.setattr(MlflowClient, "download_artifacts",
+                        lambda self, run_id, path, dst=None: reads.append(path) or download(self, run_id, path, dst))
+    monkeypatch.setattr(studies.ensemble, "ensemble_weights",
+                        lambda frames: reads.append("fit") or ensemble_weights(frames))
     version = register_ensemble(spec.name, "lipo-ens", tracker.uri, top=2)
+    assert reads.index("fit") < reads.index("test_predictions.csv")  # fitted before any test prediction is read
+    assert set(reads[: reads.index("fit")]) == {"valid_predictions.csv"}
 
-    tests = [pd.read_csv(tmp_path / t / "test_predictions.csv").set_index("id") for t in configs]
-    mean = (tests[0]["prediction"] + tests[1]["prediction"].loc[tests[0].index]) / 2
-    rmse = float(np.sqrt(np.mean((mean - tests[0]["target"]) ** 2)))
+    client = MlflowClient(tracker.uri)
+    tags = client.get_model_version("lipo-ens", version.version).tags
+    assert tags["chemtune.ensemble.weights_fit"] == "valid"
     board = leaderboard(spec.name, tracker.uri)
+    order = list(board[board["role"] == "trial"]["trial"].head(2))  # members in rank order
+    by_trial = dict(zip(board["trial"], board["run_id"]))
+    weights = np.array([json.loads(tags["chemtune.ensemble.weights"])[by_trial[t]] for t in order])
+    valids = [pd.read_csv(tmp_path / t / "valid_predictions.csv") for t in order]
+    np.testing.assert_allclose(weights, ensemble_weights(valids), atol=1e-5)
+    assert weights.sum() == pytest.approx(1.0, abs=1e-5)
+    tests = [pd.read_csv(tmp_path / t / "test_predictions.csv").set_index("id") for t in order]
+    both = np.stack([tests[0]["prediction"], tests[1]["prediction"].loc[tests[0].index]])
+    mean = pd.Series(weights @ both, index=tests[0].index)
+    rmse = float(np.sqrt(np.mean((mean - tests[0]["target"]) ** 2)))
     row = board[board["role"] == "ensemble"].iloc[0]
     assert row["trial"] == "ensemble:top2" and row["test_rmse"] == pytest.approx(rmse)
     assert set(board["role"]) == {"trial", "ensemble"}
-    card = MlflowClient(tracker.uri).get_model_version("lipo-ens", version.version).description
-    assert f"| test_rmse | {rmse:.4f} |" in card and "| member1.arch | dmpnn |" in card and "## Seeds" in card
+    card = client.get_model_version("lipo-ens", version.version).description
+    assert f"| test_rmse | {rmse:.4f} |" in card and "| member1.arch |" in card and "## Seeds" in card
+    assert "fitted on valid" in card
 
     with tracking_uri_scope(tracker.uri):
         model = mlflow.pyfunc.load_model(f"models:/lipo-ens/{version.version}")
     smiles = list(tests[0]["smiles"])
     out = model.predict(pd.DataFrame({"smiles": smiles + ["C1CC"]}))
     np.testing.assert_allclose(out["prediction"][:-1].astype(float), mean.to_numpy(), rtol=1e-4, atol=1e-4)
-    spread = np.abs(tests[0]["prediction"] - tests[1]["prediction"].loc[tests[0].index]).to_numpy() / 2
+    spread = np.sqrt(weights[0] * weights[1]) * np.abs(both[0] - both[1])  # two members' weighted std
     np.testing.assert_allclose(out["uncertainty"][:-1].astype(float), spread, rtol=1e-3, atol=1e-4)
     assert out["prediction"].iloc[-1] is None and out["error"].iloc[-1] == "invalid SMILES"  # null when served

@@ -174,6 +174,11 @@ SELECTION_CASES = {  # study-fixed knobs per case; every registered selector but
                           "influence_layers": 1, "influence_curvature": "gauss_newton", "method": "full"},
     "active": {"n_select": 16, "rounds": 1, "acquisition": "uncertainty", "mc_passes": 5},
     "curriculum": {},
+    # hybrid heads: molecular features beside the embedding, through MC dropout and per-sample head gradients
+    "active-hybrid": {"selection": "active", "n_select": 16, "rounds": 1, "acquisition": "uncertainty",
+                      "mc_passes": 5, "config": {"head_features": "both"}},
+    "influence-hybrid": {"selection": "influence", "top_k": 16, "influence_params": "head",
+                         "influence_curvature": "gauss_newton", "config": {"head_features": "descriptors"}},
 }
 FAST = {"batch_size": 32, "lissa_depth": 5, "lissa_batch": 32}  # below the space's ranges: set in the config
 
@@ -185,10 +190,10 @@ def test_every_selector_has_a_case() -> None:
 @pytest.mark.parametrize("case", SELECTION_CASES)
 def test_selection_trial_places_every_batch(case: str, placement: _Tracker) -> None:
     fixed = dict(SELECTION_CASES[case])
-    selection = fixed.pop("selection", case)
+    selection, extra = fixed.pop("selection", case), fixed.pop("config", {})  # extra: knobs outside the space
     spec = parse_study(tiny_selection_study(selection, limit=200, max_epochs=2, **fixed))
     prepared = TASKS.get("property").prepare(spec)
-    config = {**SPACES.get(spec.search_space).sample(seed=0, fixed=spec.fixed), **FAST}
+    config = {**SPACES.get(spec.search_space).sample(seed=0, fixed=spec.fixed), **FAST, **extra}
     final = TASKS.get("property").train(config, prepared.payload, spec, NullReporter())
     assert "test_rmse" in final
     _assert_placed(placement)

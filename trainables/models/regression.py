@@ -12,7 +12,7 @@ from torch import nn
 
 from trainables.batching import pad_batch  # noqa: F401  (re-exported: its home is batching)
 
-__all__ = ["HeadConfig", "RegressionModel", "masked_mean", "pad_batch"]
+__all__ = ["HeadConfig", "FeatureTable", "RegressionModel", "masked_mean", "pad_batch"]
 
 
 @dataclass
@@ -25,6 +25,12 @@ class HeadConfig:
     target_mean: float = 0.0
     target_std: float = 1.0
     pooling: str = "mean"  # "mean" over tokens, or "cls": the first token's hidden state
+    n_features: int = 0  # molecular features concatenated with the pooled embedding (hybrid head); 0: none
+
+    @property
+    def input_size(self) -> int:
+        """Width of what the head reads: the pooled embedding and the molecular features."""
+        return self.hidden_size + self.n_features
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -40,8 +46,39 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+class FeatureTable:
+    """Molecular feature rows of the molecules a hybrid model has been shown, keyed by their token ids.
+
+    The id-only paths (selectors' MC dropout and embeddings, predictions on a split) call the model
+    with token ids alone; the trainer and the served predictor register each molecule's ids with its
+    features here, and the model finds them by the unpadded ids of each row.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[int, ...], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, ids: list[list[int]], features: np.ndarray) -> None:
+        if len(ids) != len(features):
+            raise ValueError(f"{len(ids)} id sequences but {len(features)} feature rows")
+        self._rows.update((tuple(x), row) for x, row in zip(ids, features))
+
+    def lookup(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Feature rows [B, F] (float32, on the ids' device) of a padded batch."""
+        rows = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+            key = tuple(i for i, m in zip(ids, mask) if m)
+            if key not in self._rows:
+                raise KeyError(f"hybrid head: no molecular features registered for token ids {list(key)[:12]}...; "
+                               "pass features= or register the molecule (FeatureTable.add)")
+            rows.append(self._rows[key])
+        return torch.as_tensor(np.stack(rows), dtype=torch.float32, device=input_ids.device)
+
+
 class RegressionModel(nn.Module):
-    """Encoder + masked mean pooling + MLP; predicts standardized targets."""
+    """Encoder + masked mean pooling (+ molecular features: a hybrid head) + MLP; predicts standardized targets."""
 
     def __init__(self, backbone: nn.Module, head: HeadConfig) -> None:
         super().__init__()
@@ -49,23 +86,38 @@ class RegressionModel(nn.Module):
             raise ValueError(f"pooling {head.pooling!r}: choose mean or cls")
         self.backbone = backbone
         self.config = head
+        self.features = FeatureTable()  # a hybrid head's rows for id-only calls (empty for a plain head)
         self.head = nn.Sequential(
             nn.Dropout(head.head_dropout),
-            nn.Linear(head.hidden_size, head.head_hidden),
+            nn.Linear(head.input_size, head.head_hidden),
             nn.GELU(),
             nn.Dropout(head.head_dropout),
             nn.Linear(head.head_hidden, 1),
         )
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled molecule embeddings [B, H]."""
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              features: torch.Tensor | None = None) -> torch.Tensor:
+        """What the head reads [B, H + F]: the pooled molecule embedding, then (hybrid head) the molecular
+        features, given or looked up in :attr:`features` by token ids."""
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         if self.config.pooling == "cls":
-            return out.last_hidden_state[:, 0]
-        return masked_mean(out.last_hidden_state, attention_mask)
+            pooled = out.last_hidden_state[:, 0]
+        else:
+            pooled = masked_mean(out.last_hidden_state, attention_mask)
+        return self.with_features(pooled, input_ids, attention_mask, features)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(input_ids, attention_mask).float()).squeeze(-1)
+    def with_features(self, pooled: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      features: torch.Tensor | None = None) -> torch.Tensor:
+        """``pooled`` [B, H] with the molecular features appended (a plain head: ``pooled`` as is)."""
+        if not self.config.n_features:
+            return pooled
+        if features is None:
+            features = self.features.lookup(input_ids, attention_mask)
+        return torch.cat([pooled.float(), features.to(pooled.device, torch.float32)], dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask, features).float()).squeeze(-1)
 
     def standardize(self, y: np.ndarray | torch.Tensor):
         return (y - self.config.target_mean) / self.config.target_std

@@ -50,12 +50,17 @@ def descriptor_names(exclude: Collection[str] = ()) -> list[str]:
     return [name for name in names if name not in set(exclude)]
 
 
-def featurize(smiles: list[str], radius: int = 2, n_bits: int = 2048, exclude: Collection[str] = ()) -> np.ndarray:
+def featurize(smiles: list[str], radius: int = 2, n_bits: int = 2048, exclude: Collection[str] = (),
+              parts: Collection[str] = ("morgan", "descriptors")) -> np.ndarray:
     """Morgan count fingerprint + RDKit 2D descriptors (less ``exclude``), one row per (already canonical) SMILES.
 
-    Descriptors RDKit cannot compute for a molecule come back NaN (or overflow); they are set to 0
-    so the forest still sees the fingerprint, rather than dropping the molecule.
+    ``parts`` picks either or both blocks (the hybrid heads of ``trainables.property.features`` use one);
+    the order is always fingerprint first. Descriptors RDKit cannot compute for a molecule come back NaN
+    (or overflow); they are set to 0 so the forest still sees the fingerprint, rather than dropping the molecule.
     """
+    unknown = set(parts) - {"morgan", "descriptors"}
+    if unknown or not parts:
+        raise ValueError(f"featurize parts {sorted(parts)}: choose morgan and/or descriptors")
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
     names = descriptor_names(exclude)
     rows = []
@@ -63,11 +68,14 @@ def featurize(smiles: list[str], radius: int = 2, n_bits: int = 2048, exclude: C
         mol = Chem.MolFromSmiles(s)
         if mol is None:  # the study's data report already excluded invalid SMILES
             raise ValueError(f"invalid SMILES {s!r} reached the baseline featurizer")
-        fp = generator.GetCountFingerprintAsNumPy(mol).astype(np.float32)
-        values = Descriptors.CalcMolDescriptors(mol)
-        desc = np.array([values[name] for name in names], dtype=np.float64)
-        rows.append(np.concatenate([fp, desc]))
-    x = np.asarray(rows, dtype=np.float64)
+        row = []
+        if "morgan" in parts:
+            row.append(generator.GetCountFingerprintAsNumPy(mol).astype(np.float64))
+        if "descriptors" in parts:
+            values = Descriptors.CalcMolDescriptors(mol)
+            row.append(np.array([values[name] for name in names], dtype=np.float64))
+        rows.append(np.concatenate(row))
+    x = np.asarray(rows, dtype=np.float64).reshape(len(smiles), -1)
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(x, -1e9, 1e9).astype(np.float32)
 

@@ -14,7 +14,11 @@ from trainables.knobs import KnobSet, Search
 from trainables.methods import METHODS
 from trainables.selection.base import SELECTORS
 
-__all__ = ["PropertyKnobs", "LMExtraKnobs", "ArchKnobs", "DEFAULTS", "LM_EXTRA_DEFAULTS"]
+__all__ = ["PropertyKnobs", "LMExtraKnobs", "ArchKnobs", "DEFAULTS", "LM_EXTRA_DEFAULTS", "HEAD_FEATURES", "HeadFeatures"]
+
+# a hybrid head's molecular features (trainables.property.features computes them; declared here, RDKit-free)
+HeadFeatures = Literal["none", "descriptors", "morgan", "both"]
+HEAD_FEATURES: tuple[str, ...] = ("none", "descriptors", "morgan", "both")
 
 
 class PropertyKnobs(KnobSet):
@@ -67,6 +71,10 @@ class LMExtraKnobs(KnobSet):
         256, ge=1, description="width of the regression head's hidden layer")
     head_lr_mult: Annotated[float, Search(1.0, 100.0, log=True)] = Field(
         1.0, gt=0, description="head learning rate = lr x this")
+    head_features: Annotated[HeadFeatures, Search(choices=HEAD_FEATURES)] = Field(
+        "none", description="hybrid head: molecular features concatenated with the pooled embedding (RDKit 2D "
+                            "descriptors, Morgan counts r=2 2048 bits, or both; normalized on train; none: "
+                            "the embedding alone)")
 
     @field_validator("pooling", mode="before")
     @classmethod

@@ -18,28 +18,40 @@ from trainables.data.chem import canonicalize
 from trainables.errors import DataError
 from trainables.models.regression import HeadConfig, RegressionModel
 from trainables.property.augment import load_tta, tta_predict
+from trainables.property.features import HeadFeaturizer
 from trainables.serving import input_column, json_safe, row_errors
 
 __all__ = ["save_property_model", "PropertyPredictor", "PropertyPyfunc", "load_saved_model"]
 
 
 def save_property_model(
-    path: Path, backbone: nn.Module, tokenizer: Any, head: nn.Module, config: HeadConfig, trust_remote_code: bool = False
+    path: Path, backbone: nn.Module, tokenizer: Any, head: nn.Module, config: HeadConfig, trust_remote_code: bool = False,
+    featurizer: HeadFeaturizer | None = None,
 ) -> None:
-    """Write ``backbone/`` (transformers format, with tokenizer), ``head.pt`` and ``head.json``."""
+    """Write ``backbone/`` (transformers format, with tokenizer), ``head.pt`` and ``head.json`` (and, for a hybrid
+    head, ``head_features.json``: the feature names and train statistics the served model featurizes with)."""
     path.mkdir(parents=True, exist_ok=True)
     backbone.save_pretrained(path / "backbone")
     tokenizer.save_pretrained(path / "backbone")
     torch.save(head.state_dict(), path / "head.pt")
     config.save(path / "head.json")
     (path / "trust_remote_code").write_text("1" if trust_remote_code else "0")
+    if config.n_features:
+        if featurizer is None or featurizer.size != config.n_features:
+            raise ValueError(f"a hybrid head of {config.n_features} features needs its featurizer to be saved")
+        featurizer.save(path)
 
 
 class PropertyPredictor:
     """Predicts a property from SMILES with a saved model directory."""
 
-    def __init__(self, model: RegressionModel, tokenizer: Any, tta: tuple[int, int] = (1, 0)) -> None:
+    def __init__(self, model: RegressionModel, tokenizer: Any, tta: tuple[int, int] = (1, 0),
+                 featurizer: HeadFeaturizer | None = None) -> None:
         self.model, self.tokenizer, self.tta = model.eval(), tokenizer, tta  # (k, seed)
+        self.featurizer = featurizer  # a hybrid head computes its molecular features from the SMILES
+        if model.config.n_features and (featurizer is None or featurizer.size != model.config.n_features):
+            raise DataError(f"the model's head reads {model.config.n_features} molecular features but its folder "
+                            f"has no matching {'head_features.json'}")
 
     @classmethod
     def load(cls, path: str | Path) -> "PropertyPredictor":
@@ -50,15 +62,25 @@ class PropertyPredictor:
         tokenizer = AutoTokenizer.from_pretrained(path / "backbone", trust_remote_code=remote)
         model = RegressionModel(backbone, HeadConfig.load(path / "head.json"))
         model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu"))
-        return cls(model, tokenizer, load_tta(path))
+        return cls(model, tokenizer, load_tta(path), HeadFeaturizer.load(path))
+
+    def encode(self, smiles: list[str]) -> list[list[int]]:
+        """Token ids of canonical ``smiles``; a hybrid head's features are registered with them, so id-only
+        callers (influence from a saved model) can run the model on the ids alone."""
+        ids = self.tokenizer(list(smiles), truncation=True, max_length=self.tokenizer.model_max_length)["input_ids"]
+        if self.featurizer is not None and ids:
+            self.model.features.add(ids, self.featurizer(smiles))
+        return ids
 
     @torch.no_grad()
     def _predict_canonical(self, smiles: list[str], batch_size: int) -> np.ndarray:
         ids = self.tokenizer(smiles, truncation=True, max_length=self.tokenizer.model_max_length)["input_ids"]
+        feats = self.featurizer(smiles) if self.featurizer is not None else None
         out = np.empty(len(ids))
         device = model_device(self.model)
         for chunk, input_ids, mask in padded_batches(ids, self.tokenizer.pad_token_id, batch_size, device):
-            out[chunk] = self.model.unstandardize(self.model(input_ids, mask).float().cpu().numpy())
+            rows = None if feats is None else torch.as_tensor(feats[chunk]).to(device)
+            out[chunk] = self.model.unstandardize(self.model(input_ids, mask, rows).float().cpu().numpy())
         return out
 
     @torch.no_grad()

@@ -30,6 +30,7 @@ from trainables.models.backbones import load_backbone
 from trainables.models.regression import HeadConfig, RegressionModel
 from trainables.property.augment import augmented_rows, save_tta, tta_predict
 from trainables.property.data import METRICS, PropertyData, regression_metrics
+from trainables.property.features import HeadFeaturizer
 from trainables.property.knobs import DEFAULTS, LM_EXTRA_DEFAULTS, ArchKnobs, LMExtraKnobs, PropertyKnobs
 from trainables.property.serving import PropertyPyfunc, load_saved_model, save_property_model
 from trainables.schedules import lr_scheduler
@@ -111,6 +112,9 @@ class PropertyTrainer(EpochLoop):
         backbone, self.tokenizer = load_backbone(spec.model, data.train.smiles, self.seed)
         backbone = apply_method(self.knobs.method, backbone, self.config)
         y = data.train.targets
+        # a hybrid head's features: normalized on train; a label computed from descriptors keeps them out
+        self.featurizer = None if self.lm.head_features == "none" else HeadFeaturizer.fit(
+            self.lm.head_features, data.train.smiles, DATASETS.get(spec.dataset.name).label_descriptors)
         head = HeadConfig(
             hidden_size=backbone.config.hidden_size,
             head_dropout=self.knobs.head_dropout,
@@ -118,6 +122,7 @@ class PropertyTrainer(EpochLoop):
             pooling=self.lm.pooling,
             target_mean=float(y.mean()),
             target_std=float(y.std()) or 1.0,
+            n_features=self.featurizer.size if self.featurizer else 0,
         )
         self.model = RegressionModel(backbone, head)
         self.n_trainable, self.n_total = count_parameters(self.model)
@@ -130,8 +135,13 @@ class PropertyTrainer(EpochLoop):
             data.train.rows + data.pool.rows,
         )
         self.n_train = len(data.train)
-        self.ids = {name: self.encode(t.smiles) for name, t in
-                    (("candidates", self.candidates), ("valid", data.valid), ("test", data.test))}
+        tables = {"candidates": self.candidates, "valid": data.valid, "test": data.test}
+        self.ids = {name: self.encode(t.smiles) for name, t in tables.items()}
+        # feature rows aligned with self.ids (training batches carry theirs); the model's table serves id-only calls
+        self.feats = {name: self.featurize(t.smiles) for name, t in tables.items()}
+        for name, rows in self.feats.items():
+            if rows is not None:
+                self.model.features.add(self.ids[name], rows)
         self.selector: Selector = SELECTORS.get(self.knobs.selection)(self.config)
         self._rows = np.arange(self.n_train)
 
@@ -142,20 +152,30 @@ class PropertyTrainer(EpochLoop):
             return []
         return self.tokenizer(list(smiles), truncation=True, max_length=self.tokenizer.model_max_length)["input_ids"]
 
-    def _collate(self, batch: list[tuple[list[int], float]]) -> dict[str, torch.Tensor]:
+    def featurize(self, smiles: list[str]) -> np.ndarray | None:
+        """A hybrid head's normalized feature rows of ``smiles`` (None for a plain head)."""
+        return self.featurizer(smiles) if self.featurizer is not None else None
+
+    def _collate(self, batch: list[tuple[list[int], float, np.ndarray | None]]) -> dict[str, torch.Tensor]:
         ids, mask = pad_batch([b[0] for b in batch], self.tokenizer.pad_token_id)
-        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([b[1] for b in batch], dtype=torch.float32)}
+        out = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([b[1] for b in batch], dtype=torch.float32)}
+        if batch[0][2] is not None:  # a hybrid head: the molecular features travel with the batch
+            out["features"] = torch.as_tensor(np.stack([b[2] for b in batch]), dtype=torch.float32)
+        return out
 
     def rows_loader(self, rows: np.ndarray, epoch: int) -> DataLoader:
         """Length-grouped, dynamically padded batches of candidate ``rows`` (standardized labels)."""
         ids = self.ids["candidates"]
         z = self.unwrapped().standardize(self.candidates.targets)
-        items = [(ids[i], float(z[i])) for i in rows]
+        feats = self.feats["candidates"]
+        items = [(ids[i], float(z[i]), None if feats is None else feats[i]) for i in rows]
         copies = self.lm.augment_copies
-        if copies:  # fresh randomized SMILES of the epoch's rows, same (standardized) labels
+        if copies:  # fresh randomized SMILES of the epoch's rows, same (standardized) labels and features
             extra, labels = augmented_rows([self.candidates.smiles[i] for i in rows], z[rows], copies,
                                            self.seed * 1000 + epoch)
-            items += list(zip(self.encode(extra), map(float, labels)))
+            extra_feats = self.featurize(extra)
+            items += [(x, float(y), None if extra_feats is None else extra_feats[j])
+                      for j, (x, y) in enumerate(zip(self.encode(extra), labels))]
         return length_grouped_loader(items, [len(x[0]) for x in items], self.knobs.batch_size,
                                      self._collate, self.seed * 1000 + epoch)
 
@@ -168,14 +188,16 @@ class PropertyTrainer(EpochLoop):
         return [n * (1 + self.lm.augment_copies) for n in self.selector.epoch_sizes(self.spec.max_epochs)]
 
     @torch.no_grad()
-    def predict_ids(self, ids: list[list[int]], batch_size: int = 128) -> np.ndarray:
-        """Predictions (in label units) for token-id sequences, dropout off."""
+    def predict_ids(self, ids: list[list[int]], features: np.ndarray | None = None, batch_size: int = 128) -> np.ndarray:
+        """Predictions (in label units) for token-id sequences, dropout off; a hybrid head's ``features``
+        rows (aligned with ``ids``) or, when None, those registered for the ids."""
         model = self.unwrapped()  # no DDP collectives: ranks may predict alone
         model.eval()
         out = np.empty(len(ids), dtype=np.float64)
         for chunk, input_ids, mask in padded_batches(ids, self.tokenizer.pad_token_id, batch_size, self.device):
+            rows = None if features is None else torch.as_tensor(features[chunk]).to(self.device)
             with self.accelerator.autocast():
-                z = model(input_ids, mask)
+                z = model(input_ids, mask, rows)
             out[chunk] = model.unstandardize(z.float().cpu().numpy())
         return out
 
@@ -188,7 +210,8 @@ class PropertyTrainer(EpochLoop):
         """Metrics and predictions on ``valid`` or ``test`` (the mean over ``tta`` SMILES when it is > 1)."""
         k = self.lm.tta
         if k > 1:
-            pred = tta_predict(lambda s: self.predict_ids(self.encode(s)), getattr(self.data, split).smiles, k, self.seed)
+            pred = tta_predict(lambda s: self.predict_ids(self.encode(s), self.featurize(s)),
+                               getattr(self.data, split).smiles, k, self.seed)
         else:
             pred = self.predict_ids(self.ids[split])
         return regression_metrics(getattr(self.data, split).targets, pred), pred
@@ -205,7 +228,7 @@ class PropertyTrainer(EpochLoop):
 
     # -- training -------------------------------------------------------------------------------
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        pred = self.model(batch["input_ids"], batch["attention_mask"])
+        pred = self.model(batch["input_ids"], batch["attention_mask"], batch.get("features"))
         return torch.nn.functional.mse_loss(pred.float(), batch["labels"]), len(batch["labels"])
 
     def make_optimizer(self) -> torch.optim.Optimizer:
@@ -277,7 +300,7 @@ class PropertyTrainer(EpochLoop):
         model = self.unwrapped()
         save_property_model(
             path, export_backbone(model.backbone), self.tokenizer, model.head, model.config,
-            trust_remote_code=self.spec.model.trust_remote_code,
+            trust_remote_code=self.spec.model.trust_remote_code, featurizer=self.featurizer,
         )
         save_tta(path, self.lm.tta, self.seed)
 

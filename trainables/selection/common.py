@@ -129,13 +129,14 @@ def first_rung(spec: "StudySchema") -> int:
 
 def embed_ids(model: torch.nn.Module, ids: list[list[int]], pad_id: int, device: torch.device | None = None,
               batch_size: int = 128) -> torch.Tensor:
-    """Pooled embeddings [N, H] (float32, CPU) of token-id sequences, dropout off (on the model's device)."""
+    """What the head reads [N, H (+ F)] (float32, CPU) of token-id sequences, dropout off (on the model's device):
+    the pooled embeddings, and a hybrid head's molecular features (registered for the ids)."""
     import torch
 
     from trainables.batching import model_device, padded_batches
 
     model.eval()
-    out = torch.empty(len(ids), model.config.hidden_size, dtype=torch.float32)
+    out = torch.empty(len(ids), model.config.input_size, dtype=torch.float32)
     with torch.no_grad():
         for chunk, input_ids, mask in padded_batches(ids, pad_id, batch_size, device or model_device(model)):
             out[torch.as_tensor(chunk)] = model.embed(input_ids, mask).float().cpu()

@@ -108,7 +108,11 @@ class InfluenceSelector:
 
     def _subset_names(self, model: "RegressionModel") -> list[str]:
         """The subset's parameter names in ``model``; checks that it applies and fits the solver."""
-        names = SUBSETS.get(self.knobs.influence_params).names(model, self.knobs)
+        subset = SUBSETS.get(self.knobs.influence_params)
+        if subset.encoder and model.config.n_features:
+            raise StudyError(f"influence_params {self.knobs.influence_params!r} runs the encoder on packed token ids, "
+                             "which carry no molecular features: with head_features, use 'head' or 'head_out'")
+        names = subset.names(model, self.knobs)
         wanted = set(names)
         size = sum(p.numel() for n, p in model.named_parameters() if n in wanted)
         if self.knobs.influence_solver == "exact" and size > EXACT_MAX_PARAMS:
@@ -133,8 +137,7 @@ class InfluenceSelector:
                 raise StudyError("selection 'influence': task option base_model_uri is set, but this task serves no "
                                  "saved model to start from")
             predictor = ctx.load_model(uri)
-            enc = predictor.tokenizer
-            encode = lambda s: enc(list(s), truncation=True, max_length=enc.model_max_length)["input_ids"]  # noqa: E731
+            enc, encode = predictor.tokenizer, predictor.encode  # registers a hybrid head's features
             inputs = {"train": encode([cand.smiles[i] for i in train]),
                       "target": encode([cand.smiles[i] for i in self.target]),
                       "pool": encode(cand.smiles[ctx.n_train :])}

@@ -60,7 +60,11 @@ class PackedRegression(nn.Module):
         ids, mask = x[:, 0], x[:, 1]
         additive = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
         hidden = self.model.backbone(input_ids=ids, attention_mask=additive).last_hidden_state
-        return self.model.head(masked_mean(hidden, mask).float()).squeeze(-1)
+        if self.model.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            pooled = masked_mean(hidden, mask)
+        return self.model.head(pooled.float()).squeeze(-1)
 
     @staticmethod
     def pack(ids: list[list[int]], pad_id: int) -> torch.Tensor:
