@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 import subprocess
 import sys
 import time
@@ -58,7 +59,9 @@ def test_progress_counts_best_and_eta() -> None:
             self.trial_id, self.config, self.last_result = tid, {"method": "full", "lr": 1e-3}, result
 
     view = ProgressCallback("valid_rmse", "min", total=3, max_epochs=2, live=False)
-    a = Trial("a", {})
+    # Trial ids no study of this process used: the Tune -> Optuna trial map is process-wide, and an id an
+    # earlier test's study registered would name the trial by that study's Optuna number.
+    a = Trial(f"views-a-{uuid.uuid4().hex}", {})
     view.on_trial_start(0, [], a)
     view.on_trial_result(0, [], a, {"epoch": 1, "valid_rmse": 0.9, "time_this_iter_s": 10.0})
     from rich.console import Console
@@ -70,7 +73,7 @@ def test_progress_counts_best_and_eta() -> None:
     assert view.eta_seconds() == pytest.approx(50.0)
     a.last_result = {"epoch": 2, "training_iteration": 2, "valid_rmse": 0.8, "test_rmse": 0.85}
     view.on_trial_complete(0, [], a)
-    b = Trial("b", {"epoch": 1, "training_iteration": 1, "valid_rmse": 0.7})
+    b = Trial(f"views-b-{uuid.uuid4().hex}", {"epoch": 1, "training_iteration": 1, "valid_rmse": 0.7})
     view.on_trial_start(0, [], b)
     view.on_trial_complete(0, [], b)  # stopped by ASHA: a better epoch-1 score is not the best
     assert view.counts == {"done": 1, "pruned": 1, "failed": 0} and view.best == 0.8
