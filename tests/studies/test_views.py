@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import optuna
