@@ -15,7 +15,8 @@ from studies.health import TAG_END_REASON
 from studies.spec import parse_study
 from studies.tracking import StudyPaths, StudyTracker, leaderboard
 from tests.conftest import tiny_study
-from trainables import TASKS, baselines
+from trainables import TASKS
+from trainables.property import baselines
 from trainables.faults import FAULTS_ENV, STATE_ENV
 
 
