@@ -16,8 +16,8 @@ from studies.spec import parse_study
 from studies.tracking import StudyPaths, StudyTracker, leaderboard
 from tests.conftest import tiny_study
 from trainables import TASKS
-from trainables.property import baselines
 from trainables.faults import FAULTS_ENV, STATE_ENV
+from trainables.property import baselines
 
 
 @pytest.fixture()
