@@ -9,15 +9,14 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# The fixtures of tests/cluster/conftest.py that start one PostgreSQL, MLflow server and 3-node Ray cluster per run.
-CLUSTER_FIXTURES = frozenset({"postgres", "mlflow_server", "ray_cluster", "on_cluster", "study_dict"})
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-# -- parallel runs (pytest-xdist, `-n auto --dist loadgroup` in pyproject.toml) ------------------------------
+# -- parallel runs (pytest-xdist, `-n auto --dist loadscope` in pyproject.toml) ------------------------------
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: 2 workers even on 2 cores (most tests wait on Ray start-ups, servers and subprocesses), at
     most 4 (each worker may hold a local Ray and a torch model: memory, not cores, bounds them);
@@ -27,19 +26,28 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(2, min(4, os.cpu_count() or 1))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the xdist_group marks into node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """One worker per test module, so a module-scoped fixture (a launched study, a server) is set up once; and one
-    worker for every test of the shared cluster (tests/cluster's package fixtures), so it is started once. A
-    module may name its own group with ``@pytest.mark.xdist_group``."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        if CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-            group = "tests/cluster:shared-cluster"
-        else:
-            group = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+def worker_group(nodeid: str) -> str:
+    """The tests one worker runs together: a module (its module-scoped fixtures, a launched study or a server,
+    are set up once), and all of tests/cluster but the stand-alone walk-through (its package fixtures start one
+    PostgreSQL, MLflow server and 3-node Ray cluster per run). (xdist's own ``loadgroup`` marks do not group
+    under pytest 9: xdist renames ``item._nodeid``, which pytest 9 no longer reads.)"""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("tests/cluster/") and path != "tests/cluster/test_guide.py":
+        return "tests/cluster"
+    return path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByTestGroup(LoadScopeScheduling):
+        """Whole groups (``worker_group``) to a worker, in collection order (the long cluster tests first)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return ByTestGroup(config, log)
 
 
 def _shared_data() -> Path:
