@@ -14,6 +14,42 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# -- parallel runs (pytest-xdist, `-n auto --dist loadscope` in pyproject.toml) ------------------------------
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: 2 workers even on 2 cores (most tests wait on Ray start-ups, servers and subprocesses), at
+    most 4 (each worker may hold a local Ray and a torch model: memory, not cores, bounds them);
+    ``$CHEMTUNE_TEST_WORKERS`` overrides."""
+    if os.environ.get("CHEMTUNE_TEST_WORKERS"):
+        return int(os.environ["CHEMTUNE_TEST_WORKERS"])
+    return max(2, min(4, os.cpu_count() or 1))
+
+
+def worker_group(nodeid: str) -> str:
+    """The tests one worker runs together: a module (its module-scoped fixtures, a launched study or a server,
+    are set up once), and all of tests/cluster but the stand-alone walk-through (its package fixtures start one
+    PostgreSQL, MLflow server and 3-node Ray cluster per run). (xdist's own ``loadgroup`` marks do not group
+    under pytest 9: xdist renames ``item._nodeid``, which pytest 9 no longer reads.)"""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("tests/cluster/") and path != "tests/cluster/test_guide.py":
+        return "tests/cluster"
+    return path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByTestGroup(LoadScopeScheduling):
+        """Whole groups (``worker_group``) to a worker, in collection order (the long cluster tests first)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return ByTestGroup(config, log)
+
+
 def _shared_data() -> Path:
     env = os.environ.get("CHEMTUNE_DATA_DIR")
     return Path(env) if env else ROOT.parent / "shared" / "data"
