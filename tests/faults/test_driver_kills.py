@@ -138,6 +138,10 @@ def _check_study(root: Path, name: str, num_trials: int, max_epochs: int) -> dic
             "optuna_fail_stale": states.count("FAIL"), "runs_lost": 0}  # every assertion above held
 
 
+# Known load-sensitive flake (seen under a loaded 2-core machine, never on a quiet one): Ray cancels both trial
+# actors before they start ("The actor never ran - it was cancelled before it started running"), so the
+# driver ends before the first kill. One rerun, and only for that symptom: any other failure fails at once.
+@pytest.mark.flaky(reruns=1, only_rerun=["The actor never ran - it was cancelled before it started running"])
 def test_driver_killed_once_then_resumed(tmp_path: Path, shared_data: Path, cluster: str) -> None:
     study = _study(tmp_path, "drv", num_trials=2, max_epochs=2)
     out = _run_with_kills(tmp_path, shared_data, cluster, study, "drv", kills=1, seed=0)

@@ -148,6 +148,11 @@ def _serve(task: str, model_dir: Path) -> None:
 
         out = RetroPredictor.load(model_dir).predict(["CCOC(C)=O"], num_beams=2, top_k=2)
         assert len(out) == 1
+    elif task == "pretrain":  # a registered pretrained checkpoint serves embeddings
+        from trainables.pretrain.serving import PretrainedEncoder
+
+        out = PretrainedEncoder(model_dir).predict(["CCO", "c1ccccc1O"])
+        assert (out["error"] == "").all() and out["embedding"].str.startswith("[").all()
     else:
         raise AssertionError(f"add a serving path for the {task!r} task to this suite")
 
