@@ -101,7 +101,8 @@ def _run_with_kills(root: Path, data: Path, address: str, study: Path, name: str
             if experiment and client.search_runs([experiment.experiment_id], "tags.`chemtune.role` = 'trial'"):
                 break
             time.sleep(1)
-        time.sleep(rng.uniform(2, 15))
+        # 1-4 s in: a whole 2-trial study takes ~9 s on a quiet machine, so a later kill would find it done
+        time.sleep(rng.uniform(1, 4))
         assert driver.proc.poll() is None, f"the driver ended before kill {cycle + 1}: " + _log(root)
         driver.kill()
         walls += time.monotonic() - driver.started
@@ -143,10 +144,10 @@ def _check_study(root: Path, name: str, num_trials: int, max_epochs: int) -> dic
 # driver ends before the first kill. One rerun, and only for that symptom: any other failure fails at once.
 @pytest.mark.flaky(reruns=1, only_rerun=["The actor never ran - it was cancelled before it started running"])
 def test_driver_killed_once_then_resumed(tmp_path: Path, shared_data: Path, cluster: str) -> None:
-    study = _study(tmp_path, "drv", num_trials=2, max_epochs=2)
+    study = _study(tmp_path, "drv", num_trials=2, max_epochs=6)  # long enough that the kill lands mid-study
     out = _run_with_kills(tmp_path, shared_data, cluster, study, "drv", kills=1, seed=0)
     assert out["progress"] == sorted(out["progress"])  # progress never goes backwards
-    figures = _check_study(tmp_path, "drv", 2, 2)
+    figures = _check_study(tmp_path, "drv", 2, 6)
     record_figures("2-driver-killed-short", faults_injected=1, **figures, wall_s=round(out["wall_s"], 1))
 
 
