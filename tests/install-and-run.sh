@@ -25,4 +25,8 @@ python -m pip install -q -e ".[test]"
 python -m pip install -q --no-deps chemprop==2.3.1
 
 python -m ruff check .
-python -m pytest -q "$@"
+# Everything but the `serial` tests on parallel workers, then those alone (one process, nothing beside them).
+status=0
+python -m pytest -q -m "not long and not serial" "$@" || status=$?
+python -m pytest -q -m "serial and not long" -n 0 "$@" || status=$?
+exit "$status"

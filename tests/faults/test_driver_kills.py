@@ -24,8 +24,10 @@ from tests.conftest import ROOT, tiny_study
 from tests.faults.conftest import record_figures
 from tests.support.local_cluster import LocalRayCluster, NodeSpec
 
-pytestmark = pytest.mark.slow
+# serial: tests/install-and-run.sh runs these after the parallel run, alone
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 STUDY_TIMEOUT_S = 900
+
 
 
 @pytest.fixture(scope="module")
