@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from trainables.cache import cache_dir
+from trainables.cache import cache_dir, fetch_once
 from trainables.errors import DataError
-from trainables.io import atomic_dir
 from trainables.registry import Registry
 
 if TYPE_CHECKING:
@@ -87,20 +86,20 @@ def rxnfp_bert_dir() -> Path:
     """
     if os.environ.get("CHEMTUNE_RXNFP_DIR"):
         return Path(os.environ["CHEMTUNE_RXNFP_DIR"])
-    target = cache_dir() / "models" / "rxnfp-bert"
-    if (target / "config.json").is_file():
-        return target
+    return fetch_once(cache_dir() / "models" / "rxnfp-bert", _fetch_rxnfp)
+
+
+def _fetch_rxnfp(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, RXNFP_WHEEL]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("rxnfp-*.whl"))
         if proc.returncode != 0 or not wheels:
             raise DataError(f"could not download {RXNFP_WHEEL} ({proc.stderr.strip()[-300:]}); set CHEMTUNE_RXNFP_DIR")
-        with zipfile.ZipFile(wheels[0]) as wheel, atomic_dir(target) as out:
+        with zipfile.ZipFile(wheels[0]) as wheel:
             for name in wheel.namelist():
                 if name.startswith(RXNFP_FOLDER) and not name.endswith("/"):
                     (out / Path(name).name).write_bytes(wheel.read(name))
-    return target
 
 
 def _rxnfp_bert(spec: ModelSection, train_smiles: Sequence[str], seed: int):

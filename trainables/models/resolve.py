@@ -14,9 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from trainables.cache import cache_dir
+from trainables.cache import cache_dir, fetch_once
 from trainables.errors import StudyError
-from trainables.io import atomic_dir
 
 __all__ = ["MLFLOW_SCHEMES", "local_model", "fetch_model"]
 
@@ -58,17 +57,15 @@ def fetch_model(uri: str) -> Path:
     from mlflow.exceptions import MlflowException
 
     try:
-        target = cache_dir() / "mlflow-models" / _pinned(uri)
-        if (target / "config.json").is_file():
-            return target
-        with tempfile.TemporaryDirectory(prefix="chemtune-fetch-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-            folder = next((p for p in (local / "artifacts" / "model", local / "model", local)
-                           if (p / "config.json").is_file()), None)
-            if folder is None:
-                raise StudyError(f"model.path {uri}: the MLflow model holds no transformers folder (config.json)")
-            with atomic_dir(target) as out:
+        def fill(out: Path) -> None:
+            with tempfile.TemporaryDirectory(prefix="chemtune-fetch-") as tmp:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+                folder = next((p for p in (local / "artifacts" / "model", local / "model", local)
+                               if (p / "config.json").is_file()), None)
+                if folder is None:
+                    raise StudyError(f"model.path {uri}: the MLflow model holds no transformers folder (config.json)")
                 shutil.copytree(folder, out, dirs_exist_ok=True)
-        return target
+
+        return fetch_once(cache_dir() / "mlflow-models" / _pinned(uri), fill)
     except MlflowException as err:
         raise StudyError(f"model.path {uri}: {err.message.splitlines()[0]}") from None

@@ -1,0 +1,17 @@
+"""The failure list printed at the end of the test command (tests/support/failures.py)."""
+
+from pathlib import Path
+
+from tests.support.failures import failures
+
+REPORT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="1" failures="1" tests="3">
+<testcase classname="tests.a" name="test_ok" time="0.1"/>
+<testcase classname="tests.a" name="test_bad" time="0.1"><failure message="assert 1 == 2&#10;more">trace</failure></testcase>
+<testcase classname="tests.b" name="test_setup" time="0.1"><error message="fixture 'x' not found">trace</error></testcase>
+</testsuite></testsuites>"""
+
+
+def test_failures_lists_each_failed_and_errored_case_with_its_first_message_line(tmp_path: Path) -> None:
+    report = tmp_path / "r.xml"
+    report.write_text(REPORT)
+    assert failures(report) == ["FAILED tests.a::test_bad: assert 1 == 2", "ERROR tests.b::test_setup: fixture 'x' not found"]
