@@ -192,7 +192,7 @@ def _trial_runs(uri, experiment):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("table", ["retro_table2", "retro_gamma"])
-def test_retro_smoke_variant_runs_each_row_once_and_compares(paper_data_dir, tmp_path, table, monkeypatch):
+def test_retro_smoke_variant_runs_each_row_once_and_compares(paper_data_dir, tmp_path, table, monkeypatch, capsys):
     stages = tmp_path / "cache"  # the teacher stage's checkpoint: not cached yet
     monkeypatch.setattr("studies.teaching.cache_dir", lambda: stages)
     spec = load_study(PAPERS / f"{table}_smoke.yaml")
@@ -208,7 +208,7 @@ def test_retro_smoke_variant_runs_each_row_once_and_compares(paper_data_dir, tmp
     rows = sorted(str(r.data.params[paper["key"]]) for r in children)
     assert rows == sorted(str(r["key"]) for r in paper["rows"])  # each row exactly once
     if table == "retro_gamma":
-        _teacher_stage_ran_once_and_labelled(spec, result, children, stages, tmp_path)
+        _teacher_stage_ran_once_and_labelled(spec, result, children, stages, tmp_path, capsys)
     frame, text = compare(spec.name, table, result.tracking_uri)
     assert list(frame["row"]) == [r["label"] for r in paper["rows"]]
     assert frame["trials"].tolist() == [1] * len(paper["rows"])
@@ -225,7 +225,7 @@ def test_retro_smoke_variant_runs_each_row_once_and_compares(paper_data_dir, tmp
     assert {f"compare/{table}.csv", f"compare/{table}.md"} <= artifacts
 
 
-def _teacher_stage_ran_once_and_labelled(spec, result, children, stages, tmp_path):
+def _teacher_stage_ran_once_and_labelled(spec, result, children, stages, tmp_path, capsys):
     """The smoke gamma study trained its teacher stage first, on the other half of the products; its trials
     replaced round(gamma * rows) labels where the teacher had that many usable ones; a second study reuses it."""
     import json
@@ -246,6 +246,10 @@ def _teacher_stage_ran_once_and_labelled(spec, result, children, stages, tmp_pat
         assert m["teacher_eligible"] == usable
         assert m["gamma_effective"] == pytest.approx(min(round(float(run.data.params["gamma"]) * n), usable) / n)
         assert 0.0 <= m["teacher_train_top1"] <= usable / n
+    capsys.readouterr()
+    assert cli(["validate", str(PAPERS / "retro_gamma_smoke.yaml"), "--root", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out.replace("\n", "")
+    assert f"checkpoint cached at {folder}" in out and f"its labels: {usable} usable, {n - usable} unusable" in out
     stamp = (folder / STAGE_JSON).stat().st_mtime_ns
     again = {**yaml.safe_load((PAPERS / "retro_gamma_smoke.yaml").read_text()), "name": "retro-gamma-smoke-again",
              "grid": {"gamma": [0.0, 1.0]}, "num_trials": 2}

@@ -156,3 +156,31 @@ def test_a_saved_teacher_folder_labels_with_its_first_valid_candidate(tmp_path, 
     assert labels.report.issues["invalid teacher prediction"]["rows"] == [9]
     assert teacher_from_model(str(folder), PRODUCTS[:3], [7, 8, 9], beams=2).predictions == labels.predictions
     assert asked == [(2, 2)]  # cached per (folder, beams, products): not run again
+
+
+def test_a_model_teacher_short_of_valid_labels_is_refused_saying_what_to_change(shared_data, tmp_path, monkeypatch,
+                                                                                tiny):
+    """chemtune's own teacher covers every row but its invalid predictions: the refusal names them and the knobs."""
+    from studies.spec import parse_study
+    from trainables.retro.predictor import RetroPredictor, save_retro_model
+    from trainables.retro.task import prepare_retro
+
+    lines = (shared_data / "uspto50k" / "train.smi").read_text().splitlines()[:12]
+    for split, rows in (("train", lines[:8]), ("valid", lines[8:10]), ("test", lines[10:12])):
+        (tmp_path / f"{split}.smi").write_text("\n".join(rows) + "\n")
+    folder = tmp_path / "teacher"
+    save_retro_model(folder, *tiny, None, num_beams=4)
+    monkeypatch.setattr("trainables.retro.teacher.cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(RetroPredictor, "predict", lambda self, products, num_beams=None, top_k=10, batch_size=64:
+                        pd.DataFrame({"product": products, "prediction_1": ["CCO" if i % 2 else "((" for i, _ in
+                                                                            enumerate(products)]}))
+    study = {"name": "g", "task": "retro", "dataset": {"name": "uspto50k", "path": str(tmp_path)},
+             "model": {"name": "tiny-bart"}, "search_space": "retro", "sampler": "grid",
+             "grid": {"gamma": [0.0, 1.0]}, "num_trials": 2, "metric": "valid_top1",
+             "fixed": {"treatment": "full", "lr": 1e-3, "label_smoothing": 0.0, "augment_prob": 0.0, "batch_size": 16}}
+    with pytest.raises(DataError, match=rf"teacher {folder}: gamma 1 replaces 8 of the 8 train labels.*only 4 .*"
+                                        r"\(4 of its predictions are invalid SMILES, 0 missing\); raise "
+                                        r"options.teacher_beams .*or allow options.gamma_shortfall"):
+        prepare_retro(parse_study({**study, "options": {"teacher_uri": str(folder)}}))
+    ok = prepare_retro(parse_study({**study, "options": {"teacher_uri": str(folder), "gamma_shortfall": 0.5}}))
+    assert ok.summary["teacher_eligible"] == 4 and ok.summary["teacher_unusable"] == 4
