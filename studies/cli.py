@@ -64,13 +64,36 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     # The store `launch` would use (a teacher named models:/... is looked up there); nothing is created.
     uri = adopt_credentials(args.tracking_uri or spec.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                             or StudyPaths.default(args.root).mlflow_uri)
-    prepared = prepare(spec, uri)
+    from studies.teaching import plan_teacher, with_teacher
+
+    teacher = plan_teacher(spec, uri)  # a bad teacher stage file is refused here, before the data
+    prepared = prepare(with_teacher(spec, teacher) if teacher is not None and teacher.cached else spec, uri)
     for report in prepared.reports:
         _console.print(report.summary())
     sizes = ", ".join(f"{k}={v}" for k, v in prepared.summary.items())
     _console.print(f"[green]{args.study}: valid[/] (study {spec.name!r}, task {spec.task}, {sizes})")
     _print_stage(spec, prepared, uri)
+    if teacher is not None:
+        _print_teacher(spec, teacher, prepared, uri)
     return 0
+
+
+def _print_teacher(spec, stage, prepared, uri: str) -> None:  # noqa: ANN001 - a StudySpec, its Stage, Prepared
+    """Whether the study's teacher stage is cached; its coverage when it is, else that launch trains it first."""
+    s, counts = stage.spec, prepared.summary
+    share = (f"{counts['teacher_share_rows']} reactions ({counts['teacher_share_products']} products), the student "
+             f"trains on the other {counts['student_share_rows']}")
+    if stage.cached:
+        _console.print(f"teacher stage {stage.file}: checkpoint cached at {stage.folder} (launch reuses it; trained on "
+                       f"{share}); its labels: {counts['teacher_eligible']} usable, {counts['teacher_unusable']} "
+                       f"unusable, gamma coverage checked")
+        return
+    _console.print(f"teacher stage {stage.file}: checkpoint not cached (key {stage.key}); `chemtune launch` trains it "
+                   f"first: study {s.name!r}, {s.num_trials} trial(s) x {s.max_epochs} epoch(s) of {s.model.name} on "
+                   f"{share}; gamma coverage is checked once the teacher has predicted (launch refuses a gamma its "
+                   "usable labels cannot cover)")
+    if s.model.pretrain and s.model.pretrain != spec.model.pretrain:  # its own pretraining stage
+        _print_stage(s, stage.prepared, uri)
 
 
 def _print_stage(spec, prepared, uri: str) -> None:  # noqa: ANN001 - a StudySpec and its Prepared

@@ -30,14 +30,16 @@ from trainables.cache import cache_dir
 from trainables.errors import StudyError
 from trainables.io import atomic_dir
 
-__all__ = ["Stage", "stage_key", "checkpoint_dir", "plan_stage", "publish", "use_pretrained", "STAGE_JSON"]
+__all__ = ["Stage", "stage_key", "checkpoint_dir", "plan_stage", "publish", "ensure_stage", "use_pretrained",
+           "STAGE_JSON"]
 
 STAGE_JSON = "chemtune_stage.json"  # in a cached checkpoint: the key, the study and the trial it came from
 
 
 @dataclass
 class Stage:
-    """A planned pretraining stage: the pretrain study, its corpus, and where its checkpoint is cached."""
+    """A planned stage (pretraining, or a teacher: ``studies.teaching``): the stage study, its prepared data,
+    and where its checkpoint is cached."""
 
     file: str
     spec: StudySpec
@@ -89,14 +91,15 @@ def plan_stage(study: StudySpec, tracking_uri: str | None = None) -> Stage | Non
     return Stage(study.model.pretrain, spec, prepared, key, checkpoint_dir(spec, key))
 
 
-def publish(spec: StudySpec, prepared: Prepared, tracking_uri: str) -> Path:
-    """Copy the best complete trial's checkpoint of pretrain study ``spec`` into the cache; its folder."""
-    folder = checkpoint_dir(spec, stage_key(spec, prepared.tags["chemtune.corpus_hash"]))
+def publish(spec: StudySpec, prepared: Prepared, tracking_uri: str, folder: Path | None = None) -> Path:
+    """Copy the best complete trial's checkpoint of stage study ``spec`` into the cache (``folder``, by default
+    the pretrain study's :func:`checkpoint_dir`); the folder."""
+    folder = folder or checkpoint_dir(spec, stage_key(spec, prepared.tags["chemtune.corpus_hash"]))
     board = leaderboard(spec.name, tracking_uri)
     done = board[(board["role"] == "trial") & (board["state"] == "complete") & board["model_uri"].notna()] \
         if not board.empty else board
     if done.empty:
-        raise StudyError(f"pretrain study {spec.name!r} has no complete trial with a logged checkpoint; "
+        raise StudyError(f"{spec.task} study {spec.name!r} has no complete trial with a logged checkpoint; "
                          f"`chemtune resume {spec.name}` (or launch it with --restart) to finish it")
     best = done.iloc[0]
     with tempfile.TemporaryDirectory(prefix="chemtune-stage-") as tmp, tracking_uri_scope(tracking_uri):
@@ -112,15 +115,27 @@ def publish(spec: StudySpec, prepared: Prepared, tracking_uri: str) -> Path:
     return folder
 
 
-def _finished_before(stage: Stage, paths: StudyPaths, tracking_uri: str) -> Path:
-    """The checkpoint of a stage study launched before from this store (same configuration), cached now."""
-    file = paths.study_file(stage.spec.name)
-    stored = parse_study(yaml.safe_load(file.read_text()), str(file))
-    if stage_key(stored, stage.prepared.tags["chemtune.corpus_hash"]) != stage.key:
-        raise StudyError(f"model.pretrain: pretrain study {stage.spec.name!r} was launched before from "
-                         f"{paths.root} with another configuration; `chemtune launch {stage.file} --restart` "
-                         "to pretrain this one")
-    return publish(stage.spec, stage.prepared, tracking_uri)
+def ensure_stage(stage: Stage, paths: StudyPaths, tracking_uri: str, run: Callable[[StudySpec], Any],
+                 key_of: Callable[[StudySpec], str], where: str) -> None:
+    """Fill the stage's cache: from its study launched before from this store (same configuration: ``key_of``
+    its saved copy is the stage's key), else by running it (``run``, the study's launch) and publishing its
+    best checkpoint. ``where`` names the study file's key (``model.pretrain``) in errors."""
+    if stage.cached:
+        return
+    if paths.state_file(stage.spec.name).exists():
+        file = paths.study_file(stage.spec.name)
+        stored = parse_study(yaml.safe_load(file.read_text()), str(file))
+        if key_of(stored) != stage.key:
+            raise StudyError(f"{where}: {stage.spec.task} study {stage.spec.name!r} was launched before from "
+                             f"{paths.root} with another configuration; `chemtune launch {stage.file} --restart` "
+                             "to run this one")
+        publish(stage.spec, stage.prepared, tracking_uri, stage.folder)
+    else:
+        result = run(stage.spec)  # launch publishes a pretrain study's checkpoint itself
+        if not stage.cached:
+            publish(stage.spec, stage.prepared, getattr(result, "tracking_uri", None) or tracking_uri, stage.folder)
+    if not stage.cached:
+        raise StudyError(f"{where}: {stage.spec.task} study {stage.spec.name!r} left no checkpoint in {stage.folder}")
 
 
 def use_pretrained(study: StudySpec, tracking_uri: str, paths: StudyPaths,
@@ -133,12 +148,7 @@ def use_pretrained(study: StudySpec, tracking_uri: str, paths: StudyPaths,
     stage = plan_stage(study, tracking_uri)
     if stage is None:
         return study
-    if not stage.cached:
-        if paths.state_file(stage.spec.name).exists():
-            _finished_before(stage, paths, tracking_uri)
-        else:
-            run(stage.spec)  # launch publishes a pretrain study's checkpoint
-    if not stage.cached:
-        raise StudyError(f"model.pretrain: pretrain study {stage.spec.name!r} left no checkpoint in {stage.folder}")
+    corpus = stage.prepared.tags["chemtune.corpus_hash"]
+    ensure_stage(stage, paths, tracking_uri, run, lambda stored: stage_key(stored, corpus), "model.pretrain")
     model = study.model.model_copy(update={"path": str(stage.folder), "pretrain": None})
     return study.model_copy(update={"model": model})

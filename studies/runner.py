@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from studies.progress import ProgressCallback, print_data_summary, quiet
 from studies.redact import adopt_credentials, private_files, redact_url, worker_env
 from studies.report import refresh_study
 from studies.spec import StudySpec, load_study
+from studies.teaching import use_teacher
 from studies.tracking import (
     MLflowTrialCallback,
     StudyPaths,
@@ -317,8 +318,9 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
         )
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
     spec = _without_credentials(spec)
-    spec = use_pretrained(spec, uri, paths, lambda stage: launch(stage, address=address, tracking_uri=tracking_uri,
-                                                                  root=root))  # model.pretrain: cached or run first
+    stage_run = _stage_runner(address, tracking_uri, root)
+    spec = use_pretrained(spec, uri, paths, stage_run)  # model.pretrain: cached or run first
+    spec = use_teacher(spec, uri, paths, stage_run)  # options.teacher_study: cached or trained first
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts
     quiet()
     print_data_summary(prepared)
@@ -344,6 +346,16 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     return result
 
 
+def _stage_runner(address: str | None, tracking_uri: str | None,
+                  root: str | os.PathLike[str] | None) -> Callable[[StudySpec], StudyResult]:
+    """How a study runs its stages (pretraining, teacher) first: each is launched as a study of its own, in
+    the same store and on the same Ray."""
+    def run(stage: StudySpec) -> StudyResult:
+        return launch(stage, address=address, tracking_uri=tracking_uri, root=root)
+
+    return run
+
+
 def _without_credentials(spec: StudySpec) -> StudySpec:
     """The study with its MLflow URI's password moved to MLflow's variables: the spec travels to the trials
     (Ray's object store), into Tune's experiment files and the saved study file, so none holds it."""
@@ -360,8 +372,8 @@ def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | Non
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
     spec = _without_credentials(spec)
     optuna_url = spec.tracking.optuna_storage or paths.optuna_url
-    spec = use_pretrained(spec, uri, paths, lambda stage: launch(stage, address=address, tracking_uri=tracking_uri,
-                                                                  root=root))
+    stage_run = _stage_runner(address, tracking_uri, root)
+    spec = use_teacher(use_pretrained(spec, uri, paths, stage_run), uri, paths, stage_run)
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts or the study is joined
     quiet()
     print_data_summary(prepared)

@@ -163,13 +163,15 @@ def read_study(path: str | os.PathLike[str]) -> Any:
 
 
 def _anchor_pretrain(data: Any, folder: Path) -> Any:
-    """``model.pretrain`` relative to the study file's folder (as a study file reads its neighbours)."""
-    model = data.get("model") if isinstance(data, dict) else None
-    ref = model.get("pretrain") if isinstance(model, dict) else None
-    if isinstance(ref, str):
-        path = Path(os.path.expandvars(ref)).expanduser()
-        if not path.is_absolute() and (folder / path).is_file():
-            data = {**data, "model": {**model, "pretrain": str((folder / path).resolve())}}
+    """``model.pretrain`` and ``options.teacher_study`` (stage study files) relative to the study file's folder
+    (as a study file reads its neighbours)."""
+    for section, key in (("model", "pretrain"), ("options", "teacher_study")):
+        part = data.get(section) if isinstance(data, dict) else None
+        ref = part.get(key) if isinstance(part, dict) else None
+        if isinstance(ref, str):
+            path = Path(os.path.expandvars(ref)).expanduser()
+            if not path.is_absolute() and (folder / path).is_file():
+                data = {**data, section: {**part, key: str((folder / path).resolve())}}
     return data
 
 
@@ -181,7 +183,8 @@ def input_files(data: Any) -> dict[str, str | None]:
         return value if isinstance(value, str) else None
 
     return {"dataset.path": get("dataset", "path"), "pool.path": get("pool", "path"),
-            "options.teacher_csv": get("options", "teacher_csv"), "model.pretrain": get("model", "pretrain")}
+            "options.teacher_csv": get("options", "teacher_csv"), "model.pretrain": get("model", "pretrain"),
+            "options.teacher_study": get("options", "teacher_study")}
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -9,6 +9,7 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
+from studies.cli import main as cli
 from studies.compare import PUBLISHED, compare, compare_table, load_papers
 from studies.runner import launch
 from studies.spec import load_study, parse_study
@@ -149,8 +150,7 @@ def test_full_size_retro_studies_validate_on_a_fresh_checkout(tmp_path, monkeypa
     from trainables.retro.models import is_random_init
 
     monkeypatch.setenv("CHEMTUNE_DATA_DIR", str(tmp_path))
-    (tmp_path / "uspto50k").mkdir()
-    (tmp_path / "uspto50k" / "teacher_llasmol_train.csv").write_text("product,prediction\n")
+    (tmp_path / "uspto50k").mkdir()  # no teacher file either: the gamma study's teacher is its own stage
     spec = load_study(PAPERS / f"{table}.yaml")
     assert not is_random_init(spec.model) and not spec.options.get("allow_random_init")
     # the converter stays: a study naming Chemformer's own checkpoint needs the file
@@ -160,9 +160,41 @@ def test_full_size_retro_studies_validate_on_a_fresh_checkout(tmp_path, monkeypa
         parse_study(data)
 
 
+@pytest.fixture(scope="module")
+def empty_cache(tmp_path_factory):
+    """One chemtune cache for the module: no checkpoint, no teacher (canonical SMILES fill it once)."""
+    return tmp_path_factory.mktemp("fresh-cache")
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_paper_study_validates_on_a_fresh_checkout(path, empty_cache, shared_data, tmp_path, monkeypatch,
+                                                         capsys):
+    """`chemtune validate` with ../shared/data and nothing cached: no teacher file, no checkpoint; it says which
+    stage (pretraining, teacher) `launch` runs first, and builds none."""
+    monkeypatch.setenv("CHEMTUNE_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("CHEMTUNE_CACHE", str(empty_cache))
+    code = cli(["validate", str(path), "--root", str(tmp_path / "store")])
+    out = capsys.readouterr().out.replace("\n", "")
+    assert code == 0, out
+    spec = load_study(path)
+    if spec.model.pretrain:
+        assert "pretraining stage" in out and "checkpoint not cached" in out
+    if spec.options.get("teacher_study"):
+        assert "teacher stage" in out and "`chemtune launch` trains it first" in out
+    assert not (empty_cache / "pretrained").exists() and not (empty_cache / "teachers").exists()
+
+
+def _trial_runs(uri, experiment):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("chemtune.role") == "trial"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("table", ["retro_table2", "retro_gamma"])
-def test_retro_smoke_variant_runs_each_row_once_and_compares(paper_data_dir, tmp_path, table):
+def test_retro_smoke_variant_runs_each_row_once_and_compares(paper_data_dir, tmp_path, table, monkeypatch, capsys):
+    stages = tmp_path / "cache"  # the teacher stage's checkpoint: not cached yet
+    monkeypatch.setattr("studies.teaching.cache_dir", lambda: stages)
     spec = load_study(PAPERS / f"{table}_smoke.yaml")
     try:
         result = launch(spec, root=tmp_path / "store")
@@ -176,10 +208,7 @@ def test_retro_smoke_variant_runs_each_row_once_and_compares(paper_data_dir, tmp
     rows = sorted(str(r.data.params[paper["key"]]) for r in children)
     assert rows == sorted(str(r["key"]) for r in paper["rows"])  # each row exactly once
     if table == "retro_gamma":
-        for run in children:
-            m = run.data.metrics
-            assert m["gamma_effective"] == pytest.approx(round(float(run.data.params["gamma"]) * 16) / 16)
-            assert m["teacher_train_top1"] == pytest.approx(0.5)
+        _teacher_stage_ran_once_and_labelled(spec, result, children, stages, tmp_path, capsys)
     frame, text = compare(spec.name, table, result.tracking_uri)
     assert list(frame["row"]) == [r["label"] for r in paper["rows"]]
     assert frame["trials"].tolist() == [1] * len(paper["rows"])
@@ -194,3 +223,41 @@ def test_retro_smoke_variant_runs_each_row_once_and_compares(paper_data_dir, tmp
         assert (costly["device_seconds"] > 0).all() and "| trainable_params |" in costly_md
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "compare")}
     assert {f"compare/{table}.csv", f"compare/{table}.md"} <= artifacts
+
+
+def _teacher_stage_ran_once_and_labelled(spec, result, children, stages, tmp_path, capsys):
+    """The smoke gamma study trained its teacher stage first, on the other half of the products; its trials
+    replaced round(gamma * rows) labels where the teacher had that many usable ones; a second study reuses it."""
+    import json
+
+    from studies.pretraining import STAGE_JSON
+
+    (folder,) = list((stages / "teachers").iterdir())
+    stage = json.loads((folder / STAGE_JSON).read_text())
+    assert len(_trial_runs(result.tracking_uri, stage["study"])) == 1
+    params = MlflowClient(result.tracking_uri).get_run(result.parent_run_id).data.params
+    assert params["options.teacher_uri"] == str(folder) and "options.teacher_study" not in params
+    n = int(params["n_train"])
+    assert n == int(params["student_share_rows"]) and n + int(params["teacher_share_rows"]) == 300
+    usable = int(params["teacher_eligible"])
+    assert usable + int(params["teacher_unusable"]) == n
+    for run in children:
+        m = run.data.metrics
+        assert m["teacher_eligible"] == usable
+        assert m["gamma_effective"] == pytest.approx(min(round(float(run.data.params["gamma"]) * n), usable) / n)
+        assert 0.0 <= m["teacher_train_top1"] <= usable / n
+    capsys.readouterr()
+    assert cli(["validate", str(PAPERS / "retro_gamma_smoke.yaml"), "--root", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out.replace("\n", "")
+    assert f"checkpoint cached at {folder}" in out and f"its labels: {usable} usable, {n - usable} unusable" in out
+    stamp = (folder / STAGE_JSON).stat().st_mtime_ns
+    again = {**yaml.safe_load((PAPERS / "retro_gamma_smoke.yaml").read_text()), "name": "retro-gamma-smoke-again",
+             "grid": {"gamma": [0.0, 1.0]}, "num_trials": 2}
+    again["options"]["teacher_study"] = str(PAPERS.parent / "teacher_tiny_bart_smoke.yaml")
+    try:
+        second = launch(parse_study(again), root=tmp_path / "store")
+    finally:
+        ray.shutdown()
+    assert second.num_errors == 0
+    assert len(_trial_runs(result.tracking_uri, stage["study"])) == 1  # the teacher was not trained again
+    assert (folder / STAGE_JSON).stat().st_mtime_ns == stamp and list((stages / "teachers").iterdir()) == [folder]

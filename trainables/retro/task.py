@@ -11,7 +11,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import torch
@@ -36,6 +36,7 @@ from trainables.retro.teacher import (
     TeacherLabels,
     check_coverage,
     mix_labels,
+    split_for_teacher,
     teacher_from_csv,
     teacher_from_model,
     teacher_top1,
@@ -46,9 +47,21 @@ from trainables.schedules import lr_scheduler
 if TYPE_CHECKING:
     from trainables.spec import StudySchema, TrialSpec
 
-__all__ = ["RetroKnobs", "RetroOptions", "RetroData", "RetroTrainer", "prepare_retro", "train_retro", "METRICS", "retro_pyfunc"]
+__all__ = ["RetroKnobs", "RetroOptions", "TrainPart", "TEACHERS", "RetroData", "RetroTrainer", "prepare_retro", "train_retro", "METRICS", "retro_pyfunc"]
 
 METRICS = ("top1", "token_acc", "loss")
+
+
+class TrainPart(BaseModel):
+    """One side of the train split cut for a teacher chemtune trains itself (:func:`split_for_teacher`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    side: Literal["teacher", "student"] = Field(description="teacher: the teacher stage's share; student: the rest")
+    share: float = Field(gt=0, lt=1, description="share of the distinct train products the teacher trains on")
+
+
+TEACHERS = ("teacher_csv", "teacher_uri", "teacher_study")
 
 
 class RetroOptions(BaseModel):
@@ -60,8 +73,21 @@ class RetroOptions(BaseModel):
         None, description="CSV 'product,prediction' of teacher labels for gamma mixing (the way to bring an LLM's "
         "predictions, e.g. LlaSMol's top-1 on the train products); $VARS are expanded")
     teacher_uri: str | None = Field(
-        None, description="MLflow model URI (models:/name/1, runs:/id/model) run with beam 1 on the train products"
-    )
+        None, description="MLflow model URI (models:/name/1, runs:/id/model) or a saved retro model folder, run on "
+        "the train products (options.teacher_beams)")
+    teacher_study: str | None = Field(
+        None, description="teacher stage: a retro study file chemtune trains on a seeded share of the train products "
+        "(options.teacher_share), cached by content hash (`launch` trains it first); the student trains on the rest, "
+        "labelled by the teacher's predictions on products it never saw; $VARS expanded, relative to the study file")
+    teacher_share: float = Field(0.5, gt=0, lt=1, description="with teacher_study: share of the distinct train "
+                                 "products the teacher trains on (split seeded by dataset.seed)")
+    teacher_beams: int = Field(1, ge=1, description="a model teacher's label: its first valid candidate among this "
+                               "many beams (1: its greedy top-1)")
+    gamma_shortfall: float = Field(
+        0.0, ge=0, le=1, description="share of ALL train rows gamma may fall short by where the teacher has no usable "
+        "label (they keep the true one; trials log gamma_effective); beyond it a gamma is refused")
+    train_part: TrainPart | None = Field(
+        None, description="train on one side of the teacher split (set by chemtune on a teacher stage and its student)")
     augment_target: bool = Field(False, description="also randomize the reactant SMILES when a row is augmented")
     beam_size: int = Field(10, ge=10, description="beam width of the final test evaluation (>= 10 for top-10)")
     dedupe_beams: bool = Field(
@@ -74,16 +100,27 @@ class RetroOptions(BaseModel):
     eval_batch_size: int = Field(64, ge=1, description="products per generate call")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
 
-    @field_validator("teacher_csv")
+    @field_validator("teacher_csv", "teacher_study")
     @classmethod
     def _expand(cls, v: str | None) -> str | None:
         return os.path.expandvars(v) if v else v
 
     @model_validator(mode="after")
     def _one_teacher(self) -> "RetroOptions":
-        if self.teacher_csv and self.teacher_uri:
-            raise ValueError("give teacher_csv or teacher_uri, not both")
+        given = [f"options.{k}" for k in TEACHERS if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"give one teacher, not {' and '.join(given)}")
+        if self.teacher_study and self.train_part is not None:
+            raise ValueError("options.train_part: chemtune sets it for a teacher stage; with options.teacher_study "
+                             "give options.teacher_share instead")
         return self
+
+    @property
+    def part(self) -> TrainPart | None:
+        """The side of the teacher split this study trains on: its own, or the student's of its teacher stage."""
+        if self.train_part is not None:
+            return self.train_part
+        return TrainPart(side="student", share=self.teacher_share) if self.teacher_study else None
 
 
 def parse_options(options: dict[str, Any]) -> RetroOptions:
@@ -132,26 +169,44 @@ def prepare_retro(spec: "StudySchema") -> Prepared:
         if len(getattr(splits, name)) == 0:
             raise DataError(f"{ds.name}: the {name} split is empty\n{report.summary()}")
     teacher = None
-    train = splits.train
+    train, counts = splits.train, {}
+    part = opts.part
+    if part is not None:  # a teacher chemtune trains: it and its student see disjoint products
+        halves = split_for_teacher(train, part.share, ds.seed)
+        train = halves.teacher if part.side == "teacher" else halves.student
+        counts = halves.counts()
     if opts.teacher_csv:
         teacher = teacher_from_csv(opts.teacher_csv, train.products, train.rows)
     elif opts.teacher_uri:
-        teacher = teacher_from_model(opts.teacher_uri, train.products, train.rows)
+        teacher = teacher_from_model(opts.teacher_uri, train.products, train.rows, opts.eval_batch_size,
+                                     opts.teacher_beams)
     top1 = teacher_top1(train.reactants, teacher) if teacher is not None else None
     if teacher is not None:  # refuse before any trial a gamma the teacher cannot cover
         try:
-            check_coverage(study_max_gamma(spec), len(train), len(teacher.eligible))
+            check_coverage(study_max_gamma(spec), len(train), len(teacher.eligible), opts.gamma_shortfall)
         except ValueError as err:
-            raise DataError(f"{opts.teacher_csv or opts.teacher_uri}: {err}") from None
-    data = RetroData(splits.train, splits.valid, splits.test, teacher, top1)
+            raise DataError(_coverage_error(opts, teacher, err)) from None
+    data = RetroData(train, splits.valid, splits.test, teacher, top1)
     reports = [report] + ([teacher.report] if teacher else [])
     tags = {f"split_hash.{n}": reactions_hash(getattr(data, n)) for n in ("train", "valid", "test")}
-    summary = {f"n_{n}": len(getattr(data, n)) for n in ("train", "valid", "test")}
+    summary = {**{f"n_{n}": len(getattr(data, n)) for n in ("train", "valid", "test")}, **counts}
     if teacher is not None:
         summary["teacher_eligible"] = len(teacher.eligible)
         summary["teacher_unusable"] = teacher.report.n_excluded
         summary["teacher_train_top1"] = top1
     return Prepared(payload=data, reports=reports, tags=tags, summary=summary)
+
+
+def _coverage_error(opts: RetroOptions, teacher: TeacherLabels, err: ValueError) -> str:
+    """The refusal of a gamma the teacher cannot cover, with what to change for a model teacher."""
+    if opts.teacher_csv:
+        return f"{opts.teacher_csv}: {err}"
+    issues = teacher.report.issues
+    invalid = issues.get("invalid teacher prediction", {}).get("count", 0)
+    missing = issues.get("no teacher prediction", {}).get("count", 0)
+    return (f"teacher {opts.teacher_uri}: {err} ({invalid} of its predictions are invalid SMILES, {missing} missing); "
+            f"raise options.teacher_beams (its first valid candidate among that many beams; now "
+            f"{opts.teacher_beams}), train the teacher longer, or allow options.gamma_shortfall")
 
 
 class RetroTrainer(EpochLoop):
@@ -179,7 +234,7 @@ class RetroTrainer(EpochLoop):
         if needs_pretrained(self.knobs.treatment) and not self.knobs.train_embeddings:
             freeze_embeddings(self.model.base())
         self.n_trainable, self.n_total = count_parameters(self.model)
-        self.mixed = mix_labels(data.train.reactants, data.teacher, self.knobs.gamma, self.seed)
+        self.mixed = mix_labels(data.train.reactants, data.teacher, self.knobs.gamma, self.seed, self.opts.gamma_shortfall)
         self.setup_accelerator()
         self.max_length = self.tokenizer.model_max_length
         self.valid = data.valid.head(self.opts.val_subset)
@@ -336,9 +391,12 @@ def _validate(spec: "StudySchema") -> None:
                 f"model: {spec.model.name!r} without model.path starts from random weights, so freezing a stack or "
                 f"LoRA ({', '.join(frozen)}) is meaningless; set model.path to a Chemformer .ckpt or a transformers "
                 "checkpoint, model.pretrain to a pretrain study, or options.allow_random_init: true for a smoke test")
+    if opts.teacher_study and not Path(opts.teacher_study).expanduser().is_file():
+        raise StudyError(f"options.teacher_study {opts.teacher_study!r}: no such study file")
     gamma = spec.fixed.get("gamma", None if "gamma" in spec.searched else DEFAULTS["gamma"])
-    if gamma != 0 and not (opts.teacher_csv or opts.teacher_uri):
-        raise StudyError("fixed.gamma: without a teacher (options.teacher_csv or options.teacher_uri) fix gamma: 0")
+    if gamma != 0 and not any(getattr(opts, k) for k in TEACHERS):
+        raise StudyError("fixed.gamma: without a teacher (options.teacher_csv, options.teacher_uri or "
+                         "options.teacher_study) fix gamma: 0")
 
 
 def _possible_treatments(spec: "StudySchema") -> list[str]:

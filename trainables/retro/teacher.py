@@ -1,8 +1,14 @@
 """Teacher-label mixing (gamma): replace a seeded share of the training labels with a teacher's prediction.
 
-Teacher predictions come from a CSV (``product,prediction``) or from an MLflow model URI, which
-chemtune runs once on the train products (beam 1) and caches. Invalid teacher outputs are never
-used and are counted; products without a teacher prediction are counted too.
+Teacher predictions come from a CSV (``product,prediction``), from an MLflow model URI or from a saved
+retro model folder (the teacher stage's cached checkpoint), which chemtune runs once on the train products
+and caches. Invalid teacher outputs are never used and are counted; products without a teacher prediction
+are counted too.
+
+A teacher chemtune trains itself must not label the rows it trained on: it would echo its own training
+labels (self-distillation). :func:`split_for_teacher` splits the train split, seeded and disjoint by
+product, into the teacher's share and the student's; the student trains on its share alone, so every
+teacher label is a genuine prediction on a product the teacher never saw.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,9 +28,10 @@ from trainables.data.tables import read_csv_columns, report_long_lines
 from trainables.errors import DataError
 from trainables.inputs import long_reason, too_long
 from trainables.io import atomic_path
-from trainables.retro.data import canonical_set
+from trainables.retro.data import Reactions, canonical_set
 
-__all__ = ["check_coverage", "TeacherLabels", "Mixed", "teacher_from_csv", "teacher_from_model", "mix_labels", "teacher_top1"]
+__all__ = ["check_coverage", "TeacherLabels", "Mixed", "TeacherSplit", "split_for_teacher", "teacher_from_csv",
+           "teacher_from_model", "mix_labels", "teacher_top1"]
 
 
 @dataclass
@@ -91,36 +99,105 @@ def teacher_from_csv(path: str | Path, products: Sequence[str], rows: Sequence[i
     return labels
 
 
-def teacher_from_model(uri: str, products: Sequence[str], rows: Sequence[int], batch_size: int = 64) -> TeacherLabels:
-    """Run a registered MLflow model on the train products with beam 1; cached per (URI, products).
+def teacher_from_model(uri: str, products: Sequence[str], rows: Sequence[int], batch_size: int = 64,
+                       beams: int = 1) -> TeacherLabels:
+    """Run a teacher model on the train products; cached per (model, beams, products).
 
-    A chemtune retro model is called directly (beam 1, top 1); any other pyfunc gets a DataFrame
-    with a ``product`` column and must return ``prediction_1`` or ``prediction`` (else its first column).
+    ``uri`` is an MLflow model URI or a saved retro model folder (one holding ``retro.json``: the teacher
+    stage's cached checkpoint, run without MLflow). A chemtune retro model is called directly: with
+    ``beams`` 1 its greedy top-1, else its first valid candidate among ``beams`` beams (an invalid top-1
+    falls back to the next candidate, as a chemist reading the list would). Any other pyfunc gets a
+    DataFrame with a ``product`` column and must return ``prediction_1`` or ``prediction`` (else its
+    first column).
     """
-    digest = hashlib.sha256(("\n".join([uri, *products])).encode()).hexdigest()[:24]
+    from trainables.retro.predictor import RetroPredictor
+
+    key = [uri, *products] if beams == 1 else [uri, f"beams={beams}", *products]
+    digest = hashlib.sha256(("\n".join(key)).encode()).hexdigest()[:24]
     cached = cache_dir() / "teacher" / f"{digest}.csv"
     if not cached.is_file():
-        import mlflow.pyfunc
-
-        try:
-            model = mlflow.pyfunc.load_model(uri)
-        except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; the user needs the URI
-            raise DataError(f"could not load the teacher model {uri!r} (options.teacher_uri): {err}") from err
-        from trainables.retro.serving import RetroPyfunc
-
-        inner = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else None
         frame = pd.DataFrame({"product": list(products)})
-        if isinstance(inner, RetroPyfunc):
-            out = inner.predictor.predict(list(products), num_beams=1, top_k=1, batch_size=batch_size)
+        if (Path(uri) / "retro.json").is_file():
+            predictor = RetroPredictor.load(uri)
         else:
-            out = model.predict(frame)
-        out = pd.DataFrame(out)
-        column = next((c for c in ("prediction_1", "prediction") if c in out.columns), out.columns[0])
-        frame["prediction"] = out[column].fillna("").astype(str).to_numpy()
+            predictor, model = _load_pyfunc(uri)
+        if predictor is not None:
+            import torch
+
+            if torch.cuda.is_available():  # a driver with a GPU labels tens of thousands of products in minutes
+                predictor.model.to("cuda")
+            out = predictor.predict(list(products), num_beams=beams, top_k=beams, batch_size=batch_size)
+            ranked = out[[c for c in (f"prediction_{k + 1}" for k in range(beams)) if c in out.columns]]
+            frame["prediction"] = [next((c for c in row if canonical_set(c)), row[0])
+                                   for row in ranked.fillna("").astype(str).to_numpy()]
+        else:
+            out = pd.DataFrame(model.predict(frame))
+            column = next((c for c in ("prediction_1", "prediction") if c in out.columns), out.columns[0])
+            frame["prediction"] = out[column].fillna("").astype(str).to_numpy()
         with atomic_path(cached) as tmp:
             frame.to_csv(tmp, index=False)
     frame = pd.read_csv(cached, dtype=str, keep_default_na=False)
     return _align(products, rows, dict(zip(frame["product"], frame["prediction"])), uri)
+
+
+def _load_pyfunc(uri: str) -> tuple[Any, Any]:
+    """``(retro predictor or None, the pyfunc)`` of an MLflow model URI; a bad URI is one line naming it."""
+    import mlflow.pyfunc
+
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; the user needs the URI
+        raise DataError(f"could not load the teacher model {uri!r} (options.teacher_uri): {err}") from err
+    from trainables.retro.serving import RetroPyfunc
+
+    inner = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else None
+    return (inner.predictor if isinstance(inner, RetroPyfunc) else None), model
+
+
+@dataclass
+class TeacherSplit:
+    """The train split cut in two for a teacher chemtune trains itself: disjoint by product.
+
+    Attributes:
+        teacher: The reactions the teacher trains on.
+        student: The rest: the student trains on them, labelled by the teacher that never saw them.
+    """
+
+    teacher: Reactions
+    student: Reactions
+
+    def counts(self) -> dict[str, int]:
+        """Rows and distinct products on each side (the study's data summary)."""
+        return {"teacher_share_rows": len(self.teacher), "student_share_rows": len(self.student),
+                "teacher_share_products": len(set(self.teacher.products)),
+                "student_share_products": len(set(self.student.products))}
+
+
+def split_for_teacher(train: Reactions, share: float, seed: int) -> TeacherSplit:
+    """Split ``train`` into the teacher's share and the student's, seeded and disjoint by product.
+
+    Whole products go to one side (a product listed twice with other reactants never lands on both), so
+    the teacher never saw a product it labels. The split depends on the set of reactions and the seed,
+    not on their order: the distinct products are sorted, shuffled by ``seed``, and the first
+    ``round(share * products)`` go to the teacher.
+
+    Args:
+        train: The train split (canonical products).
+        share: Share of the distinct products the teacher trains on, in (0, 1).
+        seed: Seed of the shuffle.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"teacher share must be in (0, 1), got {share}")
+    products = sorted(set(train.products))
+    k = int(round(share * len(products)))
+    if k == 0 or k == len(products):
+        raise DataError(f"options.teacher_share {share:g} of {len(products)} distinct train products leaves "
+                        f"{'the teacher' if k == 0 else 'the student'} no reaction; give more reactions or another share")
+    order = np.random.default_rng(seed).permutation(len(products))
+    taught = {products[i] for i in order[:k]}
+    side = [p in taught for p in train.products]
+    return TeacherSplit(train.subset(i for i, t in enumerate(side) if t),
+                        train.subset(i for i, t in enumerate(side) if not t))
 
 
 @dataclass
@@ -132,7 +209,8 @@ class Mixed:
     n_eligible: int
 
 
-def mix_labels(labels: Sequence[str], teacher: TeacherLabels | None, gamma: float, seed: int) -> Mixed:
+def mix_labels(labels: Sequence[str], teacher: TeacherLabels | None, gamma: float, seed: int,
+               shortfall: float = 0.0) -> Mixed:
     """Replace ``round(gamma * len(labels))`` seeded-random train labels with the teacher's prediction.
 
     gamma is the share of ALL training examples, as the retrosynthesis report defines it; the rows
@@ -145,6 +223,8 @@ def mix_labels(labels: Sequence[str], teacher: TeacherLabels | None, gamma: floa
         teacher: Teacher predictions aligned with ``labels`` (``None``: no teacher, nothing replaced).
         gamma: Share of the train labels to replace, in [0, 1].
         seed: Seed of the choice of rows.
+        shortfall: Share of ALL train rows gamma may fall short by (options.gamma_shortfall): within it, every
+            usable teacher label replaces its row and ``len(replaced) / len(labels)`` says the share reached.
     """
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
@@ -156,7 +236,7 @@ def mix_labels(labels: Sequence[str], teacher: TeacherLabels | None, gamma: floa
         raise ValueError(f"{len(teacher.predictions)} teacher predictions for {len(labels)} labels")
     eligible = teacher.eligible
     n = int(round(gamma * len(labels)))
-    check_coverage(gamma, len(labels), len(eligible))
+    check_coverage(gamma, len(labels), len(eligible), shortfall)
     chosen = np.sort(np.random.default_rng(seed).permutation(eligible)[:n]) if n else np.zeros(0, dtype=np.int64)
     out = list(labels)
     for i in chosen:
@@ -164,13 +244,15 @@ def mix_labels(labels: Sequence[str], teacher: TeacherLabels | None, gamma: floa
     return Mixed(out, chosen, len(eligible))
 
 
-def check_coverage(gamma: float, n_train: int, n_usable: int) -> None:
-    """Raise ``ValueError`` naming the numbers when ``gamma`` needs more teacher labels than there are."""
+def check_coverage(gamma: float, n_train: int, n_usable: int, shortfall: float = 0.0) -> None:
+    """Raise ``ValueError`` naming the numbers when ``gamma`` needs more teacher labels than there are
+    (beyond ``shortfall``, a share of ALL train rows that may keep their true label for want of a usable one)."""
     need = int(round(gamma * n_train))
-    if need > n_usable:
+    if need - n_usable > shortfall * n_train + 1e-9:
+        allowed = f" (options.gamma_shortfall {shortfall:g} allows {int(shortfall * n_train)} short)" if shortfall else ""
         raise ValueError(f"gamma {gamma:g} replaces {need} of the {n_train} train labels, but the teacher has a "
                          f"usable label for only {n_usable} train products (at most gamma "
-                         f"{n_usable / max(n_train, 1):.4f}); give a teacher that covers more of the train split")
+                         f"{n_usable / max(n_train, 1):.4f}){allowed}; give a teacher that covers more of the train split")
 
 
 def teacher_top1(labels: Sequence[str], teacher: TeacherLabels) -> float:
