@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch import nn
 
 from trainables.base import Reporter
@@ -34,14 +35,24 @@ from trainables.io import atomic_write_json
 __all__ = ["EpochLoop", "make_accelerator", "is_better", "load_training_state"]
 
 
-def make_accelerator(grad_accum: int = 1) -> Accelerator:
-    """bf16 autocast on GPUs that support it, fp32 elsewhere; DDP/Ray Train from the environment."""
+def make_accelerator(grad_accum: int = 1, precision: str = "auto") -> Accelerator:
+    """DDP/Ray Train from the environment; autocast by ``precision`` (``resources.precision``): ``auto`` is bf16
+    on GPUs that support it and fp32 elsewhere, ``bf16`` asks for it on the CPU too (weights and optimizer
+    stay fp32), ``fp32`` never autocasts."""
     cuda = torch.cuda.is_available()
-    return Accelerator(
-        cpu=not cuda,
-        mixed_precision="bf16" if cuda and torch.cuda.is_bf16_supported() else "no",
-        gradient_accumulation_steps=int(grad_accum),
-    )
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise RuntimeError("resources.precision bf16: this GPU does not support bf16; use auto or fp32")
+    bf16 = precision == "bf16" or (precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    kwargs = {"cpu": not cuda, "mixed_precision": "bf16" if bf16 else "no", "gradient_accumulation_steps": int(grad_accum)}
+    try:
+        return Accelerator(**kwargs)
+    except ValueError as err:
+        # Accelerate keeps one process-wide state: a reused Ray actor (or a test process) that ran a trial at
+        # another precision must drop it first. Its distributed part (PartialState) is kept.
+        if "already been initialized" not in str(err):
+            raise
+        AcceleratorState._reset_state()
+        return Accelerator(**kwargs)
 
 
 def is_better(value: float, best: float | None, direction: str) -> bool:
@@ -86,7 +97,9 @@ class EpochLoop:
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup_accelerator(self) -> None:
-        self.accelerator = make_accelerator(int(self.config.get("grad_accum", 1)))
+        resources = getattr(self.spec, "resources", None)
+        self.accelerator = make_accelerator(int(self.config.get("grad_accum", 1)),
+                                            getattr(resources, "precision", "auto"))
 
     @property
     def device(self) -> torch.device:

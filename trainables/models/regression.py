@@ -117,7 +117,10 @@ class RegressionModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 features: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.embed(input_ids, attention_mask, features).float()).squeeze(-1)
+        z = self.embed(input_ids, attention_mask, features).float()
+        # The head in fp32 under any autocast: a bf16 prediction would be off by up to ~0.4% of its value.
+        with torch.autocast(z.device.type, enabled=False):
+            return self.head(z).squeeze(-1)
 
     def standardize(self, y: np.ndarray | torch.Tensor):
         return (y - self.config.target_mean) / self.config.target_std
