@@ -94,6 +94,10 @@ class EpochLoop:
     model: nn.Module
     accelerator: Accelerator
     max_grad_norm: float | None = None
+    # Wall-clock budget of one ``fit`` call (a prepared script's stage, e.g. benchmarks/gpu_papers.py): the trial
+    # ends, test scored on the best epoch as at its last epoch, before an epoch that would not finish in time
+    # (judged by the mean epoch so far). ``None``: no budget (studies budget trials through Ray Tune instead).
+    max_seconds: float | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup_accelerator(self) -> None:
@@ -242,6 +246,7 @@ class EpochLoop:
         if self.device.type == "cuda":  # a reused actor's earlier trial must not count as this one's peak
             torch.cuda.reset_peak_memory_stats(self.device)
         final: dict[str, Any] = {}
+        fit_tic, epoch_s = time.perf_counter(), []  # the budget counts this call only, not a resumed run's past
         with tempfile.TemporaryDirectory(prefix="chemtune-best-") as keep:
             best_dir = Path(keep)  # the best epoch's export and valid predictions, copied into each checkpoint
             if best_weights is not None and reporter.resume_dir() is not None:
@@ -264,14 +269,19 @@ class EpochLoop:
                         self.export(best_dir / "model")
                     metrics.update({"best_epoch": best_epoch, f"best_{metric}": best})
                     stale = epoch + 1 - best_epoch
-                    end = epoch + 1 == self.spec.max_epochs or (patience > 0 and stale >= patience)
+                    epoch_s.append(time.perf_counter() - tic)
+                    out_of_time = self.out_of_time(time.perf_counter() - fit_tic, epoch_s)
+                    last, patient = epoch + 1 == self.spec.max_epochs, patience > 0 and stale >= patience
+                    end = last or patient or out_of_time
                     if end:  # test is looked at once, on the best epoch's weights
                         current = self._weights()
                         if best_weights is not None:
                             self.unwrapped().load_state_dict(best_weights)
                         metrics.update({f"test_{k}": v for k, v in self.evaluate_test(ckpt).items()})
                         self.unwrapped().load_state_dict(current)
-                        metrics["patience_stopped"] = int(epoch + 1 < self.spec.max_epochs)
+                        if self.max_seconds is not None:
+                            metrics["budget_stopped"] = int(out_of_time and not last)
+                        metrics["patience_stopped"] = int(not last and patient)
                     wall_s += time.perf_counter() - tic
                     metrics = {**self.costs(wall_s, valid_s), **metrics}  # a task's own count wins
                     torch.save({"model": self.unwrapped().state_dict(), "optimizer": optimizer.state_dict(),
@@ -289,6 +299,12 @@ class EpochLoop:
                 if end:
                     break
         return final
+
+    def out_of_time(self, elapsed: float, epoch_seconds: list[float]) -> bool:
+        """Whether another epoch (as long as the mean so far) would overrun :attr:`max_seconds`."""
+        if self.max_seconds is None:
+            return False
+        return elapsed + sum(epoch_seconds) / len(epoch_seconds) > self.max_seconds
 
     def throughput(self, units: int, seconds: float) -> dict[str, float]:
         """Speed numbers of an epoch (``units`` as :meth:`train_step` counts them)."""

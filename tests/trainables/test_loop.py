@@ -99,6 +99,42 @@ def test_patience_stops_the_trial_and_scores_test_on_the_best() -> None:
     assert final["patience_stopped"] and final["best_epoch"] == 1 and final["test_w"] == pytest.approx(toy.weights[0])
 
 
+
+class _Clock:
+    """A fake ``time`` for the loop: only the toy's epochs (``tick``) advance it, so the budget test is exact."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("budget", "epochs", "stopped"), [(35.0, 3, 1), (25.0, 2, 1), (1000.0, 6, 0)])
+def test_time_budget_ends_the_trial_before_an_epoch_that_would_overrun(
+        monkeypatch: pytest.MonkeyPatch, budget: float, epochs: int, stopped: int) -> None:
+    import trainables.loop as loop
+
+    clock = _Clock()
+    monkeypatch.setattr(loop, "time", clock)
+    toy = Toy([3.0, 1.0, 2.0, 4.0, 0.5, 0.4])
+    toy.max_seconds = budget
+    scored = toy.evaluate_valid
+
+    def slow_valid(ckpt: Path) -> dict[str, float]:  # every epoch takes 10 s of the fake clock
+        clock.now += 10.0
+        return scored(ckpt)
+
+    toy.evaluate_valid = slow_valid  # type: ignore[method-assign]
+    reporter = NullReporter()
+    final = toy.fit(reporter)
+    # 35 s: after epoch 3 (30 s) a 4th 10-s epoch would end at 40 s; 25 s: after epoch 2 (20 s + 10 > 25)
+    assert [h["epoch"] for h in reporter.history] == list(range(1, epochs + 1))
+    assert final["budget_stopped"] == stopped and not final["patience_stopped"]
+    best = min(range(epochs), key=lambda i: toy.valid[i])  # test still scored once, on the best epoch so far
+    assert final["best_epoch"] == best + 1 and final["test_w"] == pytest.approx(toy.weights[best])
+    assert "budget_stopped" not in Toy([1.0]).fit(NullReporter())  # no budget, no new column
+
 def test_resume_keeps_the_best_epoch_of_the_first_run(tmp_path: Path) -> None:
     Toy([1.0, 2.0], epochs=2).fit(NullReporter(keep_dir=tmp_path / "ckpt"))
     # the first run ended (test on epoch 1); a longer run resumes from its last checkpoint
