@@ -122,14 +122,17 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _step_seconds(trainer: Any, batches: int = 12, warmup: int = 3) -> tuple[float, int]:
+def _step_seconds(trainer: Any, batches: int = 12, warmup: int = 3) -> tuple[float, int, float]:
     """Seconds and rows of ``batches`` forward + backward passes after ``warmup`` untimed ones (weights unchanged:
-    no optimizer step; gradients cleared)."""
+    no optimizer step; gradients cleared), and the seconds an epoch's loader takes to build (SMILES enumeration)."""
     from trainables.batching import to_device
 
     trainer.model.to(trainer.device).train()
     seconds, rows = 0.0, 0
-    for i, batch in enumerate(trainer.train_loader(0)):
+    tic = time.perf_counter()
+    loader = trainer.train_loader(0)
+    build_s = time.perf_counter() - tic
+    for i, batch in enumerate(loader):
         if i == warmup + batches:
             break
         batch = to_device(batch, trainer.device)
@@ -145,7 +148,7 @@ def _step_seconds(trainer: Any, batches: int = 12, warmup: int = 3) -> tuple[flo
     trainer.model.zero_grad(set_to_none=True)
     if hasattr(trainer, "_tokens"):  # the pretrain trainer counts tokens in train_step: these must not count
         trainer._tokens = 0
-    return seconds, rows
+    return seconds, rows, build_s
 
 
 def fit_budget(trainer: Any, budget_s: float, test_rows: int, test_cost: float, cap: int) -> dict[str, float]:
@@ -155,8 +158,8 @@ def fit_budget(trainer: Any, budget_s: float, test_rows: int, test_cost: float, 
     ``test_cost`` times the validation time per row. Returns what the sizing measured.
     """
     tic = time.perf_counter()
-    seconds, rows = _step_seconds(trainer)
-    train_s = seconds / max(rows, 1) * trainer.epoch_rows()[0]  # the optimizer step is small beside these
+    seconds, rows, build_s = _step_seconds(trainer)
+    train_s = build_s + seconds / max(rows, 1) * trainer.epoch_rows()[0]  # the optimizer step is small beside these
     valid_tic = time.perf_counter()
     trainer.evaluate_valid(Path(tempfile.gettempdir()))  # the pretrained model's valid metrics, and its time
     valid_s = time.perf_counter() - valid_tic
@@ -356,6 +359,9 @@ def emit(results: dict[str, Any], out: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per checkpoint save would bury the log the device tool returns
     args = parse_args(argv)
     results = run(args)
     print(emit(results, args.out))
