@@ -22,6 +22,7 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -189,11 +190,13 @@ def build_once(optuna_url: str, name: str, build: Callable[[], dict[str, Any]],
         except optuna.exceptions.DuplicatedStudyError:
             study = None
         if study is not None:
+            print(f"stage {name}: building it for every joined process (the others wait for it)", file=sys.stderr)
             _build_claimed(study, build, beat)
             return
         info = _wait_claim(storage, storage.get_study_id_from_name(claim), name, since, poll, stale)
         if info is not None:
             fetch(info)
+            print(f"stage {name}: fetched the checkpoint another joined process built", file=sys.stderr)
             return
         attempt += 1
 
@@ -204,7 +207,10 @@ def _build_claimed(study: optuna.Study, build: Callable[[], dict[str, Any]], bea
 
     def heartbeat() -> None:  # waiters on other hosts cannot see this process: they see it beat
         while not stop.wait(beat):
-            study.set_user_attr("builder", {**driver_lease(), "beat": time.time()})
+            try:
+                study.set_user_attr("builder", {**driver_lease(), "beat": time.time()})
+            except Exception:  # noqa: BLE001 - a database hiccup: the next beat is in time (stale >> beat)
+                continue
 
     thread = threading.Thread(target=heartbeat, name="chemtune-stage-heartbeat", daemon=True)
     thread.start()
@@ -223,7 +229,7 @@ def _build_claimed(study: optuna.Study, build: Callable[[], dict[str, Any]], bea
 def _wait_claim(storage: optuna.storages.RDBStorage, study_id: int, name: str, since: float, poll: float,
                 stale: float) -> dict[str, Any] | None:
     """The claim's shared result once ready; ``None`` when the next attempt should be claimed."""
-    seen = time.monotonic()
+    seen, said = time.monotonic(), False
     while True:
         attrs = storage.get_study_user_attrs(study_id)
         if "ready" in attrs:
@@ -235,6 +241,10 @@ def _wait_claim(storage: optuna.storages.RDBStorage, study_id: int, name: str, s
             raise StudyError(f"stage {name}: its build failed in another joined process (on {failed['host']}): "
                              f"{failed['error']}; fix that and launch the joined processes again")
         builder = attrs.get("builder")
+        if builder is not None and not said:
+            print(f"stage {name}: another joined process builds it (on {builder.get('host')}, pid "
+                  f"{builder.get('pid')}); waiting for it", file=sys.stderr)
+            said = True
         if builder is None:  # claimed a moment ago; a claimer that died before recording itself is stale too
             if time.monotonic() - seen > stale:
                 return None

@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 
 from studies import join
 from tests.conftest import ROOT
@@ -162,3 +163,112 @@ def test_processes_sharing_one_cache_folder_build_a_stage_once(tmp_path: Path) -
     assert [o[0].strip() for o in outs] == ["cached", "cached"]
     assert count.read_text().splitlines() == ["built"]  # the second waited on the lock, then found it cached
     assert json.loads((folder / "chemtune_stage.json").read_text()) == {"key": "abc"}
+
+
+# -- end to end: two `chemtune launch --join` processes, each its own store folder and (empty) cache, as on two
+# machines sharing only the Optuna and MLflow stores ---------------------------------------------------------
+
+def _launch_joined(tmp_path: Path, stage: Path, name: str, env: dict[str, str] | None = None,
+                   timeout: float = 900) -> tuple[list[int], list[str], Path]:
+    from tests.conftest import _shared_data
+
+    shared = tmp_path / "shared"  # the stores every joiner reaches; MLflow's artifacts land in ./mlruns here
+    shared.mkdir(exist_ok=True)
+    study = {"name": name, "task": "retro", "search_space": "retro", "metric": "valid_top1",
+             "dataset": {"name": "uspto50k", "limit": 16, "split": "random"},
+             "model": {"name": "tiny-bart", "pretrain": str(stage), "max_length": 64},
+             "fixed": {"gamma": 0, "treatment": "fix_encoder", "batch_size": 16},  # needs a pretrained model
+             "num_trials": 2, "max_epochs": 1, "options": {"val_subset": 2, "test_limit": 2, "eval_batch_size": 16},
+             "resources": {"cpus_per_trial": 1},
+             "tracking": {"tracking_uri": f"sqlite:///{shared / 'mlflow.db'}",
+                          "optuna_storage": f"sqlite:///{shared / 'optuna.db'}"}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    procs, logs = [], []
+    for i in range(2):
+        logs.append(tmp_path / f"joiner{i}.log")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "studies.cli", "launch", str(path), "--join", "--trials", "1",
+             "--root", str(tmp_path / f"home{i}")], cwd=shared, stdout=logs[-1].open("wb"), stderr=subprocess.STDOUT,
+            env={**base, **(env or {}), "PYTHONPATH": str(ROOT), "CHEMTUNE_DATA_DIR": str(_shared_data()),
+                 "CHEMTUNE_CACHE": str(tmp_path / f"cache{i}")}, start_new_session=True))
+    codes = []
+    try:
+        for proc in procs:
+            codes.append(proc.wait(timeout))
+    finally:
+        for proc in procs:  # only what this test started, by its process group
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait(30)
+    return codes, [log.read_text(errors="replace") for log in logs], shared
+
+
+def _runs(uri: str, experiment: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+@pytest.mark.slow
+def test_two_joined_processes_pretrain_once_and_run_on_the_same_checkpoint(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from studies.store import StudyPaths
+
+    codes, logs, shared = _launch_joined(tmp_path, ROOT / "studies" / "pretrain_tiny_bart_smoke.yaml", "join-staged")
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+    uri = f"sqlite:///{shared / 'mlflow.db'}"
+    pretrain = [r for r in _runs(uri, "pretrain-tiny-bart-smoke") if r.data.tags.get("chemtune.role") == "trial"]
+    assert len(pretrain) == 1  # built once, by one joiner
+    # each joiner cached the same checkpoint (same key, same trial run, same weights): one built, one fetched
+    (a,), (b,) = [[f for f in (tmp_path / f"cache{i}" / "pretrained").iterdir() if f.is_dir()] for i in (0, 1)]
+    assert a.name == b.name
+    stages = [json.loads((f / "chemtune_stage.json").read_text()) for f in (a, b)]
+    assert stages[0] == stages[1] and stages[0]["run_id"] == pretrain[0].info.run_id
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
+    for i, folder in enumerate((a, b)):  # what each joiner's trials ran with
+        saved = yaml.safe_load(StudyPaths.default(tmp_path / f"home{i}").study_file("join-staged").read_text())
+        assert saved["model"]["path"] == str(folder) and saved["model"]["pretrain"] is None
+    claim = f"{join.STAGE_PREFIX}pretrained/{a.name}.0"  # claimed once, built, shared; never taken over
+    claims = _claims(f"sqlite:///{shared / 'optuna.db'}")
+    assert list(claims) == [claim] and claims[claim]["ready"] == stages[0]
+    # the study finished with all its trials, one per joiner, under one parent run
+    runs = _runs(uri, "join-staged")
+    (parent,) = [r for r in runs if r.data.tags.get("chemtune.role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("chemtune.role") == "trial"]
+    assert parent.info.status == "FINISHED" and parent.data.params["model.path"] in (str(a), str(b))
+    assert sorted(r.info.status for r in trials) == ["FINISHED", "FINISHED"]
+    assert len({r.data.tags["chemtune.joiner"] for r in trials}) == 2
+    study = optuna.load_study(study_name="join-staged", storage=f"sqlite:///{shared / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+@pytest.mark.slow
+def test_a_failed_stage_build_stops_every_joiner_clearly_and_leaves_no_run_running(tmp_path: Path) -> None:
+    stage = yaml.safe_load((ROOT / "studies" / "pretrain_tiny_bart_smoke.yaml").read_text())
+    stage.update(name="pretrain-broken", max_failures=0)
+    stage_file = tmp_path / "pretrain_broken.yaml"
+    stage_file.write_text(yaml.safe_dump(stage))
+    faults = json.dumps([{"kind": "raise", "epoch": "any", "times": 5, "id": "stage"}])  # every pretrain trial fails
+    codes, logs, shared = _launch_joined(tmp_path, stage_file, "join-broken", timeout=600,
+                                         env={"CHEMTUNE_FAULTS": faults, "CHEMTUNE_FAULTS_STATE": str(tmp_path / "f")})
+    text = "\n".join(log[-3000:] for log in logs)
+    assert codes == [2, 2], text  # a user error (one line), not a crash
+    flat = [" ".join(log.split()) for log in logs]  # the console wraps long lines
+    builder = "pretrain study 'pretrain-broken' has no complete trial with a logged checkpoint"
+    assert sum(f"error: {builder}" in log for log in flat) == 1, text
+    waiter = [log for log in flat if "its build failed in another joined process" in log]
+    assert len(waiter) == 1 and builder in waiter[0], text  # the waiter names the builder's error
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{shared / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]  # the stage's runs ended, none RUNNING
+    assert not _runs(f"sqlite:///{shared / 'mlflow.db'}", "join-broken")  # nobody joined a study with no checkpoint
+    names = [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{shared / 'optuna.db'}")]
+    assert "join-broken" not in names and len(names) == 1  # only the stage's claim, marked failed
