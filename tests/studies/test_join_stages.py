@@ -165,6 +165,35 @@ def test_processes_sharing_one_cache_folder_build_a_stage_once(tmp_path: Path) -
     assert json.loads((folder / "chemtune_stage.json").read_text()) == {"key": "abc"}
 
 
+def test_a_joined_launch_claims_the_teacher_stage_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``options.teacher_study`` goes through the same claim as ``model.pretrain`` (studies/teaching.py)."""
+    from studies.pretraining import STAGE_JSON
+    from studies.spec import parse_study
+    from studies.store import StudyPaths
+    from studies.teaching import plan_teacher, use_teacher
+    from tests.studies.test_teacher_stage import _student
+
+    monkeypatch.setattr("studies.teaching.cache_dir", lambda: tmp_path / "cache")
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = parse_study(_student())
+    expected = plan_teacher(study)
+    built: list[str] = []
+
+    def run(stage):  # noqa: ANN001, ANN202 - the teacher study's launch, which publishes its checkpoint
+        built.append(stage.name)
+        expected.folder.mkdir(parents=True)
+        (expected.folder / STAGE_JSON).write_text(json.dumps({"key": expected.key, "run_id": "t1"}))
+
+    def shared(name, build, fetch):  # noqa: ANN001, ANN202 - runner._launch_joined's, on a test database
+        join.build_once(url, name, build, fetch, **FAST)
+
+    student = use_teacher(study, "sqlite:///unused.db", StudyPaths.default(tmp_path / "home"), run, shared)
+    assert student.options["teacher_uri"] == str(expected.folder)
+    assert built == [f"teacher-tiny-bart-smoke-{expected.key[:8]}"]  # built once, through the claim
+    claim = f"{join.STAGE_PREFIX}teachers/teacher-tiny-bart-smoke-{expected.key}.0"
+    assert list(_claims(url)) == [claim] and _claims(url)[claim]["ready"] == {"key": expected.key, "run_id": "t1"}
+
+
 # -- end to end: two `chemtune launch --join` processes, each its own store folder and (empty) cache, as on two
 # machines sharing only the Optuna and MLflow stores ---------------------------------------------------------
 
