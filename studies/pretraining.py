@@ -149,14 +149,16 @@ def ensure_stage(stage: Stage, paths: StudyPaths, tracking_uri: str, run: Callab
     its saved copy is the stage's key), else by running it (``run``, the study's launch) and publishing its
     best checkpoint. ``where`` names the study file's key (``model.pretrain``) in errors.
 
-    Built once: a file lock beside the cached folder makes other processes using this cache wait and then find
+    Built once: a file lock on the cached folder (``<cache>/locks/``) makes other processes using this cache wait and then find
     it cached (the OS drops the lock of a killed builder); with ``shared`` (``launch --join``) the build is also
     claimed across machines, and a process that does not build fetches the builder's checkpoint.
     """
     if stage.cached:
         return
-    stage.folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{stage.folder}.lock"):  # no timeout: a pretraining run takes as long as it takes
+    # <cache>/locks/pretrained/<name>.lock: beside the cache's folders, so theirs hold checkpoints only
+    lock = stage.folder.parent.parent / "locks" / stage.folder.parent.name / f"{stage.folder.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):  # no timeout: a pretraining run takes as long as it takes
         if stage.cached:
             return
         if shared is None:

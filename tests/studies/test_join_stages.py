@@ -254,7 +254,7 @@ def test_two_joined_processes_pretrain_once_and_run_on_the_same_checkpoint(tmp_p
     pretrain = [r for r in _runs(uri, "pretrain-tiny-bart-smoke") if r.data.tags.get("chemtune.role") == "trial"]
     assert len(pretrain) == 1  # built once, by one joiner
     # each joiner cached the same checkpoint (same key, same trial run, same weights): one built, one fetched
-    (a,), (b,) = [[f for f in (tmp_path / f"cache{i}" / "pretrained").iterdir() if f.is_dir()] for i in (0, 1)]
+    (a,), (b,) = [list((tmp_path / f"cache{i}" / "pretrained").iterdir()) for i in (0, 1)]
     assert a.name == b.name
     stages = [json.loads((f / "chemtune_stage.json").read_text()) for f in (a, b)]
     assert stages[0] == stages[1] and stages[0]["run_id"] == pretrain[0].info.run_id
