@@ -131,7 +131,10 @@ def _fill(folder: Path, info: dict[str, Any]) -> None:
 
 
 def fetch_stage(stage: Stage, info: dict[str, Any], where: str) -> None:
-    """Cache the checkpoint another process built (``info``: its :data:`STAGE_JSON`), from its MLflow store."""
+    """Cache the checkpoint another process built (``info``: its :data:`STAGE_JSON`), from its MLflow store;
+    nothing when the builder wrote it here (a cache folder shared across machines)."""
+    if stage.cached:
+        return
     if info.get("key") != stage.key:  # the claim is named by the key: a mismatch is a bug, not bad input
         raise StudyError(f"{where}: the shared {stage.spec.task} stage names key {info.get('key')!r}, not {stage.key!r}")
     try:
