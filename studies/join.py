@@ -10,6 +10,10 @@ user attribute; the others wait for it and attach. Each process registers itself
 Why a per-process share and not "run until Optuna holds ``num_trials``": that count cannot be claimed
 atomically across processes (two asking at 19 of 20 both run), and a failed trial's retry would
 count twice; a share is exact, and the total is the sum of the shares.
+
+A study's stages (``model.pretrain``, ``options.teacher_study``) are built once for all joiners
+(:func:`build_once`): the first process to claim a stage in the shared Optuna storage builds it, the others
+wait and fetch its checkpoint from the shared MLflow store.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import json
 import os
 import re
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,10 +36,11 @@ from studies.health import TAG_DRIVER, TAG_END_REASON, driver_alive, driver_leas
 from studies.store import PARENT_TAG
 from trainables.errors import StudyError
 
-__all__ = ["PARENT_ATTR", "JOINER_PREFIX", "Membership", "join_study", "leave_study"]
+__all__ = ["PARENT_ATTR", "JOINER_PREFIX", "STAGE_PREFIX", "Membership", "join_study", "leave_study", "build_once"]
 
 PARENT_ATTR = "chemtune.mlflow_parent_run_id"
 JOINER_PREFIX = "chemtune.joiner."
+STAGE_PREFIX = "chemtune.stage."  # Optuna "studies" that are build claims: chemtune.stage.<name>.<attempt>
 
 
 @dataclass
@@ -160,3 +167,90 @@ def leave_study(member: Membership, client: MlflowClient, status: str) -> bool:
         client.set_terminated(run.info.run_id, "KILLED")
     client.set_terminated(member.parent_run_id, status)
     return True
+
+
+def build_once(optuna_url: str, name: str, build: Callable[[], dict[str, Any]],
+               fetch: Callable[[dict[str, Any]], None], *, poll: float = 2.0, beat: float = 30.0,
+               stale: float = 300.0) -> None:
+    """Run ``build`` in exactly one of the processes that share ``optuna_url``; the others ``fetch`` what it shared.
+
+    The claim is an Optuna study named ``chemtune.stage.<name>.<attempt>``: creating it is atomic in the
+    database, so one process wins and records itself (its driver lease, then a heartbeat every ``beat`` s),
+    builds, and records ``ready`` with ``build()``'s result, or ``failed`` with the error. A waiter fetches on
+    ``ready``; a failure recorded while it waited is raised (every joiner stops, with the builder's error); a
+    failure recorded before it started (an earlier launch), or a builder gone (dead on this host, or no
+    heartbeat for ``stale`` s from another) moves on to the next attempt, which one process claims again.
+    """
+    storage = _storage(optuna_url)
+    since, attempt = time.time(), 0
+    while True:
+        claim = f"{STAGE_PREFIX}{name}.{attempt}"
+        try:
+            study = optuna.create_study(study_name=claim, storage=storage)
+        except optuna.exceptions.DuplicatedStudyError:
+            study = None
+        if study is not None:
+            print(f"stage {name}: building it for every joined process (the others wait for it)", file=sys.stderr)
+            _build_claimed(study, build, beat)
+            return
+        info = _wait_claim(storage, storage.get_study_id_from_name(claim), name, since, poll, stale)
+        if info is not None:
+            fetch(info)
+            print(f"stage {name}: fetched the checkpoint another joined process built", file=sys.stderr)
+            return
+        attempt += 1
+
+
+def _build_claimed(study: optuna.Study, build: Callable[[], dict[str, Any]], beat: float) -> None:
+    study.set_user_attr("builder", {**driver_lease(), "beat": time.time()})
+    stop = threading.Event()
+
+    def heartbeat() -> None:  # waiters on other hosts cannot see this process: they see it beat
+        while not stop.wait(beat):
+            try:
+                study.set_user_attr("builder", {**driver_lease(), "beat": time.time()})
+            except Exception:  # noqa: BLE001 - a database hiccup: the next beat is in time (stale >> beat)
+                continue
+
+    thread = threading.Thread(target=heartbeat, name="chemtune-stage-heartbeat", daemon=True)
+    thread.start()
+    try:
+        shared = build()
+    except BaseException as err:
+        message = str(err).splitlines()[0][:500] if str(err) else type(err).__name__
+        study.set_user_attr("failed", {"error": message, "at": time.time(), "host": socket.gethostname()})
+        raise
+    finally:
+        stop.set()
+        thread.join()
+    study.set_user_attr("ready", shared)
+
+
+def _wait_claim(storage: optuna.storages.RDBStorage, study_id: int, name: str, since: float, poll: float,
+                stale: float) -> dict[str, Any] | None:
+    """The claim's shared result once ready; ``None`` when the next attempt should be claimed."""
+    seen, said = time.monotonic(), False
+    while True:
+        attrs = storage.get_study_user_attrs(study_id)
+        if "ready" in attrs:
+            return attrs["ready"]
+        failed = attrs.get("failed")
+        if failed:
+            if failed["at"] < since:  # an earlier launch's failure: build again
+                return None
+            raise StudyError(f"stage {name}: its build failed in another joined process (on {failed['host']}): "
+                             f"{failed['error']}; fix that and launch the joined processes again")
+        builder = attrs.get("builder")
+        if builder is not None and not said:
+            print(f"stage {name}: another joined process builds it (on {builder.get('host')}, pid "
+                  f"{builder.get('pid')}); waiting for it", file=sys.stderr)
+            said = True
+        if builder is None:  # claimed a moment ago; a claimer that died before recording itself is stale too
+            if time.monotonic() - seen > stale:
+                return None
+        elif builder.get("host") == socket.gethostname():
+            if not driver_alive(builder):
+                return None
+        elif time.time() - float(builder["beat"]) > stale:
+            return None
+        time.sleep(poll)

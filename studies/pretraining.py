@@ -5,6 +5,11 @@ configuration), so the first ``launch`` pretrains it and every later study (any 
 ``validate`` says whether the checkpoint is cached (:func:`plan_stage`); ``launch`` runs the pretrain study
 first when it is not (:func:`use_pretrained`); a pretrain study launched on its own fills the cache too
 (:func:`publish`). The cached folder is the best trial's transformers folder, fetched from MLflow.
+
+One build per stage: processes on one machine (one cache folder) take a file lock on the stage's folder, so
+the first builds and the others wait and find it cached; processes of one ``launch --join`` on several
+machines also claim the build in their shared Optuna storage (:func:`studies.join.build_once`), and the
+others fetch the builder's checkpoint from the shared MLflow store (:func:`fetch_stage`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import mlflow
 import yaml
+from filelock import FileLock
 
 from studies.results import leaderboard
 from studies.spec import StudySpec, load_study, parse_study
@@ -30,10 +36,14 @@ from trainables.cache import cache_dir
 from trainables.errors import StudyError
 from trainables.io import atomic_dir
 
-__all__ = ["Stage", "stage_key", "checkpoint_dir", "plan_stage", "publish", "ensure_stage", "use_pretrained",
-           "STAGE_JSON"]
+__all__ = ["Stage", "Shared", "stage_key", "checkpoint_dir", "plan_stage", "publish", "fetch_stage", "ensure_stage",
+           "use_pretrained", "STAGE_JSON"]
 
 STAGE_JSON = "chemtune_stage.json"  # in a cached checkpoint: the key, the study and the trial it came from
+
+# How processes on several machines build a stage once (``launch --join``: studies.join.build_once bound to the
+# shared Optuna storage): (claim name, build -> what to share, fetch(what was shared)).
+Shared = Callable[[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None]], None]
 
 
 @dataclass
@@ -102,26 +112,71 @@ def publish(spec: StudySpec, prepared: Prepared, tracking_uri: str, folder: Path
         raise StudyError(f"{spec.task} study {spec.name!r} has no complete trial with a logged checkpoint; "
                          f"`chemtune resume {spec.name}` (or launch it with --restart) to finish it")
     best = done.iloc[0]
-    with tempfile.TemporaryDirectory(prefix="chemtune-stage-") as tmp, tracking_uri_scope(tracking_uri):
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(best["model_uri"]), dst_path=tmp))
-        with atomic_dir(folder) as out:
-            shutil.copytree(local / "artifacts" / "model", out, dirs_exist_ok=True)
-            metrics = {k: float(best[k]) for k in best.index if str(k).startswith(("valid_", "test_"))
-                       and isinstance(best[k], (int, float))}
-            (out / STAGE_JSON).write_text(json.dumps({
-                "key": folder.name.rsplit("-", 1)[-1], "study": spec.name, "run_id": str(best["run_id"]),
-                "model_uri": str(best["model_uri"]), "tracking_uri": tracking_uri, "metric": spec.metric,
-                "metrics": metrics}, indent=1))
+    metrics = {k: float(best[k]) for k in best.index if str(k).startswith(("valid_", "test_"))
+               and isinstance(best[k], (int, float))}
+    _fill(folder, {"key": folder.name.rsplit("-", 1)[-1], "study": spec.name, "run_id": str(best["run_id"]),
+                   "model_uri": str(best["model_uri"]), "tracking_uri": tracking_uri, "metric": spec.metric,
+                   "metrics": metrics})
     return folder
 
 
-def ensure_stage(stage: Stage, paths: StudyPaths, tracking_uri: str, run: Callable[[StudySpec], Any],
-                 key_of: Callable[[StudySpec], str], where: str) -> None:
-    """Fill the stage's cache: from its study launched before from this store (same configuration: ``key_of``
-    its saved copy is the stage's key), else by running it (``run``, the study's launch) and publishing its
-    best checkpoint. ``where`` names the study file's key (``model.pretrain``) in errors."""
+def _fill(folder: Path, info: dict[str, Any]) -> None:
+    """Download the checkpoint ``info["model_uri"]`` (a logged chemtune model) from ``info["tracking_uri"]`` into
+    ``folder``, with ``info`` as its :data:`STAGE_JSON`; atomically (a reader never sees half a folder)."""
+    with tempfile.TemporaryDirectory(prefix="chemtune-stage-") as tmp, tracking_uri_scope(info["tracking_uri"]):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info["model_uri"], dst_path=tmp))
+        with atomic_dir(folder) as out:
+            shutil.copytree(local / "artifacts" / "model", out, dirs_exist_ok=True)
+            (out / STAGE_JSON).write_text(json.dumps(info, indent=1))
+
+
+def fetch_stage(stage: Stage, info: dict[str, Any], where: str) -> None:
+    """Cache the checkpoint another process built (``info``: its :data:`STAGE_JSON`), from its MLflow store;
+    nothing when the builder wrote it here (a cache folder shared across machines)."""
     if stage.cached:
         return
+    if info.get("key") != stage.key:  # the claim is named by the key: a mismatch is a bug, not bad input
+        raise StudyError(f"{where}: the shared {stage.spec.task} stage names key {info.get('key')!r}, not {stage.key!r}")
+    try:
+        _fill(stage.folder, info)
+    except Exception as err:  # noqa: BLE001 - any store error: say where the checkpoint was and what to do
+        raise StudyError(
+            f"{where}: could not fetch the {stage.spec.task} stage's checkpoint {info.get('model_uri')} (built by "
+            f"another joined process) from {info.get('tracking_uri')}: {str(err).splitlines()[0][:300]}; every "
+            "joined process needs that MLflow store and its artifacts, or share CHEMTUNE_CACHE") from err
+
+
+def ensure_stage(stage: Stage, paths: StudyPaths, tracking_uri: str, run: Callable[[StudySpec], Any],
+                 key_of: Callable[[StudySpec], str], where: str, shared: Shared | None = None) -> None:
+    """Fill the stage's cache: from its study launched before from this store (same configuration: ``key_of``
+    its saved copy is the stage's key), else by running it (``run``, the study's launch) and publishing its
+    best checkpoint. ``where`` names the study file's key (``model.pretrain``) in errors.
+
+    Built once: a file lock on the cached folder (``<cache>/locks/``) makes other processes using this cache wait and then find
+    it cached (the OS drops the lock of a killed builder); with ``shared`` (``launch --join``) the build is also
+    claimed across machines, and a process that does not build fetches the builder's checkpoint.
+    """
+    if stage.cached:
+        return
+    # <cache>/locks/pretrained/<name>.lock: beside the cache's folders, so theirs hold checkpoints only
+    lock = stage.folder.parent.parent / "locks" / stage.folder.parent.name / f"{stage.folder.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):  # no timeout: a pretraining run takes as long as it takes
+        if stage.cached:
+            return
+        if shared is None:
+            _build(stage, paths, tracking_uri, run, key_of, where)
+            return
+
+        def build() -> dict[str, Any]:
+            _build(stage, paths, tracking_uri, run, key_of, where)
+            return json.loads((stage.folder / STAGE_JSON).read_text())
+
+        shared(f"{stage.folder.parent.name}/{stage.folder.name}", build, lambda info: fetch_stage(stage, info, where))
+
+
+def _build(stage: Stage, paths: StudyPaths, tracking_uri: str, run: Callable[[StudySpec], Any],
+           key_of: Callable[[StudySpec], str], where: str) -> None:
     if paths.state_file(stage.spec.name).exists():
         file = paths.study_file(stage.spec.name)
         stored = parse_study(yaml.safe_load(file.read_text()), str(file))
@@ -139,16 +194,17 @@ def ensure_stage(stage: Stage, paths: StudyPaths, tracking_uri: str, run: Callab
 
 
 def use_pretrained(study: StudySpec, tracking_uri: str, paths: StudyPaths,
-                   run: Callable[[StudySpec], Any]) -> StudySpec:
+                   run: Callable[[StudySpec], Any], shared: Shared | None = None) -> StudySpec:
     """``study`` with ``model.path`` = its stage's checkpoint, pretraining it first (``run``) when not cached.
 
     The stage's study runs in the same store as ``study`` (its own MLflow experiment and Optuna study);
-    the returned study names the cached folder, so resuming it never pretrains again.
+    the returned study names the cached folder, so resuming it never pretrains again. ``shared``: see
+    :func:`ensure_stage`.
     """
     stage = plan_stage(study, tracking_uri)
     if stage is None:
         return study
     corpus = stage.prepared.tags["chemtune.corpus_hash"]
-    ensure_stage(stage, paths, tracking_uri, run, lambda stored: stage_key(stored, corpus), "model.pretrain")
+    ensure_stage(stage, paths, tracking_uri, run, lambda stored: stage_key(stored, corpus), "model.pretrain", shared)
     model = study.model.model_copy(update={"path": str(stage.folder), "pretrain": None})
     return study.model_copy(update={"model": model})

@@ -22,7 +22,7 @@ from cluster.resources import limit_search, with_trial_resources
 from search_spaces import SPACES
 from studies.baselines import BaselineCallback, BaselineJob
 from studies.health import driver_lease, reconcile
-from studies.join import Membership, join_study, leave_study
+from studies.join import Membership, build_once, join_study, leave_study
 from studies.optuna_heartbeat import HeartbeatOptunaSearch, driver_gone, heartbeat_storage, stop_heartbeats
 from studies.pretraining import publish, use_pretrained
 from studies.progress import ProgressCallback, print_data_summary, quiet
@@ -318,7 +318,7 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
         )
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
     spec = _without_credentials(spec)
-    stage_run = _stage_runner(address, tracking_uri, root)
+    stage_run = _stage_runner(address, tracking_uri, root, uri)
     spec = use_pretrained(spec, uri, paths, stage_run)  # model.pretrain: cached or run first
     spec = use_teacher(spec, uri, paths, stage_run)  # options.teacher_study: cached or trained first
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts
@@ -346,12 +346,14 @@ def launch(spec: StudySpec, *, address: str | None = None, tracking_uri: str | N
     return result
 
 
-def _stage_runner(address: str | None, tracking_uri: str | None,
-                  root: str | os.PathLike[str] | None) -> Callable[[StudySpec], StudyResult]:
-    """How a study runs its stages (pretraining, teacher) first: each is launched as a study of its own, in
-    the same store and on the same Ray."""
+def _stage_runner(address: str | None, tracking_uri: str | None, root: str | os.PathLike[str] | None,
+                  uri: str) -> Callable[[StudySpec], StudyResult]:
+    """How a study runs its stages (pretraining, teacher) first: each is launched as a study of its own, on the
+    same Ray and in the same MLflow store (``uri``, the study's: ``--tracking-uri``, else the stage file's own
+    store, else the study's), where joined processes on other machines fetch its checkpoint."""
     def run(stage: StudySpec) -> StudyResult:
-        return launch(stage, address=address, tracking_uri=tracking_uri, root=root)
+        return launch(stage, address=address, tracking_uri=tracking_uri or stage.tracking.tracking_uri or uri,
+                      root=root)
 
     return run
 
@@ -372,8 +374,13 @@ def _launch_joined(spec: StudySpec, address: str | None, tracking_uri: str | Non
     uri = resolve_tracking_uri(tracking_uri or spec.tracking.tracking_uri, paths)
     spec = _without_credentials(spec)
     optuna_url = spec.tracking.optuna_storage or paths.optuna_url
-    stage_run = _stage_runner(address, tracking_uri, root)
-    spec = use_teacher(use_pretrained(spec, uri, paths, stage_run), uri, paths, stage_run)
+    stage_run = _stage_runner(address, tracking_uri, root, uri)
+
+    def shared(name: str, build: Callable[[], dict[str, Any]], fetch: Callable[[dict[str, Any]], None]) -> None:
+        build_once(optuna_url, name, build, fetch)  # one joiner builds each stage, the others fetch it
+
+    # before the study is joined (no parent run yet): a failed stage leaves no joined run RUNNING
+    spec = use_teacher(use_pretrained(spec, uri, paths, stage_run, shared), uri, paths, stage_run, shared)
     prepared = prepare(spec, uri)  # bad data fails here, before Ray starts or the study is joined
     quiet()
     print_data_summary(prepared)

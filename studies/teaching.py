@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
-from studies.pretraining import Stage, ensure_stage, plan_stage, stage_key
+from studies.pretraining import Shared, Stage, ensure_stage, plan_stage, stage_key
 from studies.spec import StudySpec, load_study
 from studies.store import StudyPaths, tracking_uri_scope
 from trainables import TASKS
@@ -105,12 +105,13 @@ def with_teacher(study: StudySpec, stage: Stage) -> StudySpec:
 
 
 def use_teacher(study: StudySpec, tracking_uri: str, paths: StudyPaths,
-                run: Callable[[StudySpec], Any]) -> StudySpec:
+                run: Callable[[StudySpec], Any], shared: Shared | None = None) -> StudySpec:
     """``study`` with its teacher stage's checkpoint as its teacher, training the teacher first (``run``: the
-    stage study's launch, its own pretraining stage included) when it is not cached."""
+    stage study's launch, its own pretraining stage included) when it is not cached; built once across the
+    processes of a ``launch --join`` with ``shared`` (:func:`studies.pretraining.ensure_stage`)."""
     stage = plan_teacher(study, tracking_uri)
     if stage is None:
         return study
     # the stage study's name carries its key: one of that name launched before from this store is this one
-    ensure_stage(stage, paths, tracking_uri, run, lambda stored: stage.key, WHERE)
+    ensure_stage(stage, paths, tracking_uri, run, lambda stored: stage.key, WHERE, shared)
     return with_teacher(study, stage)
