@@ -30,7 +30,7 @@ from torch import nn
 from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
 
 from trainables.base import TASKS, Prepared, Reporter, Task
-from trainables.batching import length_grouped_loader, pad_batch, seq2seq_batch, sorted_chunks, to_device
+from trainables.batching import length_grouped_loader, model_device, pad_batch, seq2seq_batch, sorted_chunks, to_device
 from trainables.data.chem import canonicalize
 from trainables.errors import StudyError
 from trainables.knobs import format_errors
@@ -235,7 +235,7 @@ def masked_lm_head(model: nn.Module, probe: list[list[int]], pad_id: int) -> nn.
     if base is model or len(others) != 1 or not probe:
         return None
     ids, attention = pad_batch(probe, pad_id)
-    inputs = {"input_ids": ids, "attention_mask": attention}
+    inputs = to_device({"input_ids": ids, "attention_mask": attention}, model_device(model))
     training = model.training
     try:
         with torch.no_grad():
