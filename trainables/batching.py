@@ -26,13 +26,13 @@ T = TypeVar("T")
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic padding (right): pad to the longest sequence of this batch only. Returns ``(ids, mask)``."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
+    # One vectorised fill (row-major order = the concatenation's order), not a tensor copy per row: it runs on
+    # every training step, in the loop's critical path.
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    keep = np.arange(int(lengths.max())) < lengths[:, None]
+    ids = np.full(keep.shape, pad_id, dtype=np.int64)
+    ids[keep] = np.fromiter((t for s in sequences for t in s), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(ids), torch.from_numpy(keep.astype(np.int64))
 
 
 def seq2seq_batch(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, start_id: int

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from torch import nn
 from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
 
 from trainables.base import TASKS, Prepared, Reporter, Task
-from trainables.batching import length_grouped_loader, seq2seq_batch, sorted_chunks, to_device
+from trainables.batching import length_grouped_loader, model_device, pad_batch, seq2seq_batch, sorted_chunks, to_device
 from trainables.data.chem import canonicalize
 from trainables.errors import StudyError
 from trainables.knobs import format_errors
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from trainables.spec import StudySpec, TrialSpec
 
 __all__ = ["PretrainOptions", "PretrainKnobs", "MLMTrainer", "DenoisingTrainer", "prepare_pretrain",
-           "train_pretrain", "objective_of", "span_mask", "METRICS", "PRETRAIN_JSON"]
+           "train_pretrain", "objective_of", "span_mask", "masked_lm_head", "METRICS", "PRETRAIN_JSON"]
 
 METRICS = ("token_acc", "loss", "exact")
 PRETRAIN_JSON = "pretrain.json"  # in the exported folder: objective, backbone, corpus hash
@@ -157,6 +158,8 @@ class _PretrainLoop(EpochLoop):
         self.max_length = int(self.tokenizer.model_max_length)
         self.valid = data.valid[: self.opts.val_subset]
         self.test = data.test[: self.opts.test_limit] if self.opts.test_limit else data.test
+        # Tokenized once, as a Trainer's dataset is before training: epochs re-tokenize only enumerated SMILES.
+        self.train_ids = self.encode(data.train)
         self._tokens = 0  # non-pad tokens the model read this epoch (the throughput figure)
 
     def load(self) -> tuple[nn.Module, Any]:
@@ -165,11 +168,18 @@ class _PretrainLoop(EpochLoop):
     def encode(self, smiles: list[str]) -> list[list[int]]:
         return self.tokenizer(list(smiles), truncation=True, max_length=self.max_length)["input_ids"]
 
-    def epoch_smiles(self, epoch: int) -> list[str]:
-        """Train molecules of ``epoch``: a seeded share ``enumerate_prob`` as RDKit randomized SMILES."""
-        rng = random.Random(self.seed * 100_003 + epoch)
+    def epoch_ids(self, epoch: int) -> list[list[int]]:
+        """Token ids of ``epoch``'s train molecules: a seeded share ``enumerate_prob`` as RDKit randomized SMILES
+        (tokenized now), the rest the corpus' ids tokenized once."""
         p = self.knobs.enumerate_prob
-        return [randomize_smiles(s, rng) if p > 0 and rng.random() < p else s for s in self.data.train]
+        if p <= 0:
+            return self.train_ids
+        rng = random.Random(self.seed * 100_003 + epoch)
+        drawn = {i: randomize_smiles(s, rng) for i, s in enumerate(self.data.train) if rng.random() < p}
+        ids = list(self.train_ids)
+        for i, row in zip(drawn, self.encode(list(drawn.values())) if drawn else []):
+            ids[i] = row
+        return ids
 
     def epoch_rows(self) -> list[int]:
         return [len(self.data.train)] * self.spec.max_epochs
@@ -216,6 +226,30 @@ class _PretrainLoop(EpochLoop):
             "corpus_hash": self.data.hash, "config": {k: self.config[k] for k in DEFAULTS}}, indent=1))
 
 
+def masked_lm_head(model: nn.Module, probe: list[list[int]], pad_id: int) -> nn.Module | None:
+    """The vocabulary head of a ``*ForMaskedLM`` (BERT's ``cls``, RoBERTa's ``lm_head``): the model's one child
+    besides its encoder, used only if ``head(encoder(x)[0])`` gives the model's own logits on the ``probe``
+    rows (a remote-code model may do more between the two); else ``None``."""
+    base = getattr(model, "base_model", model)
+    others = [child for child in model.children() if child is not base]
+    if base is model or len(others) != 1 or not probe:
+        return None
+    ids, attention = pad_batch(probe, pad_id)
+    inputs = to_device({"input_ids": ids, "attention_mask": attention}, model_device(model))
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()
+            full = model(**inputs).logits
+            split = others[0](base(**inputs)[0])
+    except Exception:  # noqa: BLE001 - any failure just means: keep the model's own forward
+        return None
+    finally:
+        model.train(training)
+    same = full.shape == split.shape and torch.allclose(full, split, atol=1e-5, rtol=1e-4)
+    return others[0] if same else None
+
+
 class MLMTrainer(_PretrainLoop):
     """Masked-language modelling of an encoder (BERT masking by transformers' collator)."""
 
@@ -235,26 +269,59 @@ class MLMTrainer(_PretrainLoop):
         else:  # a random-init encoder: its own weights under a new head (same seed, same init)
             mlm = AutoModelForMaskedLM.from_config(encoder.config)
             mlm.base_model.load_state_dict(encoder.state_dict())
+        probe = tokenizer(list(self.data.train[:2]), truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
+        self.head = masked_lm_head(mlm, probe, tokenizer.pad_token_id)
         return mlm, tokenizer
 
     def collator(self, seed: int) -> DataCollatorForLanguageModeling:
         return DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=self.knobs.mask_prob, seed=seed)
 
+    def collate_fn(self, seed: int) -> Callable[[list[list[int]]], dict[str, torch.Tensor]]:
+        """Batches of token-id rows masked by transformers' collator (:meth:`collator`, same draws for the same
+        seed); only its padding is done here, vectorised (:func:`pad_batch`; the collator pads row by row
+        through the tokenizer), with the special-token mask it would build per row taken in one ``isin``."""
+        collator = self.collator(seed)
+        collator.create_rng("pt")  # what the collator's own call does first when it has a seed
+        specials = torch.as_tensor(self.tokenizer.all_special_ids)
+        pad = self.tokenizer.pad_token_id
+
+        def collate(rows: list[list[int]]) -> dict[str, torch.Tensor]:
+            ids, attention = pad_batch(rows, pad)
+            ids, labels = collator.torch_mask_tokens(ids, special_tokens_mask=torch.isin(ids, specials))
+            return {"input_ids": ids, "attention_mask": attention, "labels": labels}
+        return collate
+
     def masked(self, smiles: list[str], seed: int) -> list[dict[str, torch.Tensor]]:
         """Held-out batches masked once (a fixed seed): every epoch is scored on the same masks."""
         ids = self.encode(smiles)
-        collate = self.collator(seed)
-        return [{**collate([{"input_ids": ids[i]} for i in chunk]), "rows": torch.as_tensor(chunk)}
+        collate = self.collate_fn(seed)
+        return [{**collate([ids[i] for i in chunk]), "rows": torch.as_tensor(chunk)}
                 for chunk in sorted_chunks([len(x) for x in ids], self.opts.eval_batch_size)]
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Cross-entropy over the masked positions only: the encoder runs on every token, the vocabulary head
+        (BERT's transform + projection, and the softmax) only on the ~15% masked ones, whose loss is all
+        there is (a ``*ForMaskedLM`` forward projects every position). Falls back to the full forward when
+        the head cannot be split off (:func:`masked_lm_head`) or DDP wraps the model (its forward must run)."""
+        head = self.head if self.model is self.unwrapped() else None
+        if head is None:
+            return super().train_step(batch)
+        labels = batch["labels"]
+        picked = labels != -100
+        hidden = self.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        logits = head(hidden[picked])
+        self._tokens += int(batch["attention_mask"].sum())
+        if not logits.shape[0]:  # nothing masked in this batch (a short last batch): no loss, no units
+            return logits.sum() * 0.0, 0
+        return F.cross_entropy(logits.float(), labels[picked]), int(logits.shape[0])
+
     def train_loader(self, epoch: int) -> Any:
-        ids = self.encode(self.epoch_smiles(epoch))
-        collate = self.collator(self.seed * 1000 + epoch)
-        return length_grouped_loader([{"input_ids": x} for x in ids], [len(x) for x in ids],
-                                     self.knobs.batch_size, lambda items: dict(collate(items)), self.seed * 1000 + epoch)
+        ids = self.epoch_ids(epoch)
+        return length_grouped_loader(ids, [len(x) for x in ids], self.knobs.batch_size,
+                                     self.collate_fn(self.seed * 1000 + epoch), self.seed * 1000 + epoch)
 
     def evaluate_valid(self, ckpt: Path) -> dict[str, float]:
         if not hasattr(self, "_valid_batches"):
@@ -285,11 +352,12 @@ class DenoisingTrainer(_PretrainLoop):
         self.start_id = decoder_start_id(model)
         return model, tokenizer
 
-    def pairs(self, smiles: list[str], rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
-        """``(masked source, labels)``: specials kept around the masked inner tokens; labels end with EOS."""
+    def pairs(self, rows: list[list[int]], rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+        """``(masked source, labels)`` of token-id rows: specials kept around the masked inner tokens; labels
+        end with EOS."""
         out = []
         mask_id, k = self.tokenizer.mask_token_id, self.knobs
-        for ids in self.encode(smiles):
+        for ids in rows:
             inner = ids[1:-1]
             source = [ids[0], *span_mask(inner, mask_id, k.mask_prob, k.span_length, rng), ids[-1]]
             out.append((source[: self.max_length], ids[1:] if ids[0] == self.start_id else ids))
@@ -299,12 +367,12 @@ class DenoisingTrainer(_PretrainLoop):
         return seq2seq_batch(batch, self.tokenizer.pad_token_id, self.start_id)
 
     def train_loader(self, epoch: int) -> Any:
-        items = self.pairs(self.epoch_smiles(epoch), np.random.default_rng([self.seed, epoch]))
+        items = self.pairs(self.epoch_ids(epoch), np.random.default_rng([self.seed, epoch]))
         return length_grouped_loader(items, [len(s) + len(t) for s, t in items], self.knobs.batch_size,
                                      self.collate, self.seed * 1000 + epoch)
 
     def held_out(self, smiles: list[str], seed: int) -> tuple[list[tuple[list[int], list[int]]], list[dict]]:
-        pairs = self.pairs(smiles, np.random.default_rng([self.seed, seed, 7]))
+        pairs = self.pairs(self.encode(smiles), np.random.default_rng([self.seed, seed, 7]))
         batches = [self.collate([pairs[i] for i in chunk])
                    for chunk in sorted_chunks([len(s) + len(t) for s, t in pairs], self.opts.eval_batch_size)]
         return pairs, batches
