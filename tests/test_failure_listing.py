@@ -15,3 +15,16 @@ def test_failures_lists_each_failed_and_errored_case_with_its_first_message_line
     report = tmp_path / "r.xml"
     report.write_text(REPORT)
     assert failures(report) == ["FAILED tests.a::test_bad: assert 1 == 2", "ERROR tests.b::test_setup: fixture 'x' not found"]
+
+
+def test_main_lists_failures_and_only_the_reruns_that_then_passed(tmp_path: Path, capsys) -> None:
+    from tests.support.failures import main
+
+    (tmp_path / "parallel.xml").write_text(REPORT)
+    (tmp_path / "reruns.txt").write_text("RERUN tests/a.py::test_bad: E assert 1 == 2\n"
+                                         "RERUN tests/c/d.py::test_flaky[x]: E timeout\n")
+    main(tmp_path)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "tests failed or errored: 2; passed only when rerun: 1"
+    assert out[1:] == ["  FAILED tests.a::test_bad: assert 1 == 2", "  ERROR tests.b::test_setup: fixture 'x' not found",
+                       "  RERUN tests/c/d.py::test_flaky[x]: E timeout"]
