@@ -84,7 +84,9 @@ def check_packed(model: "RegressionModel", ids: list[list[int]], pad_id: int, su
     input_ids, mask = pad_batch(ids, pad_id)
     why = ""
     try:
-        expected = model.eval()(input_ids.to(device), mask.to(device))
+        # The class's forward, not the instance's: Accelerate wraps a prepared model's forward in its autocast
+        # (bf16 under resources.precision), while PackedRegression runs the encoder as is (fp32).
+        expected = type(model).forward(model.eval(), input_ids.to(device), mask.to(device))
         got = PackedRegression(model)(PackedRegression.pack(ids, pad_id).to(device))
         if not torch.allclose(got, expected, rtol=1e-3, atol=1e-4):
             why = f"its predictions differ by up to {float((got - expected).abs().max()):.3g}"
