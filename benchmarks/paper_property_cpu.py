@@ -147,7 +147,8 @@ def main() -> None:
 
     out = [f"CPU run: rxnfp-bert standing in for MoLFormer-XL, all 4,200 molecules, random 80/10/10 split seed 0; "
            f"as published: mean ± std over the seeds run; tuned: the tuned study's protocol (AdamW, schedule, its "
-           f"per-row settings), {args.tuned_trials or 'one'} trial(s) per table of at most {args.tuned_epochs} epochs, seed 0. Test R2 and MSE; each row's trial chosen on valid RMSE."]
+           f"per-row settings), {f'{args.tuned_trials} trials per table' if args.tuned_trials else 'one trial per row'} of at "
+           f"most {args.tuned_epochs} epochs, seed 0. Test R2 and MSE; each row's trial chosen on valid RMSE."]
     for name in args.only:
         key = f"property_{name}"
         out += ["", f"### {papers[key]['title']}", "", f"As published over {len(per_seed[name])} seed(s); "
