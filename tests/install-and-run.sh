@@ -29,7 +29,7 @@ python -m ruff check .
 # A test that fails is run once more (pytest-rerunfailures): on 2 loaded cores a Ray or timing test can miss
 # once. What failed, and what passed only on its second try, is listed again at the very end (a CI log is
 # read from its tail): tests/support/failures.py.
-export CHEMTUNE_TEST_REPORTS="$(mktemp -d)"
+export CHEMTUNE_TEST_REPORTS="${CHEMTUNE_TEST_REPORTS:-$(mktemp -d)}"
 status=0
 python -m pytest -q -m "not long and not serial" --reruns 1 --junitxml="$CHEMTUNE_TEST_REPORTS/parallel.xml" "$@" || status=$?
 python -m pytest -q -m "serial and not long" -n 0 --junitxml="$CHEMTUNE_TEST_REPORTS/serial.xml" "$@" || status=$?

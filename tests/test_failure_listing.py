@@ -28,3 +28,14 @@ def test_main_lists_failures_and_only_the_reruns_that_then_passed(tmp_path: Path
     assert out[0] == "tests failed or errored: 2; passed only when rerun: 1"
     assert out[1:] == ["  FAILED tests.a::test_bad: assert 1 == 2", "  ERROR tests.b::test_setup: fixture 'x' not found",
                        "  RERUN tests/c/d.py::test_flaky[x]: E timeout"]
+    assert (tmp_path / "summary.txt").read_text() == (
+        "failed 2: a::test_bad, b::test_setup | passed only when rerun 1: d::test_flaky[x]\n")
+
+
+def test_summary_line_says_none_when_all_passed(tmp_path: Path) -> None:
+    from tests.support.failures import main
+
+    (tmp_path / "serial.xml").write_text(REPORT.replace("<failure", "<skipped").replace("</failure>", "</skipped>")
+                                         .replace("<error", "<skipped").replace("</error>", "</skipped>"))
+    main(tmp_path)
+    assert (tmp_path / "summary.txt").read_text() == "failed 0: - | passed only when rerun 0: -\n"
