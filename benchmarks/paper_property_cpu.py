@@ -77,9 +77,11 @@ def table(paper_name: str, per_seed: list[Any], tuned: Any | None, paper: dict[s
 
 def _finished(name: str, key: str, uri: str, compare: Any) -> Any | None:
     """The study's compare table when every row has a finished trial in the store already, else None."""
+    from trainables.errors import StudyError
+
     try:
         got = compare(name, key, uri)[0]
-    except Exception:  # noqa: BLE001 - not launched yet (or launched and broken): run it
+    except StudyError:  # not launched yet, or no trial finished (no scores logged): run it
         return None
     return got if (got["trials"] > 0).all() else None
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from studies.spec import parse_study
 from tests.conftest import tiny_study
+from tests.support.dtypes import first_linear_dtypes
 from trainables import TASKS, NullReporter
 from trainables.loop import make_accelerator
 from trainables.property.task import PropertyTrainer
@@ -36,11 +37,8 @@ def test_a_bf16_trial_trains_in_bf16_and_predicts_in_fp32(tmp_path) -> None:
     trainer = PropertyTrainer({"method": "full", "lr": 1e-3, "batch_size": 32, "head_dropout": 0.0,
                                "weight_decay": 0.0}, prepared.payload, spec)
     ids = trainer.encode(prepared.payload.valid.smiles[:8])
-    seen = []
-    first_linear = next(m for m in trainer.model.backbone.modules() if isinstance(m, torch.nn.Linear))
-    hook = first_linear.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    before = trainer.predict_ids(ids)
-    hook.remove()
+    with first_linear_dtypes(trainer.model.backbone) as seen:
+        before = trainer.predict_ids(ids)
     assert seen == [torch.bfloat16]  # the encoder ran under bf16 autocast
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     with trainer.accelerator.autocast():

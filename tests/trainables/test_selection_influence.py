@@ -14,6 +14,7 @@ from transformers import BertConfig, BertModel
 
 from studies.spec import parse_study
 from tests.conftest import tiny_selection_study
+from tests.support.dtypes import first_linear_dtypes
 from trainables import NullReporter
 from trainables.errors import StudyError
 from trainables.methods import apply_method
@@ -367,11 +368,8 @@ def test_the_4d_mask_check_passes_under_bf16_autocast(tmp_path, monkeypatch):
     trainer.model = trainer.accelerator.prepare(trainer.model)  # as fit() does: its forward now autocasts
     assert trainer.accelerator.mixed_precision == "bf16"
     model, ids = trainer.unwrapped(), trainer.data.valid.smiles[:4]
-    seen = []
-    first_linear = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Linear))
-    hook = first_linear.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    check_packed(model, trainer.encode(ids), trainer.tokenizer.pad_token_id, "last_layers")  # raises if off
-    hook.remove()
+    with first_linear_dtypes(model.backbone) as seen:
+        check_packed(model, trainer.encode(ids), trainer.tokenizer.pad_token_id, "last_layers")  # raises if off
     # both paths in fp32: a bf16 ordinary forward differs from the fp32 packed one by ~2e-4 on a trained
     # rxnfp-bert, past the check's tolerance (seen in the CPU paper run); a random tiny-bert hides it
     assert seen == [torch.float32, torch.float32]
