@@ -1,0 +1,138 @@
+"""Issue 22's quality table on a CPU: Lipophilicity, chemtune's 80/10/10 split of seed 0 (random, or scaffold
+with ``--split scaffold``), test read once. Per seed, one ``property_mix`` study of three trials, each run to its
+end (no pruning), and the ensemble of the three registered from it:
+
+- ``lm``: rxnfp-bert (the offline pretrained BERT), full fine-tune, the pooled embedding alone;
+- ``hybrid``: the same with ``head_features: both`` (RDKit 2D descriptors + Morgan counts beside the embedding);
+- ``dmpnn``: chemprop's D-MPNN at chemprop's defaults;
+- ``ensemble``: ``chemtune register STUDY --top 3`` (weights fitted on valid only), as registered.
+
+Every trial shares ``--epochs`` (the study's ``max_epochs``), lr and batch; bf16 autocast on the CPU for the
+language model (``resources.precision``); the trial seed changes between seeds, never the split. Prints mean ±
+std of test R2 and RMSE per row over the seeds, beside the issue's targets, and the wall time of each study.
+
+    python benchmarks/lipo_quality_cpu.py [--seeds 0 1 2] [--split random] [--epochs 12] [--out FILE]
+
+Studies stay in the embedded store under ``--root`` (``chemtune leaderboard lipo-quality-random-s0``), and a
+study that finished there before is read, not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+ROWS = ("lm", "hybrid", "dmpnn", "ensemble")
+TARGETS = {"random": {"lm": "test R2 >= 0.70", "hybrid": "test R2 >= 0.80", "ensemble": "best registered R2 >= 0.83"},
+           "scaffold": {"ensemble": "best registered RMSE <= 0.65"}}
+LM = {"arch": "lm", "method": "full", "batch_size": 32, "weight_decay": 0.01, "head_dropout": 0.1,
+      "augment_copies": 0, "tta": 1, "pooling": "mean", "head_hidden": 256, "head_lr_mult": 1.0}
+DMPNN = {"arch": "dmpnn", "dmpnn_depth": 3, "dmpnn_hidden_size": 300, "dmpnn_dropout": 0.0, "dmpnn_ffn_num_layers": 1,
+         "dmpnn_ffn_hidden_size": 300, "dmpnn_aggregation": "norm", "dmpnn_lr": 0.001, "dmpnn_batch_size": 64}
+
+
+def quality_study(split: str, seed: int, epochs: int, lr: float, cpus: int, precision: str = "bf16") -> dict[str, Any]:
+    """The per-seed study: the three trials enqueued in ``ROWS`` order, nothing searched, nothing pruned."""
+    return {
+        "name": f"lipo-quality-{split}-s{seed}", "task": "property",
+        "dataset": {"name": "lipophilicity", "split": split, "seed": 0, "fractions": {"valid": 0.1, "test": 0.1}},
+        "model": {"name": "rxnfp-bert", "max_length": 256},
+        "search_space": "property_mix",
+        "enqueue": [{**LM, "lr": lr, "head_features": "none"}, {**LM, "lr": lr, "head_features": "both"}, DMPNN],
+        "num_trials": 3, "max_epochs": epochs, "metric": "valid_rmse", "seed": seed,
+        "scheduler": {"grace_period": epochs, "reduction_factor": 3},  # grace = max_t: every trial runs to its end
+        "resources": {"cpus_per_trial": cpus, "gpus_per_trial": 0, "precision": precision},
+        "baselines": {"random_forest": False, "chemprop": False},
+    }
+
+
+def scores(name: str, uri: str) -> dict[str, dict[str, float]] | None:
+    """Test R2 and RMSE per row of a finished study (registering its top-3 ensemble if not yet), else None."""
+    from studies.ensemble import register_ensemble
+    from studies.results import leaderboard
+    from trainables.errors import StudyError
+
+    try:
+        board = leaderboard(name, uri)
+    except StudyError:  # not launched yet
+        return None
+    trials = board[(board["role"] == "trial") & (board["state"] == "complete")]
+    if len(trials) < 3:
+        return None
+    if not (board["role"] == "ensemble").any():
+        register_ensemble(name, f"{name}-ensemble", uri, 3, alias="champion")
+        board = leaderboard(name, uri)
+    out = {}
+    for _, row in board.iterrows():
+        if row["role"] == "ensemble":
+            out["ensemble"] = {"r2": row["test_r2"], "rmse": row["test_rmse"]}
+        elif row["role"] == "trial":  # t00 lm, t01 hybrid, t02 dmpnn: enqueued in ROWS order
+            out[ROWS[int(str(row["trial"])[1:3])]] = {"r2": row["test_r2"], "rmse": row["test_rmse"],
+                                                     "valid_r2": row["valid_r2"]}
+    return out
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return ""
+    mean = statistics.fmean(values)
+    return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
+
+
+def table(split: str, per_seed: list[dict[str, dict[str, float]]]) -> str:
+    """Markdown: per row, valid R2, test R2 and test RMSE as mean ± std over the seeds, and the issue's target."""
+    lines = ["| row | seeds | valid R2 | test R2 | test RMSE | target |", "|---|---|---|---|---|---|"]
+    for row in ROWS:
+        got = [s[row] for s in per_seed if row in s]
+        lines.append(f"| {row} | {len(got)} | {_mean_std([g['valid_r2'] for g in got if 'valid_r2' in g])} | "
+                     f"{_mean_std([g['r2'] for g in got])} | {_mean_std([g['rmse'] for g in got])} | "
+                     f"{TARGETS.get(split, {}).get(row, '')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--split", choices=["random", "scaffold"], default="random")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=1e-4, help="the language model's peak learning rate")
+    parser.add_argument("--cpus", type=int, default=1, help="CPUs per trial (trials run side by side)")
+    parser.add_argument("--precision", choices=["bf16", "fp32", "auto"], default="bf16")
+    parser.add_argument("--root", type=Path, default=Path("lipo-quality-runs"))
+    parser.add_argument("--table-only", action="store_true", help="run nothing: the table of what the store holds")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    from studies.runner import launch
+    from studies.spec import parse_study
+    from studies.store import StudyPaths
+
+    uri = StudyPaths.default(args.root).mlflow_uri
+    per_seed, walls = [], {}
+    for seed in args.seeds:
+        raw = quality_study(args.split, seed, args.epochs, args.lr, args.cpus, args.precision)
+        got = scores(raw["name"], uri)
+        if got is None and not args.table_only:
+            tic = time.perf_counter()
+            launch(parse_study(raw, f"{raw['name']} (benchmarks/lipo_quality_cpu.py)"), root=args.root, restart=True)
+            walls[raw["name"]] = time.perf_counter() - tic
+            print(f"{raw['name']}: {walls[raw['name']] / 60:.1f} min", flush=True)
+            got = scores(raw["name"], uri)
+        per_seed += [got] if got else []
+    text = (f"Lipophilicity, {args.split} 80/10/10 split of seed 0, test read once; rxnfp-bert (bf16 autocast) and "
+            f"chemprop's D-MPNN, {args.epochs} epochs each, lr {args.lr:g}; mean ± std over {len(per_seed)} "
+            f"seed(s).\n\n{table(args.split, per_seed)}\n")
+    print(text)
+    if walls:
+        print("wall time (min): " + ", ".join(f"{k} {v / 60:.1f}" for k, v in walls.items()))
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
