@@ -73,11 +73,21 @@ def test_one_joiner_builds_a_stage_and_the_others_fetch_what_it_shared(tmp_path:
     assert len(builds) == 1 and len(fetched) == 3
 
 
-def test_a_failed_build_reaches_every_waiter_and_the_next_launch_builds_again(tmp_path: Path) -> None:
+def test_a_failed_build_reaches_every_waiter_and_the_next_launch_builds_again(tmp_path: Path, monkeypatch) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    waiting = threading.Event()
+    wait_claim = join._wait_claim
+
+    def waiter(*args: Any, **kw: Any) -> Any:  # the other joiner started (its `since` is set) and now waits
+        waiting.set()
+        return wait_claim(*args, **kw)
+
+    monkeypatch.setattr(join, "_wait_claim", waiter)
 
     def broken() -> dict[str, Any]:
-        time.sleep(0.5)
+        # fail only once the other joiner waits: a joiner that starts after a recorded failure takes it for an
+        # earlier launch's and builds again (a fixed sleep here raced on loaded CI workers)
+        assert waiting.wait(30), "the other joiner never waited for the claim"
         raise StudyError("pretrain study 'p' has no complete trial with a logged checkpoint")
 
     fetched, errors = _race(url, 2, broken)
