@@ -13,8 +13,8 @@ std of test R2 and RMSE per row over the seeds, beside the issue's targets, and 
 
     python benchmarks/lipo_quality_cpu.py [--seeds 0 1 2] [--split random] [--epochs 12] [--out FILE]
 
-Studies stay in the embedded store under ``--root`` (``chemtune leaderboard lipo-quality-random-s0``), and a
-study that finished there before is read, not run again.
+Studies stay in the embedded store under ``--root`` (``chemtune leaderboard lipo-quality-random-s0``): a study
+that finished there before is read, not run again, and one that was cut is resumed from its trials' checkpoints.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-    from studies.runner import launch
+    from studies.runner import launch, resume
     from studies.spec import parse_study
     from studies.store import StudyPaths
 
@@ -119,7 +119,10 @@ def main() -> None:
         got = scores(raw["name"], uri)
         if got is None and not args.table_only:
             tic = time.perf_counter()
-            launch(parse_study(raw, f"{raw['name']} (benchmarks/lipo_quality_cpu.py)"), root=args.root, restart=True)
+            if StudyPaths.default(args.root).state_file(raw["name"]).exists():  # cut before: on from its checkpoints
+                resume(raw["name"], root=args.root)
+            else:
+                launch(parse_study(raw, f"{raw['name']} (benchmarks/lipo_quality_cpu.py)"), root=args.root)
             walls[raw["name"]] = time.perf_counter() - tic
             print(f"{raw['name']}: {walls[raw['name']] / 60:.1f} min", flush=True)
             got = scores(raw["name"], uri)

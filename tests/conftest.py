@@ -199,3 +199,6 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     error = next((line for line in lines if line.startswith("E ")), lines[-1] if lines else "")
     with open(Path(folder) / "reruns.txt", "a", encoding="utf-8") as out:
         out.write(f"RERUN {report.nodeid}: {error[:300]}\n")
+    with open(Path(folder) / "reruns.log", "a", encoding="utf-8") as out:  # the whole report, to read later
+        out.write(f"===== RERUN {report.nodeid}\n{report.longrepr}\n"
+                  + "".join(f"----- {name}\n{text}\n" for name, text in report.sections) + "\n")

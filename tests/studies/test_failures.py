@@ -53,7 +53,9 @@ def test_crashed_trial_is_failed_and_resume_retries_it(tmp_path: Path) -> None:
         resumed = resume("crashy", root=root)  # ... and the errored trial runs again
         runs = client.search_runs([result.experiment_id])
         assert len(runs) == 2  # the same trial run was re-opened, not duplicated
-        assert {r.info.status for r in runs} == {"FINISHED"}
+        why = {r.info.run_id: (r.info.status, r.data.tags.get("chemtune.model_error"), r.data.tags.get("chemtune.error"))
+               for r in runs}
+        assert {r.info.status for r in runs} == {"FINISHED"}, why
         assert resumed.best_config is not None and resumed.num_errors == 0
         assert "valid_rmse" in runs[0].data.metrics or "valid_rmse" in runs[1].data.metrics
     finally:
