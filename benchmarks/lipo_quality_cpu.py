@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # seed_tables.py, beside this file
+from seed_tables import finish, mean_std  # noqa: E402
 
 ROWS = ("lm", "hybrid", "dmpnn", "ensemble")
 TARGETS = {"random": {"lm": "test R2 >= 0.70", "hybrid": "test R2 >= 0.80", "ensemble": "best registered R2 >= 0.83"},
@@ -76,20 +79,14 @@ def scores(name: str, uri: str) -> dict[str, dict[str, float]] | None:
     return out
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return ""
-    mean = statistics.fmean(values)
-    return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
-
 
 def table(split: str, per_seed: list[dict[str, dict[str, float]]]) -> str:
     """Markdown: per row, valid R2, test R2 and test RMSE as mean ± std over the seeds, and the issue's target."""
     lines = ["| row | seeds | valid R2 | test R2 | test RMSE | target |", "|---|---|---|---|---|---|"]
     for row in ROWS:
         got = [s[row] for s in per_seed if row in s]
-        lines.append(f"| {row} | {len(got)} | {_mean_std([g['valid_r2'] for g in got if 'valid_r2' in g])} | "
-                     f"{_mean_std([g['r2'] for g in got])} | {_mean_std([g['rmse'] for g in got])} | "
+        lines.append(f"| {row} | {len(got)} | {mean_std([g['valid_r2'] for g in got if 'valid_r2' in g])} | "
+                     f"{mean_std([g['r2'] for g in got])} | {mean_std([g['rmse'] for g in got])} | "
                      f"{TARGETS.get(split, {}).get(row, '')} |")
     return "\n".join(lines)
 
@@ -130,11 +127,7 @@ def main() -> None:
     text = (f"Lipophilicity, {args.split} 80/10/10 split of seed 0, test read once; rxnfp-bert (bf16 autocast) and "
             f"chemprop's D-MPNN, {args.epochs} epochs each, lr {args.lr:g}; mean ± std over {len(per_seed)} "
             f"seed(s).\n\n{table(args.split, per_seed)}\n")
-    print(text)
-    if walls:
-        print("wall time (min): " + ", ".join(f"{k} {v / 60:.1f}" for k, v in walls.items()))
-    if args.out:
-        args.out.write_text(text)
+    finish(text, walls, args.out)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,15 @@ import argparse
 import math
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # seed_tables.py, beside this file
+from seed_tables import finish, mean_std  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPERS = ("peft", "curriculum", "active", "influence")
@@ -44,12 +48,6 @@ def cpu_study(file: Path, name: str, seed: int, cpus: int, precision: str = "bf1
     study["baselines"] = {"random_forest": False, "chemprop": False}
     return study
 
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return ""
-    mean = statistics.fmean(values)
-    return f"{mean:.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
 
 
 def _fmt(value: Any) -> str:
@@ -70,7 +68,7 @@ def table(paper_name: str, per_seed: list[Any], tuned: Any | None, paper: dict[s
             published = (row.get("published") or {}).get(metric)
             tuned_value = None if tuned is None else tuned.iloc[i][f"{metric} as published"]
             diff = None if published is None or not mine else statistics.fmean(mine) - float(published)
-            cells += [_fmt(published), _mean_std(mine), _fmt(tuned_value), "" if diff is None else f"{diff:+.3f}"]
+            cells += [_fmt(published), mean_std(mine), _fmt(tuned_value), "" if diff is None else f"{diff:+.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -157,11 +155,7 @@ def main() -> None:
                 f"tuned: {'run' if tuned.get(name) is not None else 'not run'}.", "",
                 table(key, per_seed[name], tuned.get(name), papers[key])]
     text = "\n".join(out) + "\n"
-    print(text)
-    if walls:
-        print("wall time (min): " + ", ".join(f"{k} {v / 60:.1f}" for k, v in walls.items()))
-    if args.out:
-        args.out.write_text(text)
+    finish(text, walls, args.out)
 
 
 if __name__ == "__main__":
