@@ -50,6 +50,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ByTestGroup(config, log)
 
 
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    """A long str/bytes parameter (a 10 MB line in tests/security) gets a short id on every pytest version:
+    before pytest 9.2 the id was the whole value, and a 10 MB test id broke the test itself (pytest puts it in
+    ``PYTEST_CURRENT_TEST``, which a child process then cannot receive: one environment string is at most
+    128 KiB) and filled the CI log's last line."""
+    if isinstance(val, (str, bytes)) and len(val) > 100:
+        return f"{argname}-{len(val)}-long"
+    return None
+
+
 def _shared_data() -> Path:
     env = os.environ.get("CHEMTUNE_DATA_DIR")
     return Path(env) if env else ROOT.parent / "shared" / "data"

@@ -1,6 +1,9 @@
 """The failure list printed at the end of the test command (tests/support/failures.py)."""
 
+import os
 from pathlib import Path
+
+import pytest
 
 from tests.support.failures import failures
 
@@ -39,3 +42,20 @@ def test_summary_line_says_none_when_all_passed(tmp_path: Path) -> None:
                                          .replace("<error", "<skipped").replace("</error>", "</skipped>"))
     main(tmp_path)
     assert (tmp_path / "summary.txt").read_text() == "failed 0: - | passed only when rerun 0: -\n"
+
+
+def test_a_huge_test_name_is_cut_in_the_summary_line() -> None:
+    """A 10 MB parameter once became a 10 MB test id and filled the CI record's one kept line."""
+    from tests.support.failures import one_line
+
+    line = one_line([f"FAILED tests.a::test_x[{'C' * 10_000}]: assert 0"], [])
+    assert line.startswith("failed 1: a::test_x[CCC") and len(line) < 300
+    assert line.count("C") == 200 - len("a::test_x[") and "...(10,011 characters)" in line
+
+
+@pytest.mark.parametrize("value", ["C" * 101, b"C" * 10_000_000, "short"])
+def test_long_parameters_get_short_ids_on_every_pytest_version(value: str | bytes, request) -> None:
+    """tests/conftest.py's ``pytest_make_parametrize_id``: older pytest put the whole value in the id."""
+    test_id = request.node.callspec.id
+    assert test_id == ("short" if value == "short" else f"value-{len(value)}-long")
+    assert len(os.environ["PYTEST_CURRENT_TEST"]) < 1000  # a child process can still be started

@@ -131,7 +131,7 @@ def test_validate_refuses_bad_dataset_files_fast(case: str, tmp_path: Path, figu
     ("non-UTF-8", b"smiles\nCCO\nC\xffC\n", "line 3, byte 2: not UTF-8"),
     ("one 10 MB line", b"smiles" + b"C" * BIG + b"\n", "the header (line 1) is 10,485,767 bytes long"),
     ("a folder", None, "is a directory, not a CSV file"),
-])
+], ids=["zero-byte", "non-UTF-8", "one 10 MB line", "a folder"])  # never the 10 MB value (tests/conftest.py)
 def test_predict_refuses_bad_inputs_before_loading_a_model(case: str, content: bytes | None, expected: str,
                                                            tmp_path: Path, figures: dict[str, str]) -> None:
     path = tmp_path / "in.csv"

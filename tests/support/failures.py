@@ -40,7 +40,8 @@ def _short(line: str) -> str:
     """``FAILED tests.a.test_b::test_c[x]: message`` -> ``test_b::test_c[x]`` (the name, without the message)."""
     name = line.split(" ", 1)[1].split(": ", 1)[0]
     path, _, test = name.partition("::")
-    return f"{path.replace('/', '.').removesuffix('.py').rsplit('.', 1)[-1]}::{test}"
+    short = f"{path.replace('/', '.').removesuffix('.py').rsplit('.', 1)[-1]}::{test}"
+    return short if len(short) <= 200 else f"{short[:200]}...({len(short):,} characters)"
 
 
 def one_line(lines: list[str], reruns: list[str]) -> str:
