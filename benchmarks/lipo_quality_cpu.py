@@ -7,11 +7,17 @@ end (no pruning), and the ensemble of the three registered from it:
 - ``dmpnn``: chemprop's D-MPNN at chemprop's defaults;
 - ``ensemble``: ``chemtune register STUDY --top 3`` (weights fitted on valid only), as registered.
 
+``--encoder rxnfp-bert-dapt`` runs the two language-model rows again on the domain-adapted encoder (issue 22,
+item 3): the study names ``studies/pretrain_rxnfp_bert_molecules.yaml`` as its pretraining stage
+(``model.pretrain``: rxnfp-bert's MLM continued on molecule SMILES, Lipophilicity's valid and test molecules
+removed), which the first launch runs and caches; the studies are ``lipo-quality-dapt-SPLIT-sSEED``.
+
 Every trial shares ``--epochs`` (the study's ``max_epochs``), lr and batch; bf16 autocast on the CPU for the
 language model (``resources.precision``); the trial seed changes between seeds, never the split. Prints mean ±
 std of test R2 and RMSE per row over the seeds, beside the issue's targets, and the wall time of each study.
 
     python benchmarks/lipo_quality_cpu.py [--seeds 0 1 2] [--split random] [--epochs 12] [--out FILE]
+                                          [--encoder rxnfp-bert|rxnfp-bert-dapt]
 
 Studies stay in the embedded store under ``--root`` (``chemtune leaderboard lipo-quality-random-s0``): a study
 that finished there before is read, not run again, and one that was cut is resumed from its trials' checkpoints.
@@ -38,23 +44,34 @@ DMPNN = {"arch": "dmpnn", "dmpnn_depth": 3, "dmpnn_hidden_size": 300, "dmpnn_dro
          "dmpnn_ffn_hidden_size": 300, "dmpnn_aggregation": "norm", "dmpnn_lr": 0.001, "dmpnn_batch_size": 64}
 
 
-def quality_study(split: str, seed: int, epochs: int, lr: float, cpus: int, precision: str = "bf16") -> dict[str, Any]:
-    """The per-seed study: the three trials enqueued in ``ROWS`` order, nothing searched, nothing pruned."""
+# The encoders: rxnfp-bert as shipped, or with its pretraining continued on molecules (a study's pretraining stage).
+ENCODERS = {"rxnfp-bert": None,
+            "rxnfp-bert-dapt": Path(__file__).resolve().parents[1] / "studies" / "pretrain_rxnfp_bert_molecules.yaml"}
+
+
+def quality_study(split: str, seed: int, epochs: int, lr: float, cpus: int, precision: str = "bf16",
+                  encoder: str = "rxnfp-bert") -> dict[str, Any]:
+    """The per-seed study: the trials enqueued in ``ROWS`` order, nothing searched, nothing pruned. On the
+    domain-adapted encoder only the two language-model rows (the D-MPNN does not read the encoder)."""
+    stage = ENCODERS[encoder]
+    trials = [{**LM, "lr": lr, "head_features": "none"}, {**LM, "lr": lr, "head_features": "both"}]
+    trials += [] if stage else [DMPNN]
     return {
-        "name": f"lipo-quality-{split}-s{seed}", "task": "property",
+        "name": f"lipo-quality-{'dapt-' if stage else ''}{split}-s{seed}", "task": "property",
         "dataset": {"name": "lipophilicity", "split": split, "seed": 0, "fractions": {"valid": 0.1, "test": 0.1}},
-        "model": {"name": "rxnfp-bert", "max_length": 256},
+        "model": {"name": "rxnfp-bert", "max_length": 256, **({"pretrain": str(stage)} if stage else {})},
         "search_space": "property_mix",
-        "enqueue": [{**LM, "lr": lr, "head_features": "none"}, {**LM, "lr": lr, "head_features": "both"}, DMPNN],
-        "num_trials": 3, "max_epochs": epochs, "metric": "valid_rmse", "seed": seed,
+        "enqueue": trials,
+        "num_trials": len(trials), "max_epochs": epochs, "metric": "valid_rmse", "seed": seed,
         "scheduler": {"grace_period": epochs, "reduction_factor": 3},  # grace = max_t: every trial runs to its end
         "resources": {"cpus_per_trial": cpus, "gpus_per_trial": 0, "precision": precision},
         "baselines": {"random_forest": False, "chemprop": False},
     }
 
 
-def scores(name: str, uri: str) -> dict[str, dict[str, float]] | None:
-    """Test R2 and RMSE per row of a finished study (registering its top-3 ensemble if not yet), else None."""
+def scores(name: str, uri: str, n_trials: int = 3) -> dict[str, dict[str, float]] | None:
+    """Test R2 and RMSE per row of a finished study (registering its top-3 ensemble if not yet, when it has the
+    three families' trials), else None."""
     from studies.ensemble import register_ensemble
     from studies.results import leaderboard
     from trainables.errors import StudyError
@@ -64,9 +81,9 @@ def scores(name: str, uri: str) -> dict[str, dict[str, float]] | None:
     except StudyError:  # not launched yet
         return None
     trials = board[(board["role"] == "trial") & (board["state"] == "complete")]
-    if len(trials) < 3:
+    if len(trials) < n_trials:
         return None
-    if not (board["role"] == "ensemble").any():
+    if n_trials == 3 and not (board["role"] == "ensemble").any():
         register_ensemble(name, f"{name}-ensemble", uri, 3, alias="champion")
         board = leaderboard(name, uri)
     out = {}
@@ -99,6 +116,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="the language model's peak learning rate")
     parser.add_argument("--cpus", type=int, default=1, help="CPUs per trial (trials run side by side)")
     parser.add_argument("--precision", choices=["bf16", "fp32", "auto"], default="bf16")
+    parser.add_argument("--encoder", choices=list(ENCODERS), default="rxnfp-bert",
+                        help="rxnfp-bert-dapt: the language-model rows on rxnfp-bert adapted to molecules")
     parser.add_argument("--root", type=Path, default=Path("lipo-quality-runs"))
     parser.add_argument("--table-only", action="store_true", help="run nothing: the table of what the store holds")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
@@ -112,8 +131,8 @@ def main() -> None:
     uri = StudyPaths.default(args.root).mlflow_uri
     per_seed, walls = [], {}
     for seed in args.seeds:
-        raw = quality_study(args.split, seed, args.epochs, args.lr, args.cpus, args.precision)
-        got = scores(raw["name"], uri)
+        raw = quality_study(args.split, seed, args.epochs, args.lr, args.cpus, args.precision, args.encoder)
+        got = scores(raw["name"], uri, raw["num_trials"])
         if got is None and not args.table_only:
             tic = time.perf_counter()
             if StudyPaths.default(args.root).state_file(raw["name"]).exists():  # cut before: on from its checkpoints
@@ -122,10 +141,11 @@ def main() -> None:
                 launch(parse_study(raw, f"{raw['name']} (benchmarks/lipo_quality_cpu.py)"), root=args.root)
             walls[raw["name"]] = time.perf_counter() - tic
             print(f"{raw['name']}: {walls[raw['name']] / 60:.1f} min", flush=True)
-            got = scores(raw["name"], uri)
+            got = scores(raw["name"], uri, raw["num_trials"])
         per_seed += [got] if got else []
-    text = (f"Lipophilicity, {args.split} 80/10/10 split of seed 0, test read once; rxnfp-bert (bf16 autocast) and "
-            f"chemprop's D-MPNN, {args.epochs} epochs each, lr {args.lr:g}; mean ± std over {len(per_seed)} "
+    dmpnn = "" if ENCODERS[args.encoder] else " and chemprop's D-MPNN"
+    text = (f"Lipophilicity, {args.split} 80/10/10 split of seed 0, test read once; {args.encoder} (bf16 autocast)"
+            f"{dmpnn}, {args.epochs} epochs each, lr {args.lr:g}; mean ± std over {len(per_seed)} "
             f"seed(s).\n\n{table(args.split, per_seed)}\n")
     finish(text, walls, args.out)
 

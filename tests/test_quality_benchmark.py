@@ -5,11 +5,12 @@ table is the mean ± std over seeds."""
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
 from search_spaces.dmpnn import PROPERTY_MIX
-from studies.spec import parse_study
+from studies.spec import load_study, parse_study
 from tests.conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("lipo_quality_cpu", ROOT / "benchmarks" / "lipo_quality_cpu.py")
@@ -40,3 +41,17 @@ def test_the_table_is_mean_and_std_over_seeds_with_the_targets() -> None:
     assert rows["lm"] == ["lm", "2", "0.700 ± 0.000", "0.650 ± 0.071", "0.650 ± 0.071", "test R2 >= 0.70"]
     assert rows["ensemble"][1:5] == ["2", "", "0.800 ± 0.000", "0.500 ± 0.000"]
     assert rows["dmpnn"][1:4] == ["0", "", ""]
+
+
+def test_the_domain_adapted_rows_name_the_molecule_pretraining_stage_and_differ_only_in_the_encoder() -> None:
+    plain, dapt = bench.quality_study("random", 1, 12, 1e-4, 1), bench.quality_study("random", 1, 12, 1e-4, 1,
+                                                                                      encoder="rxnfp-bert-dapt")
+    spec = parse_study(dapt)
+    assert spec.name == "lipo-quality-dapt-random-s1" and spec.num_trials == 2
+    assert dapt["enqueue"] == plain["enqueue"][:2]  # the two language-model rows, the same knobs
+    stage = load_study(ROOT / "studies" / "pretrain_rxnfp_bert_molecules.yaml")
+    assert Path(dapt["model"]["pretrain"]) == ROOT / "studies" / "pretrain_rxnfp_bert_molecules.yaml"
+    assert stage.task == "pretrain" and stage.model.name == spec.model.name == "rxnfp-bert"
+    # the leakage guard removes the held-out molecules of both splits the benchmark fine-tunes on
+    guarded = {(e["name"], e.get("split")) for e in stage.options["exclude"]}
+    assert {("lipophilicity", "random"), ("lipophilicity", "scaffold")} <= guarded
