@@ -67,6 +67,23 @@ def test_dmpnn_resumes_from_its_checkpoint(study, tmp_path: Path) -> None:
     assert resumed.history[-1]["valid_rmse"] == pytest.approx(full.history[-1]["valid_rmse"], rel=1e-4)
 
 
+def test_passes_per_epoch_trains_like_as_many_epochs_of_one_pass(study) -> None:
+    """``dmpnn_passes_per_epoch``: 1 reported epoch of 3 passes is the same training (shuffles, schedule) as
+    3 epochs of 1 pass; only the number of reports differs."""
+    spec, data = study
+    one_pass = NullReporter()
+    TASKS.get("property").train(CONFIG, data, spec, one_pass)  # 3 epochs x 1 pass
+    three = NullReporter()
+    TASKS.get("property").train({**CONFIG, "dmpnn_passes_per_epoch": 3}, data, spec.model_copy(update={"max_epochs": 1}),
+                                three)
+    assert [h["epoch"] for h in three.history] == [1]
+    assert three.history[-1]["valid_rmse"] == pytest.approx(one_pass.history[-1]["valid_rmse"], rel=1e-5)
+    assert three.history[-1]["test_rmse"] == pytest.approx(one_pass.history[-1]["test_rmse"], rel=1e-5)
+    once = NullReporter()  # and it is not one pass: 1 epoch of 1 pass ends elsewhere
+    TASKS.get("property").train(CONFIG, data, spec.model_copy(update={"max_epochs": 1}), once)
+    assert once.history[-1]["valid_rmse"] != pytest.approx(three.history[-1]["valid_rmse"], rel=1e-3)
+
+
 class _StopAfter:
     """A reporter that interrupts the trial after ``n`` epochs (as a preempted worker would)."""
 

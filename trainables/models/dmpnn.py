@@ -36,7 +36,12 @@ class DmpnnKnobs(KnobSet):
     dmpnn_lr: Annotated[float, Search(1e-4, 3e-3, log=True)] = Field(
         1e-3, gt=0, description="peak learning rate of the Noam-like schedule")
     dmpnn_batch_size: Annotated[int, Search(choices=(32, 64))] = Field(64, ge=1, description="molecules per step")
-    dmpnn_warmup_epochs: int = Field(2, ge=0, description="epochs of linear learning-rate warmup")
+    dmpnn_warmup_epochs: int = Field(2, ge=0, description="passes over the train split of linear learning-rate "
+                                     "warmup (chemprop's epochs)")
+    dmpnn_passes_per_epoch: int = Field(
+        1, ge=1, le=50, description="passes over the train split per reported epoch: a mixed study has one "
+        "max_epochs for every trial, and a D-MPNN pass costs a small share of a language model's epoch, so "
+        "12 epochs x 4 passes give it chemprop's ~50 in the same schedule")
 
 
 @dataclass(frozen=True)

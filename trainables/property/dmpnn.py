@@ -64,45 +64,51 @@ class DmpnnTrainer:
         self.model = build_mpnn(self.arch, self.mean, self.std).to(self.device)
         self.n_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    def _optimizer(self, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Any]:
+    def _optimizer(self, steps_per_pass: int, passes: int) -> tuple[torch.optim.Optimizer, Any]:
+        """chemprop's Noam-like schedule over every pass of the trial (warmup counted in passes, as chemprop's
+        epochs)."""
         max_lr = float(self.config["dmpnn_lr"])
-        warmup = min(int(self.config["dmpnn_warmup_epochs"]), max(self.spec.max_epochs - 1, 0))
+        total = self.spec.max_epochs * passes
+        warmup = min(int(self.config["dmpnn_warmup_epochs"]), max(total - 1, 0))
         optimizer = torch.optim.Adam(self.model.parameters(), lr=max_lr / 10)
         scheduler = self.cp.schedulers.build_NoamLike_LRSched(
-            optimizer, warmup * steps_per_epoch, (self.spec.max_epochs - warmup) * steps_per_epoch,
+            optimizer, warmup * steps_per_pass, (total - warmup) * steps_per_pass,
             max_lr / 10, max_lr, max_lr / 10,
         )
         return optimizer, scheduler
 
     def fit(self, reporter: Reporter) -> dict[str, float]:
-        """Train for ``spec.max_epochs`` (resuming from the reporter's checkpoint); report every epoch."""
+        """Train for ``spec.max_epochs`` (resuming from the reporter's checkpoint); report every epoch, each of
+        ``dmpnn_passes_per_epoch`` passes over the train split."""
         batch_size = int(self.config["dmpnn_batch_size"])
-        optimizer, scheduler = self._optimizer(math.ceil(len(self.data.train) / batch_size))
+        passes = int(self.config["dmpnn_passes_per_epoch"])
+        optimizer, scheduler = self._optimizer(math.ceil(len(self.data.train) / batch_size), passes)
         state = restore_training_state(reporter, _Plain(), self.model, optimizer, scheduler)
         final: dict[str, float] = {}
         for epoch in range(state.get("epoch", 0), self.spec.max_epochs):
             tic = time.perf_counter()
-            torch.manual_seed(self.seed * 1000 + epoch)  # the epoch's shuffle, reproducible on resume
-            loader = self.cp.data.build_dataloader(self.sets["train"], batch_size=batch_size, num_workers=0,
-                                                   seed=self.seed * 1000 + epoch)
             self.model.train()
             total, count = 0.0, 0
-            for step, batch in enumerate(loader):
-                bmg, v_d, x_d, y = place_batch(batch, self.device)
-                z = self.model.fingerprint(bmg, v_d, x_d)
-                loss = torch.nn.functional.mse_loss(self.model.predictor.train_step(z), y)
-                check_finite(float(loss.detach()), epoch + 1, step)  # before backward: NaN never reaches the weights
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += float(loss.detach()) * len(batch.Y)
-                count += len(batch.Y)
+            for pass_ in range(epoch * passes, (epoch + 1) * passes):
+                torch.manual_seed(self.seed * 1000 + pass_)  # the pass's shuffle, reproducible on resume
+                loader = self.cp.data.build_dataloader(self.sets["train"], batch_size=batch_size, num_workers=0,
+                                                       seed=self.seed * 1000 + pass_)
+                for step, batch in enumerate(loader):
+                    bmg, v_d, x_d, y = place_batch(batch, self.device)
+                    z = self.model.fingerprint(bmg, v_d, x_d)
+                    loss = torch.nn.functional.mse_loss(self.model.predictor.train_step(z), y)
+                    check_finite(float(loss.detach()), epoch + 1, step)  # before backward: NaN never reaches the weights
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    total += float(loss.detach()) * len(batch.Y)
+                    count += len(batch.Y)
             seconds = time.perf_counter() - tic
             valid_pred = predict_mpnn(self.model, self.sets["valid"])
             metrics: dict[str, Any] = {
                 "epoch": epoch + 1, "train_loss": total / max(count, 1), "n_train_rows": len(self.data.train),
-                "samples_per_s": len(self.data.train) / seconds, "trainable_params": self.n_trainable,
+                "samples_per_s": count / seconds, "trainable_params": self.n_trainable,
                 "total_params": self.n_trainable,
                 **{f"valid_{k}": v for k, v in regression_metrics(self.data.valid.targets, valid_pred).items()},
             }
