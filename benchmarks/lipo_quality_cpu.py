@@ -70,9 +70,9 @@ def quality_study(split: str, seed: int, epochs: int, lr: float, cpus: int, prec
     }
 
 
-def scores(name: str, uri: str, n_trials: int = 3) -> dict[str, dict[str, float]] | None:
-    """Test R2 and RMSE per row of a finished study (registering its top-3 ensemble if not yet, when it has the
-    three families' trials), else None."""
+def scores(name: str, uri: str, n_trials: int = 3, register: bool = True) -> dict[str, dict[str, float]] | None:
+    """Test R2 and RMSE per row of a finished study, else None. With ``register`` a study of the three families
+    that has no ensemble yet gets its top-3 ensemble registered first (``--table-only`` writes nothing)."""
     from studies.ensemble import register_ensemble
     from studies.results import leaderboard
     from trainables.errors import StudyError
@@ -84,7 +84,7 @@ def scores(name: str, uri: str, n_trials: int = 3) -> dict[str, dict[str, float]
     trials = board[(board["role"] == "trial") & (board["state"] == "complete")]
     if len(trials) < n_trials:
         return None
-    if n_trials == 3 and not (board["role"] == "ensemble").any():
+    if register and n_trials == 3 and not (board["role"] == "ensemble").any():
         register_ensemble(name, f"{name}-ensemble", uri, 3, alias="champion")
         board = leaderboard(name, uri)
     out = {}
@@ -133,7 +133,7 @@ def main() -> None:
     per_seed, walls = [], {}
     for seed in args.seeds:
         raw = quality_study(args.split, seed, args.epochs, args.lr, args.cpus, args.precision, args.encoder)
-        got = scores(raw["name"], uri, raw["num_trials"])
+        got = scores(raw["name"], uri, raw["num_trials"], register=not args.table_only)
         if got is None and not args.table_only:
             tic = time.perf_counter()
             if StudyPaths.default(args.root).state_file(raw["name"]).exists():  # cut before: on from its checkpoints
