@@ -41,8 +41,7 @@ TARGETS = {"random": {"lm": "test R2 >= 0.70", "hybrid": "test R2 >= 0.80", "ens
 LM = {"arch": "lm", "method": "full", "batch_size": 32, "weight_decay": 0.01, "head_dropout": 0.1,
       "augment_copies": 0, "tta": 1, "pooling": "mean", "head_hidden": 256, "head_lr_mult": 1.0}
 DMPNN = {"arch": "dmpnn", "dmpnn_depth": 3, "dmpnn_hidden_size": 300, "dmpnn_dropout": 0.0, "dmpnn_ffn_num_layers": 1,
-         "dmpnn_ffn_hidden_size": 300, "dmpnn_aggregation": "norm", "dmpnn_lr": 0.001, "dmpnn_batch_size": 64,
-         "dmpnn_passes_per_epoch": 4}  # 12 epochs x 4 passes: chemprop's ~50 (a D-MPNN pass is cheap beside an LM's)
+         "dmpnn_ffn_hidden_size": 300, "dmpnn_aggregation": "norm", "dmpnn_lr": 0.001, "dmpnn_batch_size": 64}
 
 
 # The encoders: rxnfp-bert as shipped, or with its pretraining continued on molecules (a study's pretraining stage).
@@ -63,6 +62,8 @@ def quality_study(split: str, seed: int, epochs: int, lr: float, cpus: int, prec
         "model": {"name": "rxnfp-bert", "max_length": 256, **({"pretrain": str(stage)} if stage else {})},
         "search_space": "property_mix",
         "enqueue": trials,
+        # 12 epochs x 4 passes: chemprop's ~50 for the D-MPNN (a pass is cheap beside an LM epoch); fixed-only knob
+        **({} if stage else {"fixed": {"dmpnn_passes_per_epoch": 4}}),
         "num_trials": len(trials), "max_epochs": epochs, "metric": "valid_rmse", "seed": seed,
         "scheduler": {"grace_period": epochs, "reduction_factor": 3},  # grace = max_t: every trial runs to its end
         "resources": {"cpus_per_trial": cpus, "gpus_per_trial": 0, "precision": precision},

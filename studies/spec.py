@@ -74,11 +74,18 @@ class StudySpec(StudySchema):
 
         space = SPACES.get(self.search_space)
         space.validate_overrides(self.fixed, self.ranges)
+        unsampled = {p.name for p in space.declared if not p.searchable}
         for i, point in enumerate(self.enqueue):
             try:
                 space.validate_overrides(point, {})
             except StudyError as err:
                 raise ValueError(f"enqueue[{i}]: {err}") from None
+            for key in sorted(point):  # an enqueued point is a value for the sampler: it sets only what it samples
+                if key in unsampled or (key in self.fixed and point[key] != self.fixed[key]):
+                    raise ValueError(
+                        f"enqueue[{i}].{key}: the sampler never draws it ("
+                        f"{'a fixed-only knob' if key in unsampled else 'fixed.' + key + ' sets it for every trial'}), "
+                        f"so the enqueued value would be ignored; set it for the study in fixed.{key}")
         if self.sampler == "grid" or self.grid:
             from studies.grid import check_grid  # imported late: grid imports optuna, `chemtune list` reads this module
 

@@ -40,6 +40,12 @@ def test_defaults_and_direction() -> None:
         ({"dataset": {"fractions": {"valid": 0.6, "test": 0.5}}}, r"dataset.fractions: fractions must be"),
         ({"colour": "blue"}, r"colour: unknown key"),
         ({"enqueue": [{"method": "lora"}, {"method": "qlora"}]}, r"enqueue\[1\]: fixed.method: 'qlora' is not one"),
+        # an enqueued point is the sampler's first draw: a knob the sampler never draws would be dropped silently
+        ({"enqueue": [{"method": "lora", "patience": 3}]},
+         r"enqueue\[0\].patience: the sampler never draws it \(a fixed-only knob\), so the enqueued value would be "
+         r"ignored; set it for the study in fixed.patience"),
+        ({"fixed": {"lr": 1e-4}, "enqueue": [{"lr": 1e-3}]},
+         r"enqueue\[0\].lr: the sampler never draws it \(fixed.lr sets it for every trial\)"),
         ({"name": "has space"}, r"name: String should match pattern"),
     ],
 )
