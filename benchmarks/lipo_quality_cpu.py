@@ -17,7 +17,7 @@ language model (``resources.precision``); the trial seed changes between seeds, 
 std of test R2 and RMSE per row over the seeds, beside the issue's targets, and the wall time of each study.
 
     python benchmarks/lipo_quality_cpu.py [--seeds 0 1 2] [--split random] [--epochs 12] [--out FILE]
-                                          [--encoder rxnfp-bert|rxnfp-bert-dapt]
+                                          [--encoder rxnfp-bert|rxnfp-bert-dapt] [--dmpnn-passes 4]
 
 Studies stay in the embedded store under ``--root`` (``chemtune leaderboard lipo-quality-random-s0``): a study
 that finished there before is read, not run again, and one that was cut is resumed from its trials' checkpoints.
@@ -50,20 +50,22 @@ ENCODERS = {"rxnfp-bert": None,
 
 
 def quality_study(split: str, seed: int, epochs: int, lr: float, cpus: int, precision: str = "bf16",
-                  encoder: str = "rxnfp-bert") -> dict[str, Any]:
+                  encoder: str = "rxnfp-bert", dmpnn_passes: int = 4) -> dict[str, Any]:
     """The per-seed study: the trials enqueued in ``ROWS`` order, nothing searched, nothing pruned. On the
-    domain-adapted encoder only the two language-model rows (the D-MPNN does not read the encoder)."""
+    domain-adapted encoder only the two language-model rows (the D-MPNN does not read the encoder). A D-MPNN
+    budget other than the default 4 passes per epoch is in the name (a finished study is read by its name)."""
     stage = ENCODERS[encoder]
     trials = [{**LM, "lr": lr, "head_features": "none"}, {**LM, "lr": lr, "head_features": "both"}]
     trials += [] if stage else [DMPNN]
+    passes = "" if stage or dmpnn_passes == 4 else f"-p{dmpnn_passes}"
     return {
-        "name": f"lipo-quality-{'dapt-' if stage else ''}{split}-s{seed}", "task": "property",
+        "name": f"lipo-quality-{'dapt-' if stage else ''}{split}{passes}-s{seed}", "task": "property",
         "dataset": {"name": "lipophilicity", "split": split, "seed": 0, "fractions": {"valid": 0.1, "test": 0.1}},
         "model": {"name": "rxnfp-bert", "max_length": 256, **({"pretrain": str(stage)} if stage else {})},
         "search_space": "property_mix",
         "enqueue": trials,
         # 12 epochs x 4 passes: chemprop's ~50 for the D-MPNN (a pass is cheap beside an LM epoch); fixed-only knob
-        **({} if stage else {"fixed": {"dmpnn_passes_per_epoch": 4}}),
+        **({} if stage else {"fixed": {"dmpnn_passes_per_epoch": dmpnn_passes}}),
         "num_trials": len(trials), "max_epochs": epochs, "metric": "valid_rmse", "seed": seed,
         "scheduler": {"grace_period": epochs, "reduction_factor": 3},  # grace = max_t: every trial runs to its end
         "resources": {"cpus_per_trial": cpus, "gpus_per_trial": 0, "precision": precision},
@@ -120,6 +122,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=["bf16", "fp32", "auto"], default="bf16")
     parser.add_argument("--encoder", choices=list(ENCODERS), default="rxnfp-bert",
                         help="rxnfp-bert-dapt: the language-model rows on rxnfp-bert adapted to molecules")
+    parser.add_argument("--dmpnn-passes", type=int, default=4,
+                        help="the D-MPNN's passes over the train split per epoch (1: the first, starved table)")
     parser.add_argument("--root", type=Path, default=Path("lipo-quality-runs"))
     parser.add_argument("--table-only", action="store_true", help="run nothing: the table of what the store holds")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
@@ -133,7 +137,8 @@ def main() -> None:
     uri = StudyPaths.default(args.root).mlflow_uri
     per_seed, walls = [], {}
     for seed in args.seeds:
-        raw = quality_study(args.split, seed, args.epochs, args.lr, args.cpus, args.precision, args.encoder)
+        raw = quality_study(args.split, seed, args.epochs, args.lr, args.cpus, args.precision, args.encoder,
+                            args.dmpnn_passes)
         got = scores(raw["name"], uri, raw["num_trials"], register=not args.table_only)
         if got is None and not args.table_only:
             tic = time.perf_counter()

@@ -55,3 +55,15 @@ def test_the_domain_adapted_rows_name_the_molecule_pretraining_stage_and_differ_
     # the leakage guard removes the held-out molecules of both splits the benchmark fine-tunes on
     guarded = {(e["name"], e.get("split")) for e in stage.options["exclude"]}
     assert {("lipophilicity", "random"), ("lipophilicity", "scaffold")} <= guarded
+
+
+def test_the_dmpnn_budget_reaches_the_trial_and_a_non_default_one_names_the_study() -> None:
+    """4 passes per epoch by default (chemprop's ~50 in 12 epochs), fixed for the study: an enqueued value for a
+    fixed-only knob would be refused (the sampler never draws it)."""
+    default, starved = (parse_study(bench.quality_study("random", 0, 12, 1e-4, 1, dmpnn_passes=n)) for n in (4, 1))
+    assert default.fixed == {"dmpnn_passes_per_epoch": 4} and default.name == "lipo-quality-random-s0"
+    assert starved.fixed == {"dmpnn_passes_per_epoch": 1} and starved.name == "lipo-quality-random-p1-s0"
+    from search_spaces import SPACES
+
+    config = SPACES.get("property_mix").sample(fixed={**default.fixed, "arch": "dmpnn"})
+    assert config["dmpnn_passes_per_epoch"] == 4
