@@ -32,7 +32,7 @@ def main() -> None:
     if not (folder / STAGE_JSON).is_file():
         raise SystemExit(f"{args.study}: no cached checkpoint yet ({folder}); run `chemtune launch {args.study}`")
     data = prepared.payload
-    config = {k: v for k, v in spec.fixed.items()}
+    config = dict(spec.fixed)
     rows = {}
     for label, model in (("shipped rxnfp-bert", spec.model),
                          ("continued on molecules", spec.model.model_copy(update={"path": str(folder)}))):

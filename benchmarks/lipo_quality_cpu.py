@@ -45,26 +45,27 @@ DMPNN = {"arch": "dmpnn", "dmpnn_depth": 3, "dmpnn_hidden_size": 300, "dmpnn_dro
 
 
 # The encoders: rxnfp-bert as shipped, or with its pretraining continued on molecules (a study's pretraining stage).
+DMPNN_PASSES = 4  # per reported epoch: 12 x 4 = chemprop's ~50 (a D-MPNN pass is cheap beside an LM epoch)
 ENCODERS = {"rxnfp-bert": None,
             "rxnfp-bert-dapt": Path(__file__).resolve().parents[1] / "studies" / "pretrain_rxnfp_bert_molecules.yaml"}
 
 
 def quality_study(split: str, seed: int, epochs: int, lr: float, cpus: int, precision: str = "bf16",
-                  encoder: str = "rxnfp-bert", dmpnn_passes: int = 4) -> dict[str, Any]:
+                  encoder: str = "rxnfp-bert", dmpnn_passes: int = DMPNN_PASSES) -> dict[str, Any]:
     """The per-seed study: the trials enqueued in ``ROWS`` order, nothing searched, nothing pruned. On the
     domain-adapted encoder only the two language-model rows (the D-MPNN does not read the encoder). A D-MPNN
     budget other than the default 4 passes per epoch is in the name (a finished study is read by its name)."""
     stage = ENCODERS[encoder]
     trials = [{**LM, "lr": lr, "head_features": "none"}, {**LM, "lr": lr, "head_features": "both"}]
     trials += [] if stage else [DMPNN]
-    passes = "" if stage or dmpnn_passes == 4 else f"-p{dmpnn_passes}"
+    passes = "" if stage or dmpnn_passes == DMPNN_PASSES else f"-p{dmpnn_passes}"
     return {
         "name": f"lipo-quality-{'dapt-' if stage else ''}{split}{passes}-s{seed}", "task": "property",
         "dataset": {"name": "lipophilicity", "split": split, "seed": 0, "fractions": {"valid": 0.1, "test": 0.1}},
         "model": {"name": "rxnfp-bert", "max_length": 256, **({"pretrain": str(stage)} if stage else {})},
         "search_space": "property_mix",
         "enqueue": trials,
-        # 12 epochs x 4 passes: chemprop's ~50 for the D-MPNN (a pass is cheap beside an LM epoch); fixed-only knob
+        # a fixed-only knob: the sampler never draws it, so it is set for the study (enqueue would be refused)
         **({} if stage else {"fixed": {"dmpnn_passes_per_epoch": dmpnn_passes}}),
         "num_trials": len(trials), "max_epochs": epochs, "metric": "valid_rmse", "seed": seed,
         "scheduler": {"grace_period": epochs, "reduction_factor": 3},  # grace = max_t: every trial runs to its end
@@ -122,7 +123,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["bf16", "fp32", "auto"], default="bf16")
     parser.add_argument("--encoder", choices=list(ENCODERS), default="rxnfp-bert",
                         help="rxnfp-bert-dapt: the language-model rows on rxnfp-bert adapted to molecules")
-    parser.add_argument("--dmpnn-passes", type=int, default=4,
+    parser.add_argument("--dmpnn-passes", type=int, default=DMPNN_PASSES,
                         help="the D-MPNN's passes over the train split per epoch (1: the first, starved table)")
     parser.add_argument("--root", type=Path, default=Path("lipo-quality-runs"))
     parser.add_argument("--table-only", action="store_true", help="run nothing: the table of what the store holds")
